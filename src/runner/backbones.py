@@ -1,0 +1,91 @@
+"""What a backbone plugin receives, and loading a saved member checkpoint back.
+
+A backbone's `build(ctx, options)` returns `(model, tokenizer)`. Checkpoints are written as
+safetensors with the tokenizer and a `runner.json` that names the backbone and its options, so a
+saved member can be loaded again without the spec or its training data (`load_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+RUNNER_JSON = "runner.json"
+
+
+@dataclass
+class BackboneContext:
+    """Everything a backbone may need to build its model and tokenizer."""
+
+    model: str | None  # Hub id or local path, for backbones that take one
+    num_labels: int
+    label_names: list[str]
+    train_texts: list[str] = field(default_factory=list)  # to train a tokenizer from scratch
+    special_tokens: list[str] = field(default_factory=list)
+    max_length: int = 128
+    seed: int = 0
+    tokenizer: Any = None  # reuse this tokenizer instead of building one (set when loading a checkpoint)
+    checkpoint_dir: Path | None = None  # set when loading a saved checkpoint
+
+
+def write_runner_json(directory: Path, backbone: str, options: dict[str, Any], label_names: list[str],
+                      max_length: int, model: str | None) -> None:
+    info = {
+        "backbone": backbone,
+        "options": options,
+        "label_names": label_names,
+        "max_length": max_length,
+        "model": model,
+        "format": "runner-checkpoint-1",
+    }
+    (directory / RUNNER_JSON).write_text(json.dumps(info, indent=2))
+
+
+def load_checkpoint(directory: str | Path, registry=None):
+    """Load a saved member checkpoint: returns `(model, tokenizer, info)`.
+
+    Hugging Face models come back through `AutoModelForSequenceClassification`; other backbones are
+    rebuilt by their plugin from `runner.json` and their weights read from `model.safetensors`.
+    Only safetensors are read: no pickle is ever loaded.
+    """
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = Path(directory)
+    info_path = directory / RUNNER_JSON
+    if not info_path.is_file():
+        raise InputError(f"{directory}: not a runner checkpoint (no {RUNNER_JSON})")
+    info = json.loads(info_path.read_text())
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    if (directory / "config.json").is_file():
+        model = AutoModelForSequenceClassification.from_pretrained(str(directory), use_safetensors=True)
+        return model, tokenizer, info
+    if registry is None:
+        from .plugins import load_registry
+
+        registry = load_registry()
+    comp = registry.get("backbones", info["backbone"])
+    if comp is None:
+        raise InputError(f"{directory}: backbone {info['backbone']!r} is not registered; load its plugin first")
+    options = comp.options.model_validate(info["options"]) if comp.options is not None else None
+    ctx = BackboneContext(
+        model=info.get("model"),
+        num_labels=len(info["label_names"]),
+        label_names=info["label_names"],
+        max_length=info.get("max_length", 128),
+        tokenizer=tokenizer,
+        checkpoint_dir=directory,
+    )
+    model, _ = comp.obj(ctx, options)
+    state = load_file(str(directory / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
+        raise InputError(f"{directory}: weights do not match backbone {info['backbone']!r} "
+                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.eval()
+    return model, tokenizer, info

@@ -1,0 +1,65 @@
+"""Errors the library raises and the CLI translates.
+
+The library never prints or exits; it raises one of these. The CLI is the only place that turns them
+into a message on stderr and an exit code (2 for bad input, 1 for a failure while running). Anything
+else that escapes is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RunnerError(Exception):
+    """Base class. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class InputError(RunnerError):
+    """Bad input from the user: a spec, a data file, a plugin, a CLI argument. Exit code 2."""
+
+    exit_code = 2
+
+
+class SpecError(InputError):
+    """One or more problems in a spec file, each as `file: key.path: message`."""
+
+    def __init__(self, path, problems: list[tuple[str, str]]):
+        self.path = str(path)
+        self.problems = problems
+        lines = [f"{self.path}: {loc}: {msg}" if loc else f"{self.path}: {msg}" for loc, msg in problems]
+        n = len(problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in spec {self.path}:"
+        super().__init__(head + "\n" + "\n".join("  " + line for line in lines))
+
+
+class DataError(InputError):
+    """A data file or a dataset loader's input is unusable (missing column, empty text, bad label...)."""
+
+
+class PluginError(InputError):
+    """A plugin failed to import, registered a duplicate name, or has a malformed hook."""
+
+
+class ModelLoadError(InputError):
+    """A backbone's model or tokenizer could not be loaded (offline, typo, private repository...)."""
+
+
+class StoreError(RunnerError):
+    """The store cannot be opened, read or written (locked, corrupt, newer schema). Exit code 1."""
+
+
+class TrainingError(RunnerError):
+    """Training failed for a reason that is not the user's input (e.g. the loss became NaN)."""
+
+
+class OptionError(ValueError):
+    """Raised by a plugin's build function for an option that is wrong given the data.
+
+    For checks an options model cannot make alone (a focal `alpha` whose length is not the number of
+    labels). The runner reports it against the spec key, e.g. `loss.alpha: ...`.
+    """
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.message = message
+        super().__init__(f"{key}: {message}")

@@ -1,0 +1,132 @@
+"""The store's schema, as an append-only list of named migrations.
+
+Each migration runs once, in order, and is recorded in `_migrations`; opening a store written by an
+older runner applies the ones it lacks. Never edit a migration that has shipped: add a new one and say
+in its docstring why it exists. A store that has a migration this runner does not know was written by
+a newer runner and is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+MIGRATIONS: list[Callable] = []
+
+
+def migration(fn: Callable) -> Callable:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(con) -> None:
+    """Runs, members, examples, long-format metrics and per-example predictions.
+
+    Metrics are long (one row per value) so that a new metric or split needs no migration; the
+    friendly wide shape is a view (m002). No primary keys on the big tables: an index would slow the
+    batched inserts, and the store deletes a checkpoint's rows before writing them again instead.
+    """
+    con.execute(
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            spec JSON NOT NULL,
+            spec_hash VARCHAR NOT NULL,
+            dataset_id VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP
+        );
+        CREATE TABLE members (
+            run_id VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            backbone VARCHAR NOT NULL,
+            model VARCHAR,
+            seed BIGINT NOT NULL,
+            status VARCHAR NOT NULL
+        );
+        CREATE TABLE examples (
+            dataset_id VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            idx INTEGER NOT NULL,
+            text VARCHAR NOT NULL,
+            label INTEGER
+        );
+        CREATE TABLE metrics (
+            run_id VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            epoch INTEGER,
+            split VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            value DOUBLE
+        );
+        CREATE TABLE predictions (
+            run_id VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            epoch INTEGER,
+            split VARCHAR NOT NULL,
+            idx INTEGER NOT NULL,
+            pred SMALLINT NOT NULL,
+            probs FLOAT[] NOT NULL
+        );
+        """
+    )
+
+
+@migration
+def m002_views_and_member_details(con) -> None:
+    """The wide `epochs` view and the `selections` view, plus member details found useful in use.
+
+    `members` gains the label names, the selected checkpoint, an error message for failed members and
+    timestamps; `runs` gains an error message. Ties in a selection go to the earliest epoch, as
+    Hugging Face Trainer's best-model tracking does (a later epoch must be strictly better).
+    """
+    con.execute(
+        """
+        ALTER TABLE members ADD COLUMN options JSON;
+        ALTER TABLE members ADD COLUMN selected_checkpoint VARCHAR;
+        ALTER TABLE members ADD COLUMN error VARCHAR;
+        ALTER TABLE members ADD COLUMN started_at TIMESTAMP;
+        ALTER TABLE members ADD COLUMN finished_at TIMESTAMP;
+        ALTER TABLE runs ADD COLUMN label_names JSON;
+        ALTER TABLE runs ADD COLUMN error VARCHAR;
+
+        CREATE VIEW epochs AS
+        SELECT
+            run_id, member, epoch,
+            max(value) FILTER (WHERE split = 'train' AND name = 'loss') AS train_loss,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'loss') AS eval_loss,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'accuracy') AS eval_accuracy,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'f1_macro') AS eval_f1_macro,
+            max(value) FILTER (WHERE split = 'test' AND name = 'loss') AS test_loss,
+            max(value) FILTER (WHERE split = 'test' AND name = 'accuracy') AS test_accuracy,
+            max(value) FILTER (WHERE split = 'test' AND name = 'f1_macro') AS test_f1_macro
+        FROM metrics
+        WHERE checkpoint = 'epoch-' || epoch
+        GROUP BY run_id, member, epoch;
+
+        CREATE VIEW selections AS
+        WITH ranked AS (
+            SELECT
+                run_id, member, epoch,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY epoch DESC) AS r_last,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY eval_loss ASC NULLS LAST, epoch) AS r_loss,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY eval_accuracy DESC NULLS LAST, epoch) AS r_acc,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY eval_f1_macro DESC NULLS LAST, epoch) AS r_f1
+            FROM epochs
+        )
+        SELECT run_id, member, 'last' AS strategy, 'epoch-' || epoch AS checkpoint, epoch FROM ranked WHERE r_last = 1
+        UNION ALL
+        SELECT run_id, member, 'best_eval_loss', 'epoch-' || epoch, epoch FROM ranked WHERE r_loss = 1
+        UNION ALL
+        SELECT run_id, member, 'best_eval_accuracy', 'epoch-' || epoch, epoch FROM ranked WHERE r_acc = 1
+        UNION ALL
+        SELECT run_id, member, 'best_eval_f1_macro', 'epoch-' || epoch, epoch FROM ranked WHERE r_f1 = 1
+        UNION ALL
+        SELECT DISTINCT run_id, member, 'swa', 'swa', NULL::INTEGER FROM metrics
+        WHERE checkpoint = 'swa' AND member <> 'ensemble';
+        """
+    )

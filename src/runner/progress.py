@@ -1,0 +1,59 @@
+"""Rich progress for `runner apply`: one line per member (epochs) and one for the steps of the epoch."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class TrainingProgress:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("{task.fields[member]:<16}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.tasks: dict[str, int] = {}
+        self.steps: int | None = None
+
+    def start(self, members) -> None:
+        self.progress.start()
+        for m in members:
+            self.tasks[m.name] = self.progress.add_task(
+                "", total=m.train.epochs, member=m.name, info="[dim]waiting[/]"
+            )
+
+    def member_skipped(self, name: str) -> None:
+        self.progress.update(self.tasks[name], info="[green]already finished[/]", completed=0)
+
+    def member_started(self, name: str, epochs: int, done: int) -> None:
+        self.progress.update(self.tasks[name], completed=done, info="[cyan]training[/]")
+        if self.steps is not None:
+            self.progress.remove_task(self.steps)
+        self.steps = self.progress.add_task("", total=None, member="  steps", info="")
+
+    def step(self, name: str, step: int, max_steps: int) -> None:
+        if self.steps is not None:
+            self.progress.update(self.steps, completed=step, total=max_steps)
+
+    def epoch_done(self, name: str, epoch: int, row: dict, metric: str) -> None:
+        shown = f"eval_{metric}"
+        parts = [f"epoch {epoch}"]
+        if row.get("train_loss") is not None:
+            parts.append(f"train_loss {row['train_loss']:.4f}")
+        if shown in row:
+            parts.append(f"{shown} {row[shown]:.4f}")
+        if "test_accuracy" in row and shown != "eval_test_accuracy":
+            parts.append(f"test_accuracy {row['test_accuracy']:.4f}")
+        self.progress.update(self.tasks[name], completed=epoch, info=" · ".join(parts))
+
+    def stop(self) -> None:
+        if self.steps is not None:
+            self.progress.remove_task(self.steps)
+            self.steps = None
+        self.progress.stop()
