@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .errors import InputError, RunnerError
 
@@ -47,7 +48,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except RunnerError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            err.print(Text("error: ", style="bold red") + Text(str(e)), highlight=False, soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
 
     return wrapper

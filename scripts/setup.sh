@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One-time set-up: a virtual environment in .venv with torch and runner installed.
+# torch is installed first and pinned, so that pip never swaps an existing build: on a machine with
+# a local CPU wheel of this version (as on our CI machines) pip takes it in seconds; elsewhere it is
+# the normal PyPI build (CUDA on Linux x86_64). Set TORCH_SPEC to choose another, e.g. TORCH_SPEC="torch".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing $TORCH_SPEC" >&2
+  "${PIP[@]}" install "$TORCH_SPEC"
+fi
+if ! .venv/bin/python -c "import runner, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.runner-installed ]; then
+  echo "setup: installing runner and its dependencies" >&2
+  "${PIP[@]}" install -e ".[dev]"
+  touch .venv/.runner-installed
+fi
+echo "setup: ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))" >&2

@@ -1,0 +1,288 @@
+"""Built-in backbones: `hf` (any Hugging Face encoder, by Hub id or local path) and `scratch`.
+
+`hf` loads `AutoTokenizer` + `AutoModelForSequenceClassification` with a fresh classification head.
+Weights are only ever read from safetensors (`use_safetensors=True`): a repository that has only
+`pytorch_model.bin` is refused with a message saying how to convert it, because unpickling a
+downloaded file can run arbitrary code. Every way loading can fail is turned into one
+`ModelLoadError` paragraph that names the model and the likely cause; `check_reachable` runs the
+same diagnosis cheaply (config.json only) before any training starts.
+
+`scratch` builds a small randomly initialised BERT or RoBERTa with a tokenizer trained on the
+training split: the quickstart and the tests use it, since they have no Hub access.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from runner.errors import ModelLoadError, OptionError
+from runner.hookspecs import hookimpl
+
+# Files any one of which makes a directory a loadable tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
+# Config attributes that hold the dropout of the encoder output / the classifier, by architecture.
+DROPOUT_KEYS = ("hidden_dropout_prob", "classifier_dropout", "dropout", "seq_classif_dropout", "hidden_dropout")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+# ---------------------------------------------------------------------------------------------- hf
+
+
+class HFOptions(BaseModel):
+    """Options of the `hf` backbone (a member's `options` table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    revision: str | None = None  # branch, tag or commit of a Hub repository
+    trust_remote_code: bool = False  # never on by default: it runs the repository's Python code
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)  # overrides the config's dropout
+    local_files_only: bool = False  # use the local Hugging Face cache only, never the network
+
+
+def _is_offline(options: HFOptions | None) -> bool:
+    from huggingface_hub import constants
+
+    # Read at call time: huggingface_hub caches HF_HUB_OFFLINE at import, tests patch the constant.
+    return bool(constants.HF_HUB_OFFLINE) or bool(options and options.local_files_only)
+
+
+def _looks_local(model: str) -> bool:
+    """A path rather than a Hub id: absolute, ./ ../ ~, more than one slash, or existing on disk."""
+    return (os.path.exists(model) or model.startswith((".", "~", "/")) or os.path.isabs(model)
+            or not _HUB_ID.match(model))
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _diagnose(model: str, exc: BaseException | None, options: HFOptions | None, what: str = "model") -> ModelLoadError:
+    """One paragraph naming the model and the most likely cause of `exc`."""
+    from huggingface_hub import errors as hub_errors
+
+    chain = _chain(exc) if exc is not None else []
+    text = " ".join(str(e) for e in chain)
+    kinds = tuple(type(e) for e in chain)
+
+    def has(*types) -> bool:
+        return any(issubclass(k, types) for k in kinds)
+
+    # huggingface_hub's vendored httpx errors (ConnectError, ReadTimeout...) are not OSErrors: match by name
+    network_error = any(word in c.__name__ for k in kinds for c in k.__mro__
+                        for word in ("Connect", "Timeout", "NetworkError", "TransportError"))
+
+    head = f"cannot load the {what} for {model!r}: "
+    if _looks_local(model) and not os.path.exists(os.path.expanduser(model)):
+        why = (f"the local path {str(Path(model).expanduser().resolve())!r} does not exist. Check the member's "
+               "`model` (a relative path is resolved against the current directory), or give a Hub id "
+               "like 'klue/bert-base'.")
+    elif "safetensors" in text and ("does not appear to have" in text or "no file named" in text):
+        why = _no_safetensors(model)
+    elif os.path.isdir(model) and not os.path.isfile(os.path.join(model, "config.json")):
+        why = (f"the local directory {model!r} does not hold a Hugging Face model (no config.json). "
+               f"Original error: {text}")
+    elif has(hub_errors.GatedRepoError):
+        why = (f"'{model}' is a gated repository. Request access at https://huggingface.co/{model} and log in "
+               "(`hf auth login`, or set HF_TOKEN) with an account that has been granted access.")
+    elif has(hub_errors.RevisionNotFoundError):
+        rev = options.revision if options else None
+        why = f"revision {rev!r} does not exist in https://huggingface.co/{model}; fix `options.revision`."
+    elif has(hub_errors.RepositoryNotFoundError) or "401 Client Error" in text or "Unauthorized" in text:
+        why = (f"no repository '{model}' was found on the Hugging Face Hub. Check the spelling; if it is a "
+               "private repository, log in (`hf auth login`, or set HF_TOKEN) with an account that can read it; "
+               "if you meant a local directory, it does not exist.")
+    elif _is_offline(options) and (has(hub_errors.LocalEntryNotFoundError) or network_error or "cache" in text):
+        why = ("offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE or options.local_files_only) and the "
+               "model is not in the local Hugging Face cache. Download it once with network access "
+               f"(`hf download {model}`), or point `model` at a local directory holding it.")
+    elif has(hub_errors.LocalEntryNotFoundError, ConnectionError, TimeoutError) or network_error:
+        why = ("the Hugging Face Hub could not be reached (no network, a proxy or a firewall?) and the model "
+               f"is not in the local cache. Check the connection, or download it elsewhere (`hf download {model}`) "
+               "and point `model` at the local directory.")
+    elif has(hub_errors.HFValidationError):
+        why = "it is neither an existing local directory nor a valid Hub id of the form 'namespace/name'."
+    else:
+        why = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
+    return ModelLoadError(head + why)
+
+
+def _no_safetensors(model: str) -> str:
+    return (f"'{model}' has no safetensors weights (only pytorch_model.bin), and runner never loads pickle files "
+            "because unpickling can run arbitrary code. Convert it once: for a Hub repository use "
+            "https://huggingface.co/spaces/safetensors/convert (it opens a pull request; then set "
+            "options.revision = \"refs/pr/<number>\"), or for a local copy run "
+            "`AutoModel.from_pretrained(path).save_pretrained(path)` in a trusted environment and point `model` at it.")
+
+
+def check_reachable(model: str, options: HFOptions | None = None) -> None:
+    """Fail early, before any training, if `model` cannot be loaded; raise ModelLoadError if so."""
+    if options is None:
+        options = HFOptions()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        missing = []
+        if not (path / "config.json").is_file():
+            missing.append("config.json")
+        if not any((path / f).is_file() for f in TOKENIZER_FILES):
+            missing.append("tokenizer files (tokenizer.json or vocab.txt...)")
+        if not any((path / f).is_file() for f in SAFETENSORS_FILES):
+            if (path / "pytorch_model.bin").is_file() or (path / "pytorch_model.bin.index.json").is_file():
+                raise ModelLoadError(f"cannot load the model for {model!r}: " + _no_safetensors(model))
+            missing.append("model.safetensors")
+        if missing:
+            raise ModelLoadError(f"cannot load the model for {model!r}: the local directory {str(path.resolve())!r} "
+                                 f"does not hold a Hugging Face model: missing {', '.join(missing)}.")
+        return
+    if _looks_local(model):
+        raise _diagnose(model, None, options)
+    from transformers.utils.hub import cached_file, has_file
+
+    kwargs = dict(revision=options.revision, local_files_only=_is_offline(options))
+    try:
+        found = cached_file(model, "config.json", **kwargs)
+    except Exception as e:  # OSError wrapping a huggingface_hub error, or httpx errors
+        raise _diagnose(model, e, options) from e
+    if found is None:  # the repository exists but has no config.json
+        raise ModelLoadError(f"cannot load the model for {model!r}: the repository has no config.json, so it is "
+                             "not a transformers model.")
+    try:
+        has_safe = any(has_file(model, f, **kwargs) for f in SAFETENSORS_FILES)
+    except Exception as e:
+        raise _diagnose(model, e, options) from e
+    if not has_safe:
+        raise ModelLoadError(f"cannot load the model for {model!r}: " + _no_safetensors(model)
+                             + " (Or, offline, its weights are not in the local cache.)")
+
+
+def _add_special_tokens(tokenizer, tokens: list[str]) -> int:
+    """Add `tokens` as special tokens (never split, never lowercased); returns how many were new."""
+    if not tokens:
+        return 0
+    # transformers 5 renamed `additional_special_tokens` to `extra_special_tokens`; without
+    # replace_extra_special_tokens=False the call would replace, not extend, the existing list.
+    return tokenizer.add_special_tokens({"extra_special_tokens": list(tokens)}, replace_extra_special_tokens=False)
+
+
+def _label_maps(ctx) -> dict:
+    names = list(ctx.label_names) or [str(i) for i in range(ctx.num_labels)]
+    return dict(num_labels=ctx.num_labels, id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)})
+
+
+def build_hf(ctx, options: HFOptions):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    model_id = str(ctx.model)
+    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code,
+               local_files_only=_is_offline(options))
+    if _looks_local(model_id) and not os.path.exists(os.path.expanduser(model_id)):
+        raise _diagnose(model_id, None, options)
+    model_id = os.path.expanduser(model_id)
+    tokenizer = ctx.tokenizer
+    try:
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(model_id, model_max_length=ctx.max_length, **hub)
+    except Exception as e:
+        raise _diagnose(model_id, e, options, "tokenizer") from e
+    try:
+        config = AutoConfig.from_pretrained(model_id, **_label_maps(ctx), **hub)
+        if options.dropout is not None:
+            keys = [k for k in DROPOUT_KEYS if hasattr(config, k)]
+            if not keys:
+                raise OptionError("options.dropout", f"the config of {model_id!r} ({type(config).__name__}) "
+                                                     "has no dropout setting runner knows how to override")
+            for k in keys:
+                setattr(config, k, options.dropout)
+        torch.manual_seed(ctx.seed)  # the new classification head is random: make it reproducible
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_id, config=config, use_safetensors=True,
+            # a checkpoint that already has a head for another number of labels gets a fresh one
+            ignore_mismatched_sizes=True, **hub)
+    except OptionError:
+        raise
+    except Exception as e:
+        raise _diagnose(model_id, e, options) from e
+    if ctx.tokenizer is None:
+        _add_special_tokens(tokenizer, ctx.special_tokens)
+    # New ids need rows; a model whose embedding is already larger (padded vocabularies) keeps its size.
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------------------- scratch
+
+
+class ScratchOptions(BaseModel):
+    """Options of the `scratch` backbone: a small random BERT/RoBERTa and a tokenizer trained on train."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    architecture: Literal["bert", "roberta"] = "bert"
+    hidden_size: int = Field(default=64, gt=0)
+    layers: int = Field(default=2, gt=0)
+    heads: int = Field(default=2, gt=0)
+    intermediate_size: int | None = Field(default=None, gt=0)  # None: 4 * hidden_size, as in BERT
+    vocab_size: int = Field(default=8000, ge=100)  # an upper bound: small corpora give fewer tokens
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    lowercase: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self):
+        if self.hidden_size % self.heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})")
+        return self
+
+
+def build_scratch(ctx, options: ScratchOptions):
+    import torch
+    from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
+
+    from runner.tokenization import train_tokenizer
+
+    tokenizer = ctx.tokenizer
+    if tokenizer is None:
+        if not ctx.train_texts:
+            raise ModelLoadError("the scratch backbone trains its tokenizer on the training texts, and there are none")
+        kind = "wordpiece" if options.architecture == "bert" else "bpe"
+        tokenizer = train_tokenizer(ctx.train_texts, kind, vocab_size=options.vocab_size,
+                                    lowercase=options.lowercase, max_length=ctx.max_length)
+        _add_special_tokens(tokenizer, ctx.special_tokens)
+    common = dict(
+        vocab_size=len(tokenizer),  # includes added special tokens
+        hidden_size=options.hidden_size,
+        num_hidden_layers=options.layers,
+        num_attention_heads=options.heads,
+        intermediate_size=options.intermediate_size or 4 * options.hidden_size,
+        hidden_dropout_prob=options.dropout,
+        attention_probs_dropout_prob=options.dropout,
+        pad_token_id=tokenizer.pad_token_id,
+        **_label_maps(ctx),
+    )
+    if options.architecture == "bert":
+        config = BertConfig(max_position_embeddings=ctx.max_length, **common)
+    else:
+        # RoBERTa numbers positions from pad_token_id + 1, hence the + 2; it has one token type.
+        config = RobertaConfig(max_position_embeddings=ctx.max_length + 2, type_vocab_size=1,
+                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **common)
+    torch.manual_seed(ctx.seed)  # same seed, same initial weights
+    model = AutoModelForSequenceClassification.from_config(config)
+    return model, tokenizer
+
+
+@hookimpl
+def register_backbones(register):
+    register("hf", build_hf, options=HFOptions, takes_model=True, check=check_reachable)
+    register("scratch", build_scratch, options=ScratchOptions)

@@ -1,0 +1,98 @@
+"""Training a small tokenizer from the training texts, for backbones built from scratch.
+
+Two flavours, matching the two scratch architectures:
+
+- ``wordpiece``: BERT-style ([PAD]=0, [UNK], [CLS], [SEP], [MASK]; ``[CLS] a [SEP] b [SEP]``).
+- ``bpe``: RoBERTa-style byte-level BPE (<s>=0, <pad>=1, </s>=2, <unk>=3, <mask>=4; ``<s> a </s></s> b </s>``).
+
+Accents are never stripped: stripping decomposes text to NFD first, which shreds every Korean
+Hangul syllable into its jamo (U+1100-U+11FF) and makes the vocabulary useless for Korean reviews.
+Text is NFC-normalised instead, so composed and decomposed input give the same tokens.
+
+The result is a ``transformers.PreTrainedTokenizerFast`` wrapping the trained ``tokenizers.Tokenizer``;
+it saves with ``save_pretrained`` and loads back with ``AutoTokenizer.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Literal
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import PreTrainedTokenizerFast
+
+WORDPIECE_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BPE_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def _batches(texts: list[str], size: int = 1000) -> Iterable[list[str]]:
+    # Batches keep the Rust trainer busy without building one big Python list of copies.
+    for i in range(0, len(texts), size):
+        yield texts[i:i + size]
+
+
+def _wordpiece(texts: list[str], vocab_size: int, lowercase: bool) -> Tokenizer:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.NFC(),
+        # strip_accents=False explicitly: the default (None) follows `lowercase`, i.e. strips accents
+        # whenever lowercasing, and that would shred Hangul into jamo.
+        normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                   strip_accents=False, lowercase=lowercase),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1,
+                                        special_tokens=WORDPIECE_SPECIALS, show_progress=False)
+    tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tok
+
+
+def _bpe(texts: list[str], vocab_size: int, lowercase: bool) -> Tokenizer:
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    steps = [normalizers.NFC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tok.normalizer = normalizers.Sequence(steps)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=1, special_tokens=BPE_SPECIALS,
+                                  # every byte is in the alphabet, so no text is ever <unk>
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
+    # positional: the keyword names differ between tokenizers releases (cls vs cls_token)
+    tok.post_processor = processors.RobertaProcessing(
+        ("</s>", tok.token_to_id("</s>")), ("<s>", tok.token_to_id("<s>")),
+        trim_offsets=True, add_prefix_space=False,
+    )
+    return tok
+
+
+def train_tokenizer(texts: list[str], kind: Literal["wordpiece", "bpe"], vocab_size: int = 8000,
+                    lowercase: bool = True, max_length: int = 128) -> PreTrainedTokenizerFast:
+    """Train a ``kind`` tokenizer on ``texts`` and wrap it as a Hugging Face fast tokenizer."""
+    if not texts:
+        raise ValueError("cannot train a tokenizer on no texts")
+    if kind == "wordpiece":
+        backend = _wordpiece(list(texts), vocab_size, lowercase)
+        specials = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                        sep_token="[SEP]", mask_token="[MASK]")
+    elif kind == "bpe":
+        backend = _bpe(list(texts), vocab_size, lowercase)
+        specials = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                        cls_token="<s>", sep_token="</s>", mask_token="<mask>")
+    else:
+        raise ValueError(f"unknown tokenizer kind {kind!r}: expected 'wordpiece' or 'bpe'")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        model_max_length=max_length,
+        padding_side="right",
+        truncation_side="right",
+        # wordpiece decoding otherwise "cleans up" spaces before punctuation differently from the input
+        clean_up_tokenization_spaces=False,
+        **specials,
+    )

@@ -1,0 +1,213 @@
+"""End to end: `runner apply` through the real CLI on a tiny spec, then the store is checked against
+members x epochs x examples, and the saved checkpoint against the stored predictions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from runner.backbones import load_checkpoint
+from runner.cli import app
+from runner.plugins import load_registry
+from runner.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SPEC = """
+name = "tiny"
+seed = 3
+
+[data]
+source = "synthetic"
+valid = 0.2
+test = 0.2
+max_length = 48
+
+[data.options]
+size = {size}
+
+[train]
+epochs = {epochs}
+batch_size = 32
+learning_rate = 2e-3
+lr_scheduler = "constant"
+
+[loss]
+name = "focal"
+alpha = 1.0
+gamma = 2.0
+label_smoothing = 0.1
+
+[selection]
+metric = "eval_accuracy"
+
+[[members]]
+name = "bert"
+backbone = "scratch"
+options = {{ architecture = "bert", hidden_size = 32, layers = 2, heads = 2, vocab_size = 2000 }}
+
+[[members]]
+name = "gru"
+backbone = "gru"
+options = {{ embedding_dim = 32, hidden_size = 32, vocab_size = 2000 }}
+loss = {{ name = "poly1", epsilon = 1.0 }}
+"""
+
+SIZE, EPOCHS, MEMBERS = 300, 3, ("bert", "gru")
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory):
+    """One real run shared by the tests of this module."""
+    d = tmp_path_factory.mktemp("apply")
+    spec = d / "tiny.toml"
+    spec.write_text(TINY_SPEC.format(size=SIZE, epochs=EPOCHS))
+    store = d / "results.duckdb"
+    code, out, err = cli("apply", spec, "--store", store, "--plugins", REPO / "plugins")
+    assert code == 0, err + out
+    return spec, store, out, err
+
+
+def count(store: Store, sql: str, params=None) -> int:
+    return store.query(sql, params)[1][0][0]
+
+
+def test_row_counts_match_members_epochs_examples(applied):
+    spec, store_path, out, _ = applied
+    store = Store(store_path)
+    run = store.query_dicts("SELECT * FROM runs")
+    assert len(run) == 1 and run[0]["status"] == "finished"
+    run_id = run[0]["run_id"]
+    members = store.query_dicts("SELECT member, status, seed FROM members ORDER BY member")
+    assert [(m["member"], m["status"]) for m in members] == [("bert", "finished"), ("gru", "finished")]
+    assert [m["seed"] for m in members] == [3, 4]  # the spec seed + the member index
+
+    splits = dict(store.query("SELECT split, count(*) FROM examples GROUP BY split")[1])
+    assert sum(splits.values()) == SIZE
+    n_valid, n_test = splits["valid"], splits["test"]
+    assert n_valid == pytest.approx(0.2 * SIZE, abs=4) and n_test == pytest.approx(0.2 * SIZE, abs=4)
+
+    epochs = count(store, "SELECT count(*) FROM epochs")
+    assert epochs == len(MEMBERS) * EPOCHS
+    # train loss + (loss, accuracy, f1_macro) on valid and on test, per member and epoch
+    assert count(store, "SELECT count(*) FROM metrics WHERE checkpoint LIKE 'epoch-%'") == len(MEMBERS) * EPOCHS * 7
+    assert count(store, "SELECT count(*) FROM predictions WHERE checkpoint LIKE 'epoch-%'") == (
+        len(MEMBERS) * EPOCHS * (n_valid + n_test)
+    )
+    # every example of each split has exactly one prediction per member and epoch
+    dupes = count(store, "SELECT count(*) FROM (SELECT member, epoch, split, idx, count(*) c FROM predictions "
+                         "WHERE checkpoint LIKE 'epoch-%' GROUP BY ALL HAVING c <> 1)")
+    assert dupes == 0
+    probs_ok = count(store, "SELECT count(*) FROM predictions WHERE abs(list_sum(probs) - 1) > 1e-4 "
+                            "OR len(probs) <> 4 OR pred <> list_position(probs, list_max(probs)) - 1")
+    assert probs_ok == 0
+    assert "tiny-" in out and "bert" in out  # the end-of-run table
+
+
+def test_stored_metrics_agree_with_stored_predictions(applied):
+    _, store_path, _, _ = applied
+    store = Store(store_path)
+    rows = store.query_dicts(
+        """
+        SELECT p.member, p.epoch, p.split, avg((p.pred = e.label)::INT) AS acc
+        FROM predictions p JOIN runs r USING (run_id)
+        JOIN examples e ON e.dataset_id = r.dataset_id AND e.split = p.split AND e.idx = p.idx
+        WHERE p.checkpoint LIKE 'epoch-%' GROUP BY ALL
+        """
+    )
+    epochs = {(r["member"], r["epoch"]): r for r in store.query_dicts("SELECT * FROM epochs")}
+    for r in rows:
+        key = "eval_accuracy" if r["split"] == "valid" else "test_accuracy"
+        assert epochs[(r["member"], r["epoch"])][key] == pytest.approx(r["acc"], abs=1e-9)
+
+
+def test_selections_agree_with_epoch_metrics(applied):
+    _, store_path, _, _ = applied
+    store = Store(store_path)
+    epochs = store.query_dicts("SELECT * FROM epochs ORDER BY member, epoch")
+    selections = {(s["member"], s["strategy"]): s["epoch"] for s in store.query_dicts("SELECT * FROM selections")}
+    for member in MEMBERS:
+        mine = [e for e in epochs if e["member"] == member]
+        first_best = lambda key, sign: min(mine, key=lambda e: (sign * e[key], e["epoch"]))["epoch"]  # noqa: E731
+        assert selections[(member, "last")] == max(e["epoch"] for e in mine)
+        assert selections[(member, "best_eval_loss")] == first_best("eval_loss", 1)
+        assert selections[(member, "best_eval_accuracy")] == first_best("eval_accuracy", -1)
+        assert selections[(member, "best_eval_f1_macro")] == first_best("eval_f1_macro", -1)
+        selected = store.query_dicts("SELECT selected_checkpoint FROM members WHERE member = ?", [member])[0]
+        assert selected["selected_checkpoint"] == f"epoch-{selections[(member, 'best_eval_accuracy')]}"
+
+
+@pytest.mark.parametrize("member", MEMBERS)
+def test_selected_checkpoint_reloads_and_reproduces_stored_probabilities(applied, member):
+    _, store_path, _, _ = applied
+    store = Store(store_path)
+    run_id = store.query("SELECT run_id FROM runs")[1][0][0]
+    ckpt = store_path.parent / "runs" / run_id / member / "selected"
+    assert (ckpt / "model.safetensors").is_file() and (ckpt / "runner.json").is_file()
+    assert not list(ckpt.glob("*.bin")) and not list(ckpt.glob("*.pt"))
+    model, tokenizer, info = load_checkpoint(ckpt, load_registry(REPO / "plugins"))
+    epoch = json.loads((ckpt / "selection.json").read_text())["epoch"]
+    rows = store.query_dicts(
+        """
+        SELECT e.text, p.probs FROM predictions p JOIN runs r USING (run_id)
+        JOIN examples e ON e.dataset_id = r.dataset_id AND e.split = p.split AND e.idx = p.idx
+        WHERE p.member = ? AND p.epoch = ? AND p.split = 'valid' AND p.checkpoint = 'epoch-' || p.epoch
+        ORDER BY p.idx LIMIT 40
+        """,
+        [member, epoch],
+    )
+    enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=info["max_length"], padding=True,
+                    return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        probs = torch.softmax(model(**enc).logits, -1).numpy()
+    np.testing.assert_allclose(probs, np.array([r["probs"] for r in rows]), atol=1e-4)
+
+
+def test_reapply_does_nothing_and_broken_spec_leaves_store_untouched(applied, tmp_path):
+    spec, store_path, _, _ = applied
+    before = file_digest(store_path)
+    code, out, err = cli("apply", spec, "--store", store_path, "--plugins", REPO / "plugins")
+    assert code == 0
+    assert "nothing to do" in err
+    assert file_digest(store_path) == before
+
+    broken = tmp_path / "broken.toml"
+    broken.write_text(TINY_SPEC.format(size=SIZE, epochs=EPOCHS).replace("heads = 2", "heads = 2, hiden = 3"))
+    code, out, err = cli("apply", broken, "--store", store_path, "--plugins", REPO / "plugins")
+    assert code == 2
+    assert "broken.toml: members[0].options.hiden: unknown key" in err
+    assert "Traceback" not in err + out
+    assert file_digest(store_path) == before
+
+
+def test_quickstart_spec_runs_end_to_end(tmp_path):
+    """The README's quickstart, as a user runs it (smaller store path, same spec)."""
+    spec = tmp_path / "quickstart.toml"
+    shutil.copy(REPO / "specs" / "quickstart.toml", spec)
+    code, out, err = cli("apply", spec, "--store", tmp_path / "results.duckdb")
+    assert code == 0, err + out
+    store = Store(tmp_path / "results.duckdb")
+    assert count(store, "SELECT count(*) FROM members WHERE status = 'finished'") == 3
+    loss_vs_acc = store.query_dicts(
+        "SELECT strategy, avg(e.test_accuracy) AS acc FROM selections s JOIN epochs e USING (run_id, member, epoch) "
+        "WHERE strategy IN ('best_eval_loss', 'best_eval_accuracy') GROUP BY strategy"
+    )
+    assert {r["strategy"] for r in loss_vs_acc} == {"best_eval_loss", "best_eval_accuracy"}
+    assert all(0.4 < r["acc"] < 1.0 for r in loss_vs_acc)
