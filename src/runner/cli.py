@@ -28,7 +28,7 @@ out = Console()
 err = Console(stderr=True)
 # Piped output (CI logs, `| less`) gets wide tables rather than rich's 80-column default.
 if not out.is_terminal:
-    out = Console(width=140)
+    out = Console(width=160)
 
 STORE_OPT = typer.Option("results.duckdb", "--store", help="The DuckDB results file.")
 PLUGINS_OPT = typer.Option(None, "--plugins", help="Plugins directory (default: plugins/ beside the spec).")
@@ -171,6 +171,64 @@ def sql(
 
     cols, rows = run_sql(store, query, allow_write=allow_write)
     emit(cols, rows, format)
+
+
+@app.command()
+@handle_errors
+def compare(
+    run: Optional[str] = typer.Argument(None, help="Run id (default: the latest run)."),
+    store: Path = STORE_OPT,
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """The selection-strategy table: each member and the ensemble under every strategy."""
+    from .compare import compare as build, render
+    from .store import Store
+
+    c = build(Store(store).open(create=False), run)
+    if format == Format.table:
+        out.print(render(c))
+    else:
+        records = c.records()
+        cols = list(records[0]) if records else []
+        emit(cols, [list(r.values()) for r in records], format)
+
+
+@app.command()
+@handle_errors
+def ensemble(
+    run: Optional[str] = typer.Argument(None, help="Run id (default: the latest run)."),
+    weights: str = typer.Option("equal", "--weights", help="'equal', 'fit', or comma-separated weights."),
+    members: Optional[str] = typer.Option(None, "--members", help="Comma-separated members (default: all)."),
+    checkpoint: str = typer.Option("selected", "--checkpoint",
+                                   help="Which checkpoint of each member: selected, swa, last, best_eval_loss, "
+                                        "best_eval_accuracy, best_eval_f1_macro."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the ensemble (its checkpoint in the store)."),
+    store: Path = STORE_OPT,
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """Add an ensemble to a finished run from its stored probabilities (no model is run) and print it."""
+    from .ensemble import build_ensemble
+    from .store import Store
+
+    if weights in ("equal", "fit"):
+        w: str | list[float] = weights
+    else:
+        try:
+            w = [float(x) for x in weights.split(",") if x.strip()]
+        except ValueError:
+            raise InputError(f"--weights {weights!r}: give 'equal', 'fit', or numbers such as 0.5,0.3,0.2") from None
+    member_list = [m.strip() for m in members.split(",") if m.strip()] if members else None
+    ens = build_ensemble(Store(store).open(create=False), run, checkpoint, w, member_list, name=name)
+    cols = ["ensemble", "member", "checkpoint", "weight"]
+    rows = [[ens.name, m, c, float(x)] for m, c, x in zip(ens.members, ens.checkpoints, ens.weights)]
+    emit(cols, rows, format, title=f"Ensemble {ens.name} of run {ens.run_id} ({ens.method} weights)")
+    if format == Format.table:
+        mt = Table(title="Metrics")
+        mt.add_column("metric")
+        mt.add_column("value", justify="right")
+        for k, v in ens.metrics.items():
+            mt.add_row(k, f"{v:.4f}")
+        out.print(mt)
 
 
 def emit(cols, rows, format: Format, title: str | None = None) -> None:

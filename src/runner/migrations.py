@@ -130,3 +130,54 @@ def m002_views_and_member_details(con) -> None:
         WHERE checkpoint = 'swa' AND member <> 'ensemble';
         """
     )
+
+
+@migration
+def m003_swa_and_ensembles(con) -> None:
+    """SWA bookkeeping and ensembles.
+
+    `members.swa_epochs` records which epoch checkpoints were averaged (fewer than K when early
+    stopping came first). `ensemble_weights` keeps the weight of each member in each ensemble (an
+    ensemble is `member = 'ensemble'` in metrics/predictions, its checkpoint named after the strategy
+    it was built from). `selections` is recreated to list the ensembles too.
+    """
+    con.execute(
+        """
+        ALTER TABLE members ADD COLUMN swa_epochs INTEGER[];
+        CREATE TABLE ensemble_weights (
+            run_id VARCHAR NOT NULL,
+            ensemble VARCHAR NOT NULL,
+            strategy VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            member_checkpoint VARCHAR NOT NULL,
+            weight DOUBLE NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        DROP VIEW selections;
+        CREATE VIEW selections AS
+        WITH ranked AS (
+            SELECT
+                run_id, member, epoch,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY epoch DESC) AS r_last,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY eval_loss ASC NULLS LAST, epoch) AS r_loss,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY eval_accuracy DESC NULLS LAST, epoch) AS r_acc,
+                row_number() OVER (PARTITION BY run_id, member ORDER BY eval_f1_macro DESC NULLS LAST, epoch) AS r_f1
+            FROM epochs
+        )
+        SELECT run_id, member, 'last' AS strategy, 'epoch-' || epoch AS checkpoint, epoch FROM ranked WHERE r_last = 1
+        UNION ALL
+        SELECT run_id, member, 'best_eval_loss', 'epoch-' || epoch, epoch FROM ranked WHERE r_loss = 1
+        UNION ALL
+        SELECT run_id, member, 'best_eval_accuracy', 'epoch-' || epoch, epoch FROM ranked WHERE r_acc = 1
+        UNION ALL
+        SELECT run_id, member, 'best_eval_f1_macro', 'epoch-' || epoch, epoch FROM ranked WHERE r_f1 = 1
+        UNION ALL
+        SELECT DISTINCT run_id, member, 'swa', 'swa', NULL::INTEGER FROM metrics
+        WHERE checkpoint = 'swa' AND member <> 'ensemble'
+        UNION ALL
+        SELECT DISTINCT run_id, member, checkpoint, checkpoint, NULL::INTEGER FROM metrics
+        WHERE member = 'ensemble'
+          AND checkpoint IN ('last', 'best_eval_loss', 'best_eval_accuracy', 'best_eval_f1_macro', 'swa');
+        """
+    )

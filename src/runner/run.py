@@ -213,7 +213,7 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
                                m.options.model_dump(mode="json") if m.options is not None else {})
             job = MemberJob(run_id=run_id, member=m, resolved=resolved, data=data, registry=p.registry, store=store,
                             out_dir=out_dir, swa_k=resolved.spec.swa.k, progress=progress,
-                            resume_from=resume_from, history=history)
+                            resume_from=resume_from, history=history, say=say)
             try:
                 selected = train_member(job)
             except TrainingError as e:
@@ -229,6 +229,8 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
                 traceback.print_exc()
                 raise
             store.finish_member(run_id, m.name, "finished", selected_checkpoint=f"epoch-{selected}")
+            # Selected and SWA weights are saved beside; epoch checkpoints were only kept for resuming.
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
             result.trained.append(m.name)
             p.registry.hook.on_member_end(run_id=run_id, member=m.name, status="finished", selected_epoch=selected)
     finally:
@@ -245,14 +247,18 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
 
 
 def post_members(p: Plan, store: Store, run_id: str, result: ApplyResult, say) -> None:
-    """What runs after every member has trained: SWA and the ensemble (see swa.py, ensemble.py)."""
-    try:
-        from . import finish  # noqa: F401  (added with SWA and ensembles)
-    except ImportError:
-        spec = p.resolved.spec
-        if spec.swa.k:
-            say(f"[swa] k = {spec.swa.k}: SWA is not implemented yet in this version; skipped.")
-        if len(p.resolved.members) > 1:
-            say("[ensemble]: ensembles are not implemented yet in this version; skipped.")
+    """After every member has trained: the spec's ensemble, from the stored probabilities."""
+    from .ensemble import build_ensemble
+
+    spec = p.resolved.spec
+    finished = [m["member"] for m in store.members(run_id) if m["status"] == "finished"]
+    if len(finished) < 2:
         return
-    finish.run(p, store, run_id, result, say)
+    strategy = spec.ensemble.checkpoint
+    if strategy == "swa" and not spec.swa.k:
+        say("[ensemble] checkpoint = 'swa' but [swa] k = 0: no SWA checkpoints to ensemble; skipped.")
+        return
+    ens = build_ensemble(store, run_id, strategy, spec.ensemble.weights)
+    weights = ", ".join(f"{m} {w:.3f}" for m, w in zip(ens.members, ens.weights))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in ens.metrics.items() if k.endswith("accuracy"))
+    say(f"Ensemble {ens.name} ({ens.method} weights: {weights}): {shown}")

@@ -121,6 +121,11 @@ class Store:
             applied = (
                 [r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()] if "_migrations" in tables else []
             )
+        if tables and "_migrations" not in tables:  # someone else's database: never add tables to it
+            raise StoreError(
+                f"{self.path}: a DuckDB database, but not a runner store (it has tables such as "
+                f"{sorted(tables)[0]!r} and no _migrations); give --store a new file. The file was not changed."
+            )
         self._check_known(applied)
         return [m.__name__ for m in MIGRATIONS if m.__name__ not in applied]
 
@@ -192,6 +197,10 @@ class Store:
                 "WHERE run_id = ? AND member = ?",
                 [status, selected_checkpoint, error, now(), run_id, member],
             )
+
+    def set_swa_epochs(self, run_id: str, member: str, epochs: list[int]) -> None:
+        with self.transaction() as con:
+            con.execute("UPDATE members SET swa_epochs = ? WHERE run_id = ? AND member = ?", [epochs, run_id, member])
 
     def stored_epochs(self, run_id: str, member: str) -> list[int]:
         rows = self.query_dicts(
@@ -268,6 +277,13 @@ class Store:
     def query_dicts(self, sql: str, params: list | None = None) -> list[dict]:
         cols, rows = self.query(sql, params)
         return [dict(zip(cols, r)) for r in rows]
+
+
+def arrow_result(con, sql: str, params: list | None = None) -> pa.Table:
+    """A query's result as an Arrow table, without the extra copy a DB-API cursor makes."""
+    rel = con.sql(sql, params=params or None)
+    fetch = getattr(rel, "to_arrow_table", None) or rel.arrow
+    return fetch()
 
 
 def prediction_batch(run_id: str, member: str, checkpoint: str, epoch: int | None, split: str,

@@ -97,6 +97,16 @@ def compute_all(metrics: dict[str, Callable], probs: np.ndarray, labels: np.ndar
     return {name: float(fn(probs, labels)) for name, fn in metrics.items()}
 
 
+def predict_split(trainer, ds: "EncodedSplit", metrics: dict[str, Callable], prefix: str):
+    """Probabilities for every example of `ds` and its metrics as {"<prefix>_<name>": value}."""
+    out = trainer.predict(ds, metric_key_prefix=prefix)
+    logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
+    probs = softmax(np.asarray(logits))
+    row = {f"{prefix}_loss": float(out.metrics[f"{prefix}_loss"])} if f"{prefix}_loss" in out.metrics else {}
+    row.update({f"{prefix}_{k}": v for k, v in compute_all(metrics, probs, ds.labels).items()})
+    return probs, row
+
+
 # -- the member -------------------------------------------------------------------------------------
 
 
@@ -116,6 +126,7 @@ class MemberJob:
     resume_from: Path | None = None
     history: dict[int, dict[str, float]] = field(default_factory=dict)
     member_metrics: dict[str, Callable] = field(default_factory=dict)
+    say: Callable[[str], None] = print
 
 
 def build_loss(job_member, registry, data: PreparedData, spec_path: Path):
@@ -206,6 +217,16 @@ def best_epoch(history: dict[int, dict[str, float]], metric: str, greater: bool)
     return best[0]
 
 
+def metric_rows(row: dict[str, float | None]) -> list[tuple[str, str, float]]:
+    """{"eval_accuracy": v, "train_loss": v, ...} as store rows (split, name, value); eval is valid."""
+    rows = []
+    for key, value in row.items():
+        if value is not None:
+            split, name = key.split("_", 1)
+            rows.append(({"eval": "valid"}.get(split, split), name, value))
+    return rows
+
+
 class StoreCallback:
     """Built lazily as a `TrainerCallback` subclass (transformers is imported only when training)."""
 
@@ -241,13 +262,8 @@ def make_callback(job: MemberJob, metrics: dict[str, Callable], computer: Metric
             row.update({f"eval_{k}": float(metrics[f"eval_{k}"]) for k in job.member_metrics if f"eval_{k}" in metrics})
             preds = [("valid", valid.order, valid_probs)]
             if test is not None:
-                out = self.trainer.predict(test, metric_key_prefix="test")
-                test_probs = softmax(np.asarray(out.predictions[0] if isinstance(out.predictions, tuple)
-                                                else out.predictions))
-                if "test_loss" in out.metrics:
-                    row["test_loss"] = float(out.metrics["test_loss"])
-                for k, v in compute_all(job.member_metrics, test_probs, test.labels).items():
-                    row[f"test_{k}"] = v
+                test_probs, test_row = predict_split(self.trainer, test, job.member_metrics, "test")
+                row.update(test_row)
                 preds.append(("test", test.order, test_probs))
             self.pending["epoch"] = epoch
             self.pending["row"] = row
@@ -255,13 +271,7 @@ def make_callback(job: MemberJob, metrics: dict[str, Callable], computer: Metric
 
         def on_save(self, args, state, control, **kwargs):
             epoch, row, preds = self.pending.pop("epoch"), self.pending.pop("row"), self.pending.pop("preds")
-            rows = []
-            for key, value in row.items():
-                if value is None:
-                    continue
-                split, name = key.split("_", 1)
-                rows.append(({"eval": "valid"}.get(split, split), name, value))
-            job.store.log_checkpoint(job.run_id, member, f"epoch-{epoch}", epoch, rows, preds)
+            job.store.log_checkpoint(job.run_id, member, f"epoch-{epoch}", epoch, metric_rows(row), preds)
             job.history[epoch] = row
             self._prune(Path(args.output_dir))
             job.registry.hook.on_epoch_end(run_id=job.run_id, member=member, epoch=epoch, metrics=dict(row))
@@ -344,8 +354,50 @@ def train_member(job: MemberJob) -> int:
     selected = best_epoch(job.history, resolved.metric, resolved.greater_is_better)
     if selected is None:
         raise TrainingError(f"member {m.name}: no epoch produced a finite eval_{resolved.metric}")
+    if job.swa_k:
+        run_swa(job, trainer, valid_ds, test_ds, metrics)
     save_selected(job, selected, backbone_options=m.options)
     return selected
+
+
+def run_swa(job: MemberJob, trainer, valid: EncodedSplit, test: EncodedSplit | None,
+            metrics: dict[str, Callable]) -> list[int]:
+    """Average the last K epoch checkpoints, evaluate and store the result as checkpoint `swa`, save it."""
+    from .swa import average_checkpoints, has_batchnorm, load_averaged, recompute_batchnorm
+
+    found = epoch_checkpoints(job.out_dir / "checkpoints")
+    epochs = sorted(found)[-job.swa_k:]
+    if len(epochs) < job.swa_k:
+        job.say(f"{job.member.name}: SWA over {len(epochs)} checkpoint(s), fewer than k = {job.swa_k} "
+                f"(training stopped after epoch {max(found)})")
+    model = trainer.model
+    load_averaged(model, average_checkpoints([found[e] / "model.safetensors" for e in epochs]))
+    if has_batchnorm(model):
+        recompute_batchnorm(model, trainer.get_train_dataloader(), trainer.args.device)
+        job.say(f"{job.member.name}: SWA recomputed BatchNorm statistics over the training split")
+    else:
+        job.say(f"{job.member.name}: SWA averaged epochs {epochs}; the model has no BatchNorm layers, "
+                "so there are no statistics to recompute")
+    valid_probs, row = predict_split(trainer, valid, metrics, "eval")
+    preds = [("valid", valid.order, valid_probs)]
+    if test is not None:
+        test_probs, test_row = predict_split(trainer, test, metrics, "test")
+        row.update(test_row)
+        preds.append(("test", test.order, test_probs))
+    job.store.log_checkpoint(job.run_id, job.member.name, "swa", None, metric_rows(row), preds)
+    job.store.set_swa_epochs(job.run_id, job.member.name, epochs)
+    swa_dir = job.out_dir / "swa"
+    shutil.rmtree(swa_dir, ignore_errors=True)
+    trainer.save_model(str(swa_dir))
+    (swa_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: never part of what runner ships
+    write_runner_json(
+        swa_dir, job.member.backbone,
+        job.member.options.model_dump(mode="json") if job.member.options is not None else {},
+        job.data.label_names, job.resolved.spec.data.max_length, job.member.model,
+    )
+    (swa_dir / "selection.json").write_text(json.dumps({"swa_epochs": epochs, "run_id": job.run_id,
+                                                       "member": job.member.name}, indent=2))
+    return epochs
 
 
 def save_selected(job: MemberJob, epoch: int, backbone_options) -> Path:
