@@ -119,7 +119,10 @@ def validate(
 
 @app.command()
 @handle_errors
-def plugins(plugins: Optional[Path] = typer.Option(None, "--plugins", help="Plugins directory (default: ./plugins).")):
+def plugins(
+    plugins: Optional[Path] = typer.Option(None, "--plugins", help="Plugins directory (default: ./plugins)."),
+    format: Format = typer.Option(Format.table, "--format"),
+):
     """List every registered backbone, loss, dataset and metric, and where it came from."""
     from .plugins import KINDS, SINGULAR, default_plugins_dir, load_registry
 
@@ -127,15 +130,13 @@ def plugins(plugins: Optional[Path] = typer.Option(None, "--plugins", help="Plug
     if plugins is not None and not plugins.is_dir():
         raise InputError(f"--plugins {plugins}: not a directory")
     registry = load_registry(pdir)
-    table = Table(title="Registered components")
-    for col in ("kind", "name", "origin", "options"):
-        table.add_column(col)
+    rows = []
     for kind in KINDS:
         for name in registry.names(kind):
             c = registry.get(kind, name)
             opts = ", ".join(c.options.model_fields) if c.options is not None else ""
-            table.add_row(SINGULAR[kind], name, c.origin, opts)
-    out.print(table)
+            rows.append([SINGULAR[kind], name, c.origin, opts])
+    emit(["kind", "name", "origin", "options"], rows, format, title="Registered components")
 
 
 @app.command()
@@ -243,7 +244,7 @@ def emit(cols, rows, format: Format, title: str | None = None) -> None:
     else:
         table = Table(title=title)
         for c in cols:
-            table.add_column(str(c), overflow="fold")
+            table.add_column(str(c), overflow="fold")  # long values (plugin paths) wrap, never cut off
         for r in rows:
             table.add_row(*[_cell(v) for v in r])
         out.print(table)

@@ -86,9 +86,18 @@ def load_raw(data_spec, registry, spec_path: Path, seed: int, options) -> RawDat
     return raw
 
 
+def _no_label(value) -> bool:
+    """A missing label: None, NaN, or an empty CSV cell (read as "" because text cells may not be null)."""
+    return (
+        value is None
+        or (isinstance(value, float) and np.isnan(value))
+        or (isinstance(value, str) and not value.strip())
+    )
+
+
 def _label_mapper(label_names: list[str] | None, rows_by_split, sources):
     """The label set and a map from each raw label value to its id."""
-    values = {r["label"] for rows in rows_by_split.values() for r in rows if r.get("label") is not None}
+    values = {r["label"] for rows in rows_by_split.values() for r in rows if not _no_label(r.get("label"))}
     if label_names is None:
         if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
             n = int(max(values)) + 1
@@ -115,15 +124,16 @@ def _label_mapper(label_names: list[str] | None, rows_by_split, sources):
 
 def _encode(rows, split: str, source: str, to_id, label_names, text_col: str, label_col: str) -> Split:
     texts, labels = [], []
-    missing = 0
+    missing, first_missing = 0, 0
     for i, r in enumerate(rows):
         t = r.get("text")
         if not isinstance(t, str) or not t.strip():
             raise DataError(f"{source}: row {i + 1} of the {split} split has an empty {text_col!r}")
         texts.append(t)
         lab = r.get("label")
-        if lab is None or (isinstance(lab, float) and np.isnan(lab)):
+        if _no_label(lab):
             missing += 1
+            first_missing = first_missing or i + 1
             labels.append(-1)
             continue
         label_id = to_id(lab)
@@ -139,7 +149,8 @@ def _encode(rows, split: str, source: str, to_id, label_names, text_col: str, la
         return Split(texts, None)
     if missing:
         raise DataError(
-            f"{source}: {missing} of {len(texts)} rows of the {split} split have no {label_col!r}; "
+            f"{source}: {missing} of {len(texts)} rows of the {split} split have no {label_col!r} "
+            f"(the first is row {first_missing}); "
             + ("a test split may have no labels at all, but not some" if split == "test" else "every row needs a label")
         )
     return Split(texts, np.asarray(labels, dtype=np.int64))

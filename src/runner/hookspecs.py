@@ -73,16 +73,26 @@ def register_metrics(register):
 def on_epoch_end(run_id, member, epoch, metrics):
     """Called after an epoch's metrics and predictions are committed to the store.
 
-    ``metrics`` maps ``"<split>_<name>"`` (``train_loss``, ``eval_accuracy``, ``test_f1_macro``...)
+    ``run_id`` is the run's id in the store (``runs.run_id``), ``member`` the member's name and
+    ``epoch`` the epoch just finished, counted from 1. ``metrics`` maps ``"<split>_<name>"`` (``train_loss``, ``eval_accuracy``, ``test_f1_macro``...)
     to floats. Use it to forward numbers to another tracker, or to alert.
     """
 
 
 @hookspec
 def on_member_end(run_id, member, status, selected_epoch):
-    """Called when a member has finished (``status`` is ``finished`` or ``failed``)."""
+    """Called when a member has finished.
+
+    ``run_id`` is the run's id in the store, ``member`` the member's name, ``status`` is ``finished``
+    or ``failed``, and ``selected_epoch`` is the epoch chosen by ``[selection]`` (None when the member
+    failed).
+    """
 
 
 @hookspec
 def on_run_end(run_id, status, store_path):
-    """Called once when ``runner apply`` finishes a run; ``status`` is ``finished`` or ``failed``."""
+    """Called once when ``runner apply`` finishes a run.
+
+    ``run_id`` is the run's id in the store, ``status`` is ``finished`` or ``failed``, and
+    ``store_path`` is the path of the DuckDB results file, for a plugin that reads the results.
+    """

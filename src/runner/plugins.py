@@ -155,9 +155,26 @@ def load_registry(plugins_dir: Path | None = None) -> Registry:
             if path.name.startswith("_"):
                 continue
             _register(pm, _load_file(path), f"file:{path.resolve()}", str(path), origins)
+    _check_hook_names(pm, origins)
     registry = Registry(pm, origins)
     registry._collect()
     return registry
+
+
+def _check_hook_names(pm: pluggy.PluginManager, origins: dict[str, str]) -> None:
+    """A `@hookimpl` whose name is no hook (`register_loss` for `register_losses`) would never be
+    called; say so instead of letting the plugin register nothing."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as e:
+        name = pm.get_name(e.plugin)
+        origin = origins.get(name, name)
+        hooks = ", ".join(sorted(h.name for h in pm.hook.__dict__.values() if hasattr(h, "get_hookimpls")
+                                 and h.spec is not None))
+        raise PluginError(
+            f"plugin {origin}: {e}. The hooks are: {hooks} (mark a hook of another runner version with "
+            "@hookimpl(optionalhook=True))"
+        ) from e
 
 
 def default_plugins_dir(spec_path: Path | None) -> Path | None:

@@ -80,7 +80,8 @@ def check_members(resolved: ResolvedSpec, registry: Registry, data: PreparedData
             where = f"members[{m.index}].train.trainer_args" if m.train.trainer_args else "train"
             problems.append((where, str(e).splitlines()[0]))
     if problems:
-        raise SpecError(resolved.path, problems)
+        # members sharing the top-level [loss] would each report the same problem
+        raise SpecError(resolved.path, list(dict.fromkeys(problems)))
     if check_models:
         for m in resolved.members:
             check = registry.get("backbones", m.backbone).extra.get("check")

@@ -506,6 +506,75 @@ def _unknown(kind: str, name: str, known: list[str]) -> str:
 
 
 def load_and_resolve(path: str | Path, registry) -> ResolvedSpec:
-    """Both steps, collecting the registry problems even when the structure is wrong is not possible,
-    so structural problems come first (they make the rest meaningless)."""
-    return resolve(load_spec(path), registry, path)
+    """Both steps. When the structure is wrong, the checks that need the registry still run on the
+    file with its broken values removed, so one `runner validate` reports every problem at once."""
+    path = Path(path)
+    try:
+        spec = load_spec(path)
+    except SpecError as e:
+        if any(loc == "" for loc, _ in e.problems):  # unreadable file or bad TOML: nothing more to check
+            raise
+        raise SpecError(path, _dedupe(e.problems + _problems_beyond_structure(path, registry))) from None
+    return resolve(spec, registry, path)
+
+
+def _problems_beyond_structure(path: Path, registry) -> list[tuple[str, str]]:
+    """Problems hidden behind structural ones: cross-field checks, member names, registry lookups.
+
+    Each value pydantic rejects is removed (so its default applies) and the spec validated again, a
+    few rounds at most; a missing required key ends the search, since nothing sensible can stand in
+    for it. Checks that compare a removed value with another one are dropped: they would be about
+    the default, not about the file.
+    """
+    data = read_toml(path)
+    pruned: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for round_ in range(5):
+        try:
+            spec = Spec.model_validate(data)
+        except ValidationError as e:
+            if round_:
+                problems.extend(_pydantic_problems(e))
+            if not all(_prune(data, err, pruned) for err in e.errors()):
+                return problems
+            continue
+        problems.extend(_member_problems(spec))
+        try:
+            resolve(spec, registry, path)
+        except SpecError as e:
+            stale = {"swa.k"} if "train.epochs" in pruned else set()
+            problems.extend(
+                (loc, msg) for loc, msg in e.problems
+                if loc not in stale and not any(loc == p or loc.startswith((p + ".", p + "[")) for p in pruned)
+            )
+        return problems
+    return problems
+
+
+def _prune(data: dict[str, Any], err, pruned: list[str]) -> bool:
+    """Remove the value a pydantic error points at from the raw TOML data; False if it cannot be."""
+    if err["type"] == "missing":
+        return False
+    ctx_err = (err.get("ctx") or {}).get("error")
+    parts: list[Any] = ctx_err.loc.split(".") if isinstance(ctx_err, _LocatedError) else list(err["loc"])
+    # walk as deep as the data goes (union errors add branch names such as 'str' after the key)
+    path, node = [], data
+    for p in parts:
+        if isinstance(node, dict) and isinstance(p, str) and p in node:
+            path.append(p)
+            node = node[p]
+        elif isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node):
+            path.append(p)
+            node = node[p]
+        else:
+            break
+    while path and isinstance(path[-1], int):  # removing a list item would renumber the rest
+        path.pop()
+    if not path or path == ["members"] or path == ["name"]:
+        return False
+    parent = data
+    for p in path[:-1]:
+        parent = parent[p]
+    del parent[path[-1]]
+    pruned.append(_loc(path))
+    return True

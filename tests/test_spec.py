@@ -1,0 +1,254 @@
+"""Specs: every example spec resolves; every kind of spec error is reported through `runner validate`
+with exit code 2, the file and key path, and no traceback.
+
+Specs here use the `synthetic` loader with 200 examples and tiny `scratch` members, so validation
+(which loads and checks the data, but trains nothing) takes a moment.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runner.errors import SpecError
+from runner.plugins import load_registry
+from runner.spec import load_and_resolve
+
+REPO = Path(__file__).resolve().parents[1]
+
+HEADER = """\
+name = "t"
+seed = 3
+"""
+DATA = """\
+[data]
+source = "synthetic"
+valid = 0.2
+
+[data.options]
+size = 200
+"""
+MEMBERS = """\
+[[members]]
+name = "a"
+backbone = "scratch"
+options = { hidden_size = 32, heads = 2, layers = 1 }
+
+[[members]]
+name = "b"
+backbone = "scratch"
+options = { hidden_size = 32, heads = 2, layers = 1 }
+"""
+
+
+def spec_text(top: str = "", sections: str = "", members: str = MEMBERS, data: str = DATA) -> str:
+    """A valid two-member spec, with extra top-level keys, extra sections, or other members."""
+    return HEADER + top + "\n" + data + "\n" + sections + "\n" + members
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry(REPO / "plugins")
+
+
+def validate_fails(run_cli, path: Path) -> str:
+    """Run `runner validate` on a bad spec; check exit 2 and no traceback; return stderr."""
+    code, out, err = run_cli("validate", path, "--no-check-models")
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in out + err
+    assert path.name in err
+    return err
+
+
+# ---------------------------------------------------------------------------- the example specs
+
+
+@pytest.mark.parametrize("spec_path", sorted((REPO / "specs").glob("*.toml")), ids=lambda p: p.name)
+def test_example_spec_resolves(spec_path, registry):
+    resolved = load_and_resolve(spec_path, registry)
+    assert resolved.members, spec_path
+    assert len({m.name for m in resolved.members}) == len(resolved.members)
+    d = resolved.to_dict()
+    assert d["selection"]["resolved"]["metric"].startswith("eval_")
+    assert len(resolved.spec_hash()) == 64
+
+
+def test_the_quickstart_is_among_the_example_specs():
+    assert (REPO / "specs" / "quickstart.toml").is_file()
+
+
+# ---------------------------------------------------------------------------- a good spec
+
+
+def test_validate_good_spec_prints_resolved_spec_with_defaults(write_spec, run_cli):
+    path = write_spec(spec_text())
+    code, out, err = run_cli("validate", path, "--no-check-models")
+    assert code == 0, err
+    resolved = json.loads(out)
+    # not in the file, filled in from the defaults
+    assert resolved["train"]["lr_scheduler"] == "linear"
+    assert resolved["loss"]["name"] == "cross_entropy"
+    assert resolved["selection"]["resolved"] == {"metric": "eval_accuracy", "greater_is_better": True}
+    assert [m["name"] for m in resolved["members"]] == ["a", "b"]
+    assert resolved["members"][0]["options"]["architecture"] == "bert"  # backbone option default
+    assert resolved["members"][1]["seed"] == 4  # spec seed + member index
+    assert resolved["data"]["options"]["size"] == 200
+    assert "ok" in err
+
+
+def test_loss_selection_direction_is_inferred_and_forced(write_spec, registry):
+    path = write_spec(spec_text(sections='[selection]\nmetric = "eval_loss"\n'))
+    r = load_and_resolve(path, registry)
+    assert (r.metric, r.greater_is_better) == ("loss", False)
+    path = write_spec(spec_text(sections='[selection]\nmetric = "-eval_accuracy"\n'))
+    r = load_and_resolve(path, registry)
+    assert (r.metric, r.greater_is_better) == ("accuracy", False)
+
+
+# ---------------------------------------------------------------------------- one error each
+
+
+def test_unknown_top_level_key(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(top="colour = 1\n")))
+    assert "spec.toml: colour: unknown key" in err
+
+
+def test_unknown_key_in_member_options(write_spec, run_cli):
+    head, _, last = MEMBERS.rpartition("layers = 1 }")
+    members = head + "layers = 1, hidden_sise = 3 }" + last  # the second member only
+    err = validate_fails(run_cli, write_spec(spec_text(members=members)))
+    assert "spec.toml: members[1].options.hidden_sise: unknown key" in err
+    assert "members[0]" not in err
+
+
+def test_bad_member_option_value_names_the_key(write_spec, run_cli):
+    members = MEMBERS.replace("hidden_size = 32", "hidden_size = -1", 1)
+    err = validate_fails(run_cli, write_spec(spec_text(members=members)))
+    assert "spec.toml: members[0].options.hidden_size:" in err
+
+
+def test_wrong_type(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(sections='[train]\nepochs = "five"\n')))
+    assert "spec.toml: train.epochs:" in err
+    assert "integer" in err
+
+
+def test_focal_alpha_of_wrong_length(write_spec, run_cli):
+    sections = '[loss]\nname = "focal"\nalpha = [1.0, 2.0, 3.0]\n'
+    err = validate_fails(run_cli, write_spec(spec_text(sections=sections)))
+    assert "spec.toml: loss.alpha:" in err
+    assert "3 values" in err and "4 labels" in err
+
+
+def test_focal_alpha_problem_is_reported_once(write_spec, run_cli):
+    sections = '[loss]\nname = "focal"\nalpha = [1.0, 2.0, 3.0]\n'
+    err = validate_fails(run_cli, write_spec(spec_text(sections=sections)))
+    assert err.count("loss.alpha:") == 1
+
+
+def test_member_loss_override_error_names_the_member(write_spec, run_cli):
+    members = MEMBERS.replace('name = "b"\n', 'name = "b"\nloss = { name = "focal", alpha = [1.0] }\n')
+    err = validate_fails(run_cli, write_spec(spec_text(members=members)))
+    assert "spec.toml: members[1].loss.alpha:" in err
+
+
+def test_ensemble_weights_count(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(sections="[ensemble]\nweights = [1.0, 2.0, 3.0]\n")))
+    assert "spec.toml: ensemble.weights:" in err
+    assert "3 weights for 2 members" in err
+
+
+def test_selection_metric_nothing_produces(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(sections='[selection]\nmetric = "eval_precision"\n')))
+    assert "spec.toml: selection.metric: unknown metric 'eval_precision'" in err
+    assert "eval_accuracy" in err  # lists what is available
+
+
+def test_duplicate_member_names(write_spec, run_cli):
+    members = MEMBERS.replace('name = "b"', 'name = "a"')
+    err = validate_fails(run_cli, write_spec(spec_text(members=members)))
+    assert "spec.toml: members[1].name: duplicate member name 'a'" in err
+
+
+def test_unknown_backbone(write_spec, run_cli):
+    members = MEMBERS.replace('backbone = "scratch"', 'backbone = "bertt"', 1)
+    err = validate_fails(run_cli, write_spec(spec_text(members=members)))
+    assert "spec.toml: members[0].backbone: unknown backbone 'bertt'" in err
+    assert "scratch" in err
+
+
+def test_unknown_loss(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(sections='[loss]\nname = "focall"\n')))
+    assert "spec.toml: loss.name: unknown loss 'focall'" in err
+    assert "did you mean 'focal'" in err
+
+
+def test_unknown_dataset_source(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(data=DATA.replace('"synthetic"', '"csvv"'))))
+    assert "spec.toml: data.source: unknown dataset 'csvv'" in err
+    assert "did you mean 'csv'" in err
+
+
+def test_bad_toml_syntax(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(top="x = = 1\n")))
+    assert "spec.toml: invalid TOML" in err
+    assert "line" in err
+
+
+def test_missing_spec_file(tmp_path, run_cli):
+    code, out, err = run_cli("validate", tmp_path / "nope.toml", "--no-check-models")
+    assert code == 2
+    assert "nope.toml" in err and "not found" in err
+    assert "Traceback" not in out + err
+
+
+def test_several_problems_are_reported_together(write_spec, run_cli):
+    members = MEMBERS.replace("layers = 1 }", "layers = 1, colour = 3 }", 1)
+    text = spec_text(top="bogus = true\n", sections='[train]\nepochs = "five"\n', members=members)
+    err = validate_fails(run_cli, write_spec(text))
+    assert "spec.toml: bogus: unknown key" in err
+    assert "spec.toml: train.epochs:" in err
+    assert "spec.toml: members[0].options.colour: unknown key" in err
+    assert "3 problems" in err
+
+
+def test_structural_and_registry_problems_are_reported_together(write_spec, run_cli):
+    members = MEMBERS.replace('name = "b"', 'name = "a"').replace('backbone = "scratch"', 'backbone = "nope"', 1)
+    text = spec_text(sections='[train]\nepochs = 0\n[selection]\nmetric = "eval_precision"\n'
+                              "[ensemble]\nweights = [1.0]\n", members=members)
+    err = validate_fails(run_cli, write_spec(text))
+    for key in ("train.epochs", "members[1].name", "members[0].backbone", "selection.metric", "ensemble.weights"):
+        assert f"spec.toml: {key}:" in err, key
+
+
+def test_spec_error_lists_problems_as_file_key_message(write_spec, registry):
+    path = write_spec(spec_text(top="colour = 1\n", sections='[train]\nepochs = "five"\n'))
+    with pytest.raises(SpecError) as info:
+        load_and_resolve(path, registry)
+    assert set(info.value.problems) >= {("colour", "unknown key")}
+    assert {loc for loc, _ in info.value.problems} == {"colour", "train.epochs"}
+
+
+# ---------------------------------------------------------------------------- [train.trainer_args]
+
+
+def test_trainer_args_unknown_field_suggests(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(sections='[train.trainer_args]\nreport_too = "none"\n')))
+    assert "spec.toml: train.trainer_args:" in err
+    assert "'report_too'" in err and "did you mean 'report_to'" in err
+
+
+def test_trainer_args_owned_field_names_spec_field(write_spec, run_cli):
+    err = validate_fails(run_cli, write_spec(spec_text(sections="[train.trainer_args]\nnum_train_epochs = 3\n")))
+    assert "spec.toml: train.trainer_args:" in err
+    assert "'num_train_epochs' is set by runner" in err
+    assert "[train].epochs" in err
+
+
+def test_trainer_args_valid_fields_pass(write_spec, run_cli):
+    path = write_spec(spec_text(sections='[train.trainer_args]\nreport_to = "none"\ntorch_compile = false\n'))
+    code, out, err = run_cli("validate", path, "--no-check-models")
+    assert code == 0, err
+    assert json.loads(out)["train"]["trainer_args"] == {"report_to": "none", "torch_compile": False}
