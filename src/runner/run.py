@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .data import PreparedData, load_raw, prepare
 from .errors import ModelLoadError, SpecError, StoreError, TrainingError
+from .locks import file_lock
 from .plugins import Registry, default_plugins_dir, load_registry
 from .spec import ResolvedSpec, load_and_resolve
 from .store import Store
@@ -161,8 +163,6 @@ def prepare_resume(store: Store, run_id: str, member: str, out_dir: Path):
 def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
           force: bool = False, progress: Any = None, say=print) -> ApplyResult:
     """Train every member of the spec that the store does not yet hold as finished."""
-    from .train import MemberJob, train_member
-
     p = plan(spec_path, plugins_dir)
     store = Store(store_path)
     check_store_writable(store)
@@ -170,6 +170,21 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
 
     store.open()
     spec_hash = p.spec_hash
+    runs_root = store.path.resolve().parent / "runs"
+    # Finding or creating the run happens under a short store-wide lock, so two applies of the same
+    # spec cannot both create it; training then holds the run's own lock.
+    with ExitStack() as held:
+        with file_lock(runs_root / ".apply.lock", f"store {store.path}", wait_s=30):
+            run_id, existing = _find_or_create_run(p, store, force, say)
+            if run_id is None:
+                return ApplyResult(existing["run_id"], "up-to-date", skipped=[m.name for m in resolved.members])
+            held.enter_context(file_lock(runs_root / run_id / ".lock", f"run {run_id}"))
+        return _train_run(p, store, run_id, progress, say)
+
+
+def _find_or_create_run(p: Plan, store: Store, force: bool, say):
+    """(run_id, existing run row); run_id is None when the spec's run is already finished."""
+    resolved, data, spec_hash = p.resolved, p.data, p.spec_hash
     existing = None if force else store.latest_run_for(spec_hash)
     if existing is not None and existing["dataset_id"] != data.dataset_id:
         say(f"The data changed since run {existing['run_id']} (same spec): starting a new run.")
@@ -177,7 +192,7 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
     if existing is not None and existing["status"] == "finished":
         say(f"Run {existing['run_id']} of this spec is already finished in {store.path}; nothing to do "
             "(use --force to train it again as a new run).")
-        return ApplyResult(existing["run_id"], "up-to-date", skipped=[m.name for m in resolved.members])
+        return None, existing
 
     store.put_examples(data.dataset_id, data.splits)
     if existing is None:
@@ -188,9 +203,15 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
             f"examples.")
     else:
         run_id = existing["run_id"]
-        store.set_run_status(run_id, "running")
         say(f"Continuing run {run_id}.")
+    return run_id, existing
 
+
+def _train_run(p: Plan, store: Store, run_id: str, progress, say) -> ApplyResult:
+    from .train import MemberJob, train_member
+
+    resolved, data = p.resolved, p.data
+    store.set_run_status(run_id, "running")
     result = ApplyResult(run_id, "finished")
     statuses = {m["member"]: m["status"] for m in store.members(run_id)}
     runs_dir = store.path.resolve().parent / "runs" / run_id

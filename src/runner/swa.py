@@ -22,6 +22,7 @@ def average_checkpoints(files: list[Path]) -> dict[str, torch.Tensor]:
         raise ValueError("no checkpoints to average")
     acc: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
+    seen: dict[str, int] = {}
     n = len(files)
     for i, path in enumerate(files):
         with safe_open(str(path), framework="pt") as f:
@@ -33,12 +34,17 @@ def average_checkpoints(files: list[Path]) -> dict[str, torch.Tensor]:
                     continue
                 if i == 0:
                     dtypes[key] = t.dtype
-                    acc[key] = t.to(torch.float32, copy=True)
+                    # float32 at least, so half precision keeps its bits; float64 stays float64
+                    acc[key] = t.to(torch.promote_types(t.dtype, torch.float32), copy=True)
                 else:
                     if key not in acc:
                         raise ValueError(f"{path}: tensor {key!r} is not in the first checkpoint {files[0]}")
-                    acc[key].add_(t.to(torch.float32))
+                    acc[key].add_(t.to(acc[key].dtype))
+                seen[key] = seen.get(key, 0) + 1
                 del t
+    short = [key for key in dtypes if seen[key] != n]
+    if short:  # dividing by n would silently shrink that tensor
+        raise ValueError(f"tensor {short[0]!r} is in {seen[short[0]]} of the {n} checkpoints, not all of them")
     for key, dtype in dtypes.items():
         acc[key] = acc[key].div_(n).to(dtype)
     return acc

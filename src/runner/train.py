@@ -366,6 +366,8 @@ def run_swa(job: MemberJob, trainer, valid: EncodedSplit, test: EncodedSplit | N
     from .swa import average_checkpoints, has_batchnorm, load_averaged, recompute_batchnorm
 
     found = epoch_checkpoints(job.out_dir / "checkpoints")
+    if not found:
+        raise TrainingError(f"member {job.member.name}: no epoch checkpoint on disk to average for SWA")
     epochs = sorted(found)[-job.swa_k:]
     if len(epochs) < job.swa_k:
         job.say(f"{job.member.name}: SWA over {len(epochs)} checkpoint(s), fewer than k = {job.swa_k} "
