@@ -232,3 +232,21 @@ def test_gru_plugin_trains_saves_and_reloads(tmp_path):
     again, tok2, info = load_checkpoint(tmp_path, registry)
     assert info["backbone"] == "gru"
     torch.testing.assert_close(again(**batch(tok2)).logits, expected)
+
+
+def test_scratch_tokenizers_are_the_same_in_every_process():
+    """Same texts, same vocabulary, in a fresh interpreter each time (tokenizers' own WordPiece trainer
+    breaks ties in hash-map order, which differs between processes)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib; from runner import synthetic; from runner.tokenization import train_tokenizer\n"
+        "texts, _ = synthetic.generate(600, seed=1, language='ko')\n"
+        "for kind in ('wordpiece', 'bpe'):\n"
+        "    t = train_tokenizer(texts, kind, vocab_size=700)\n"
+        "    print(hashlib.sha256(str(sorted(t.get_vocab().items())).encode()).hexdigest())\n"
+    )
+    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(3)}
+    assert len(runs) == 1

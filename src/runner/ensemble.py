@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Sequence
 
 import numpy as np
 
@@ -86,41 +87,53 @@ def member_checkpoints(store: Store, run_id: str, strategy: str, members: list[s
 
 
 def load_split(store: Store, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str]) -> SplitProbs | None:
-    """Every member's probabilities for one split, aligned by example index (one query, via Arrow)."""
+    """Every member's probabilities for one split, aligned by example index (via Arrow)."""
+    return load_splits(store, run_id, dataset_id, (split,), checkpoints)[split]
+
+
+def load_splits(store: Store, run_id: str, dataset_id: str, splits: Sequence[str],
+                checkpoints: dict[str, str]) -> dict[str, SplitProbs | None]:
+    """`load_split` for several splits over one connection.
+
+    One query per member and split: an equality filter on (run_id, member, checkpoint, split) lets
+    DuckDB skip every row group of the other checkpoints (zone maps), where a single query with an
+    IN list of (member, checkpoint) pairs scans the whole predictions table.
+    """
     if not checkpoints:
-        return None
-    members = list(checkpoints)
-    pairs = ", ".join("(?, ?)" for _ in members)
-    params: list = [run_id, split]
-    for m in members:
-        params += [m, checkpoints[m]]
+        return {split: None for split in splits}
     with store.connect(write=False) as con:
-        table = arrow_result(
+        return {split: _read_split(con, run_id, dataset_id, split, checkpoints) for split in splits}
+
+
+def _read_split(con, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str]) -> SplitProbs | None:
+    tables = {
+        m: arrow_result(
             con,
-            f"SELECT member, idx, probs FROM predictions WHERE run_id = ? AND split = ? "
-            f"AND (member, checkpoint) IN ({pairs}) ORDER BY member, idx",
-            params,
+            "SELECT idx, probs FROM predictions WHERE run_id = ? AND member = ? AND checkpoint = ? AND split = ?",
+            [run_id, m, checkpoint, split],
         )
-        labels_tbl = arrow_result(
-            con, "SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx", [dataset_id, split]
-        )
-    if table.num_rows == 0:
+        for m, checkpoint in checkpoints.items()
+    }
+    total = sum(t.num_rows for t in tables.values())
+    if total == 0:
         return None
-    member_col = table.column("member").to_numpy(zero_copy_only=False)
-    idx_all = table.column("idx").to_numpy()
-    flat = table.column("probs").combine_chunks().flatten().to_numpy()
-    k = flat.size // table.num_rows
-    probs_all = flat.reshape(table.num_rows, k)
     per_member = []
     idx0 = None
-    for m in members:
-        sel = member_col == m
-        idx = idx_all[sel]
+    for m, table in tables.items():
+        idx = table.column("idx").to_numpy()
+        flat = table.column("probs").combine_chunks().flatten().to_numpy()
+        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
+        if np.any(idx[1:] <= idx[:-1]):  # rows usually come back in insertion order, already sorted
+            order = np.argsort(idx, kind="stable")
+            idx, probs = idx[order], probs[order]
         if idx0 is None:
             idx0 = idx
         elif len(idx) != len(idx0) or not np.array_equal(idx, idx0):
             raise InputError(f"run {run_id}: member {m!r} has predictions for other {split} examples than the rest")
-        per_member.append(probs_all[sel])
+        per_member.append(probs)
+    labels_tbl = arrow_result(
+        con, "SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx", [dataset_id, split]
+    )
     label_idx = labels_tbl.column("idx").to_numpy()
     label_col = labels_tbl.column("label")
     labels = None
@@ -143,15 +156,19 @@ def fit_weights(probs: np.ndarray, labels: np.ndarray, iters: int = 500, tol: fl
     """Simplex weights minimising the mixture's log-loss (exponentiated gradient with backtracking)."""
     m = probs.shape[0]
     q = np.clip(probs[:, np.arange(len(labels)), labels], EPS, None)  # (members, n): p_m(true class)
+    q = np.ascontiguousarray(q, dtype=np.float64)  # converted once, not in each of the hundreds of products
     equal = np.full(m, 1.0 / m)
 
+    def mix(w):  # w @ q without BLAS: OpenBLAS's threads make this small product ~10x slower on a busy machine
+        return np.einsum("m,mn->n", w, q)
+
     def nll(w):
-        return float(-np.mean(np.log(np.clip(w @ q, EPS, None))))
+        return float(-np.mean(np.log(np.clip(mix(w), EPS, None))))
 
     w, f = equal.copy(), nll(equal)
     eta = 1.0
     for _ in range(iters):
-        grad = -(q / np.clip(w @ q, EPS, None)).mean(axis=1)
+        grad = -(q / np.clip(mix(w), EPS, None)).mean(axis=1)
         while True:
             w_new = w * np.exp(-eta * (grad - grad.min()))  # shifting by a constant keeps the step the same
             w_new /= w_new.sum()
@@ -228,8 +245,8 @@ def build_ensemble(store: Store, run_id: str | None = None, strategy: str = "sel
     checkpoints = member_checkpoints(store, run_id, strategy, members)
     if len(checkpoints) < 1:
         raise InputError(f"run {run_id}: no finished member has a {strategy!r} checkpoint")
-    valid = load_split(store, run_id, info["dataset_id"], "valid", checkpoints)
-    test = load_split(store, run_id, info["dataset_id"], "test", checkpoints)
+    loaded = load_splits(store, run_id, info["dataset_id"], ("valid", "test"), checkpoints)
+    valid, test = loaded["valid"], loaded["test"]
     names = list(checkpoints)
     if isinstance(weights, list):
         if len(weights) != len(names):

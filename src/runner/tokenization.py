@@ -15,6 +15,7 @@ it saves with ``save_pretrained`` and loads back with ``AutoTokenizer.from_pretr
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Iterable, Literal
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -31,19 +32,19 @@ def _batches(texts: list[str], size: int = 1000) -> Iterable[list[str]]:
 
 
 def _wordpiece(texts: list[str], vocab_size: int, lowercase: bool) -> Tokenizer:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    tok.normalizer = normalizers.Sequence([
+    normalizer = normalizers.Sequence([
         normalizers.NFC(),
         # strip_accents=False explicitly: the default (None) follows `lowercase`, i.e. strips accents
         # whenever lowercasing, and that would shred Hangul into jamo.
         normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                    strip_accents=False, lowercase=lowercase),
     ])
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok = Tokenizer(models.WordPiece(_wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size),
+                                     unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece(prefix="##")
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=1,
-                                        special_tokens=WORDPIECE_SPECIALS, show_progress=False)
-    tok.train_from_iterator(_batches(texts), trainer=trainer, length=len(texts))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -51,6 +52,24 @@ def _wordpiece(texts: list[str], vocab_size: int, lowercase: bool) -> Tokenizer:
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     return tok
+
+
+def _wordpiece_vocab(texts, normalizer, pre_tokenizer, vocab_size: int) -> dict[str, int]:
+    """Special tokens, every character (alone and as a ``##`` continuation), then the most frequent
+    words, ties broken alphabetically.
+
+    Built here rather than by ``tokenizers.trainers.WordPieceTrainer`` because that trainer breaks
+    ties between equally frequent merges in hash-map order, which changes from process to process:
+    the same spec and seed then gave a different vocabulary, model and numbers on every run.
+    """
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w})
+    vocab = WORDPIECE_SPECIALS + chars + ["##" + c for c in chars]
+    budget = max(vocab_size - len(vocab), 0)
+    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))[:budget]
+    return {token: i for i, token in enumerate(vocab + words)}
 
 
 def _bpe(texts: list[str], vocab_size: int, lowercase: bool) -> Tokenizer:

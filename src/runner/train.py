@@ -170,6 +170,7 @@ def training_arguments(member, resolved, output_dir: Path):
         eval_strategy="epoch",
         save_strategy="epoch",
         logging_strategy="epoch",
+        logging_nan_inf_filter=False,  # a NaN loss must reach our check, not be averaged away
         metric_for_best_model=f"eval_{resolved.metric}",
         greater_is_better=resolved.greater_is_better,
         load_best_model_at_end=False,
