@@ -138,9 +138,11 @@ def _encode(rows, split: str, source: str, to_id, label_names, text_col: str, la
             continue
         label_id = to_id(lab)
         if label_id is None:
+            folded = [n for n in label_names if n.casefold() == str(lab).strip().casefold()]
+            hint = f" (labels are case- and space-sensitive: did you mean {folded[0]!r}?)" if folded else ""
             raise DataError(
                 f"{source}: row {i + 1} of the {split} split has {label_col!r} = {lab!r}, which is not in the "
-                f"label set {label_names}; fix the row or list every label in [data].labels"
+                f"label set {label_names}{hint}; fix the row or list every label in [data].labels"
             )
         labels.append(label_id)
     if not texts:

@@ -108,10 +108,26 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str, origin: str, ori
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as e:
-        raise PluginError(f"plugin {origin}: {e}") from e
+        raise PluginError(f"plugin {origin}: {_signature_message(pm, e)}") from e
     except ValueError as e:  # pluggy: name already registered
         raise PluginError(f"plugin {origin}: {e}") from e
     origins[name] = origin
+
+
+def _signature_message(pm: pluggy.PluginManager, e: pluggy.PluginValidationError) -> str:
+    """pluggy's multi-line message as one line, with the signature the hook expects."""
+    import re
+
+    text = str(e)
+    hook = re.search(r"for hook '(\w+)'", text)
+    impl = re.search(r"hookimpl definition: (.*)", text)
+    caller = getattr(pm.hook, hook.group(1), None) if hook else None
+    spec = getattr(caller, "spec", None)
+    if not (hook and impl and spec is not None):
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    why = " ".join(line.strip() for line in text.splitlines()[2:] if line.strip())
+    expected = f"{hook.group(1)}({', '.join(spec.argnames)})"
+    return f"{impl.group(1).strip()} does not match the hook {expected}: {why}"
 
 
 def _load_file(path: Path) -> Any:

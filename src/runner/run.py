@@ -76,6 +76,10 @@ def check_members(resolved: ResolvedSpec, registry: Registry, data: PreparedData
             build_loss(m, registry, data, resolved.path)
         except SpecError as e:
             problems.extend(e.problems)
+        except Exception as e:  # a loss plugin rejecting its options for this data, not a runner bug
+            origin = registry.get("losses", m.loss.name).origin
+            problems.append((m.loss_loc, f"loss {m.loss.name!r} ({origin}) rejected its options: "
+                                         f"{type(e).__name__}: {e}"))
         try:
             training_arguments(m, resolved, Path(os.devnull))
         except (ValueError, TypeError) as e:
@@ -96,6 +100,8 @@ def check_members(resolved: ResolvedSpec, registry: Registry, data: PreparedData
 
 def check_store_writable(store: Store) -> None:
     parent = store.path.resolve().parent
+    if store.path.is_dir():
+        raise StoreError(f"{store.path}: is a folder; --store needs a file path such as {store.path / 'results.duckdb'}")
     if store.exists():
         if not os.access(store.path, os.W_OK):
             raise StoreError(f"{store.path}: the store file is not writable")

@@ -57,7 +57,9 @@ OWNED_TRAINER_ARGS = {
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # strict: TOML has real types, so `batch_size = "32"` is a mistake to report, not a string to coerce
+    # (an int is still accepted where a float is expected).
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 class DataSpec(Strict):
@@ -134,15 +136,41 @@ class TrainSpec(Strict):
                 close = _close_matches(key, known)
                 hint = f"; did you mean {close}?" if close else ""
                 problems.append(f"{key!r} is not a TrainingArguments field of this transformers version{hint}")
+        if "report_to" in v:
+            problems.extend(_report_to_problems(v["report_to"]))
         if problems:
             raise ValueError("; ".join(problems))
         return v
 
 
+def _report_to_problems(value) -> list[str]:
+    """`report_to` names integrations whose packages must be installed, or training fails at its start."""
+    try:
+        from transformers.integrations import get_available_reporting_integrations
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    except ImportError:  # another transformers version: leave it to TrainingArguments
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return [f"'report_to' must be a name or a list of names, not {_describe(value)}"]
+    available = set(get_available_reporting_integrations())
+    problems = []
+    for n in names:
+        if n in ("none", "all"):
+            continue
+        if n not in INTEGRATION_TO_CALLBACK:
+            problems.append(f"'report_to' names {n!r}, which is not a reporting integration; one of: "
+                            + ", ".join(sorted(INTEGRATION_TO_CALLBACK)))
+        elif n not in available:
+            problems.append(f"'report_to' names {n!r}, but its package is not installed (pip install it, or "
+                            "remove it)")
+    return problems
+
+
 class LossSpec(BaseModel):
     """`name` and `label_smoothing`; every other key goes to the loss plugin's options model."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     name: str = "cross_entropy"
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -309,6 +337,8 @@ def _pydantic_problems(err: ValidationError, prefix: str = "") -> list[tuple[str
         elif e["type"] == "missing":
             msg = "required key is missing"
         msg = msg.removeprefix("Value error, ")
+        if e["type"].endswith("_type") and "input" in e:
+            msg += f", not {_describe(e['input'])}"
         problems.append((_join(prefix, _loc(loc)), msg))
     # unions report one error per branch; show each (loc, msg) once
     seen, unique = set(), []
@@ -317,6 +347,21 @@ def _pydantic_problems(err: ValidationError, prefix: str = "") -> list[tuple[str
             seen.add(p)
             unique.append(p)
     return unique
+
+
+def _describe(value) -> str:
+    """How a TOML value of the wrong type reads in an error: `the string '32'`, `a table`..."""
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    return f"a {type(value).__name__}"
 
 
 def _join(prefix: str, loc: str) -> str:
@@ -413,6 +458,10 @@ def _validate_options(component, raw: dict[str, Any], loc: str, problems) -> Bas
         return component.options.model_validate(raw)
     except ValidationError as e:
         problems.extend(_pydantic_problems(e, loc))
+        return None
+    except Exception as e:  # a validator that raises TypeError/KeyError...: pydantic passes it through
+        problems.append((loc, f"the options model of {SINGULAR[component.kind]} {component.name!r} "
+                              f"({component.origin}) raised {type(e).__name__}: {e}"))
         return None
 
 
@@ -534,7 +583,10 @@ def _problems_beyond_structure(path: Path, registry) -> list[tuple[str, str]]:
             spec = Spec.model_validate(data)
         except ValidationError as e:
             if round_:
-                problems.extend(_pydantic_problems(e))
+                problems.extend(
+                    (loc, msg) for loc, msg in _pydantic_problems(e)
+                    if not (msg == "required key is missing" and loc in pruned)
+                )
             if not all(_prune(data, err, pruned) for err in e.errors()):
                 return problems
             continue

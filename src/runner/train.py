@@ -98,8 +98,15 @@ def compute_all(metrics: dict[str, Callable], probs: np.ndarray, labels: np.ndar
 
 
 def predict_split(trainer, ds: "EncodedSplit", metrics: dict[str, Callable], prefix: str):
-    """Probabilities for every example of `ds` and its metrics as {"<prefix>_<name>": value}."""
-    out = trainer.predict(ds, metric_key_prefix=prefix)
+    """Probabilities for every example of `ds` and its metrics as {"<prefix>_<name>": value}.
+
+    The prediction runs in a forked random state: a DataLoader draws from torch's global generator
+    when it starts, so predicting the test split would otherwise change the next epochs' shuffling
+    and dropout, and a spec with a test split would train differently from one without.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        out = trainer.predict(ds, metric_key_prefix=prefix)
     logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
     probs = softmax(np.asarray(logits))
     row = {f"{prefix}_loss": float(out.metrics[f"{prefix}_loss"])} if f"{prefix}_loss" in out.metrics else {}

@@ -38,7 +38,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 class HFOptions(BaseModel):
     """Options of the `hf` backbone (a member's `options` table)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     revision: str | None = None  # branch, tag or commit of a Hub repository
     trust_remote_code: bool = False  # never on by default: it runs the repository's Python code
@@ -228,7 +228,7 @@ def build_hf(ctx, options: HFOptions):
 class ScratchOptions(BaseModel):
     """Options of the `scratch` backbone: a small random BERT/RoBERTa and a tokenizer trained on train."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     architecture: Literal["bert", "roberta"] = "bert"
     hidden_size: int = Field(default=64, gt=0)

@@ -15,16 +15,16 @@ FILE_SPLITS = ("train", "valid", "test")
 
 
 class CsvOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     delimiter: str = Field(",", min_length=1, max_length=1)
 
 
 class NoOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SyntheticOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     size: int = Field(3000, ge=20, le=5_000_000)
     language: Literal["en", "ko"] = "en"
     noise: float = Field(0.08, ge=0.0, le=0.5)
@@ -55,7 +55,32 @@ def _read_table(path: Path, fmt: str, ctx: LoadContext, options):
             raise DataError(f"{path}: the file is empty; it needs a header row and at least one example") from None
         if "UTF8" in msg or "utf-8" in msg.lower():
             raise DataError(f"{path}: the file is not valid UTF-8 text ({msg}); re-save it as UTF-8") from None
+        if fmt == "jsonl":
+            where = _first_bad_json_line(path)
+            if where:
+                raise DataError(f"{path}: cannot be read as jsonl: {where}") from None
         raise DataError(f"{path}: cannot be read as {fmt}: {msg}") from None
+
+
+def _first_bad_json_line(path: Path) -> str | None:
+    """`line N: what is wrong` for the first line of a JSON Lines file that is not one JSON object."""
+    import json
+
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except json.JSONDecodeError as e:
+                    return (f"line {n} is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); "
+                            "each line must be one JSON object")
+                if not isinstance(value, dict):
+                    return f"line {n} is a JSON {type(value).__name__}, not an object; each line must be one JSON object"
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
 
 
 def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str) -> list[dict]:
@@ -97,8 +122,10 @@ def _file_loader(fmt: str):
 def load_synthetic(ctx: LoadContext, options: SyntheticOptions) -> RawDataset:
     from runner import synthetic
 
-    if isinstance(ctx.data.train, str):
-        raise OptionError("train", "the synthetic loader generates its data; remove the path")
+    for split in FILE_SPLITS:
+        if isinstance(getattr(ctx.data, split), str):
+            hint = "remove the path" if split == "train" else "give a fraction such as 0.1 instead of a path"
+            raise OptionError(split, f"the synthetic loader generates its data; {hint}")
     texts, labels = synthetic.generate(options.size, seed=ctx.seed, language=options.language, noise=options.noise)
     rows = [{"text": t, "label": int(y)} for t, y in zip(texts, labels)]
     name = f"synthetic(size={options.size}, language={options.language}, seed={ctx.seed})"

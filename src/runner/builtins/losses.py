@@ -14,12 +14,12 @@ from runner.losses import LossContext, focal_loss
 
 
 class CrossEntropyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     class_weights: list[float] | Literal["inverse_frequency"] | None = None
 
 
 class FocalOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     gamma: float = Field(2.0, ge=0.0)
     alpha: list[float] | Literal["inverse_frequency"] | float | None = None
 

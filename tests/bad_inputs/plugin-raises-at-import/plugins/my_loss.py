@@ -1,0 +1,1 @@
+raise RuntimeError("set MY_LOSS_HOME first")

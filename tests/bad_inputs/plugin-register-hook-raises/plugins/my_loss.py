@@ -1,0 +1,6 @@
+import runner
+
+
+@runner.hookimpl
+def register_losses(register):
+    {}["missing"]
