@@ -200,29 +200,31 @@ def builtin_metric_fns() -> dict:
 
 
 def spec_loss_fn(spec: dict):
-    """The run's loss on probabilities (losses depend on logits only through softmax, so log p will do).
+    """The run's loss on probabilities, in numpy (no torch import: `runner ensemble` must be quick).
 
-    Falls back to log-loss for a loss that is not built in (its plugin may not be loaded here)."""
-    import torch
-
-    from .builtins import losses as builtin
-    from .losses import LossContext
-
+    Losses see logits only through softmax, so for an ensemble, whose logits are log p, the built-in
+    cross-entropy and focal losses are computed from p with the same formulas as `runner.losses`.
+    A plugin loss, or class weights/alpha from the training split's frequencies, fall back to
+    log-loss: the plugin may not be loaded here, and the frequencies are not stored.
+    """
     loss = spec.get("loss", {})
     name = loss.get("name", "cross_entropy")
-    opts = {k: v for k, v in loss.items() if k not in ("name", "label_smoothing")}
-    table = {"cross_entropy": (builtin.build_cross_entropy, builtin.CrossEntropyOptions),
-             "focal": (builtin.build_focal, builtin.FocalOptions)}
-    if name not in table or opts.get("alpha") == "inverse_frequency" or opts.get("class_weights") == "inverse_frequency":
+    smoothing = float(loss.get("label_smoothing", 0.0))
+    per_class = loss.get("alpha") if name == "focal" else loss.get("class_weights")
+    if name not in ("cross_entropy", "focal") or per_class == "inverse_frequency" or (
+        name == "cross_entropy" and per_class is not None
+    ):
         return log_loss
-
-    build, options = table[name]
+    gamma = float(loss.get("gamma", 2.0)) if name == "focal" else 0.0
 
     def fn(p: np.ndarray, labels: np.ndarray) -> float:
-        ctx = LossContext(num_labels=p.shape[1], label_smoothing=loss.get("label_smoothing", 0.0))
-        f = build(ctx, options.model_validate(opts))
-        logits = torch.from_numpy(np.log(np.clip(p, EPS, None)).astype(np.float32))
-        return float(f(logits, torch.from_numpy(labels)))
+        n, k = p.shape
+        targets = np.full((n, k), smoothing / k)
+        targets[np.arange(n), labels] += 1.0 - smoothing
+        weight = (1.0 - p) ** gamma if gamma else np.ones_like(p)
+        if per_class is not None:
+            weight = weight * np.broadcast_to(np.asarray(per_class, dtype=np.float64), (k,))
+        return float(-(targets * weight * np.log(np.clip(p, EPS, None))).sum(axis=1).mean())
 
     return fn
 
