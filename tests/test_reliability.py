@@ -72,12 +72,15 @@ options = {{ architecture = "roberta", hidden_size = 32, layers = 2, heads = 2, 
 # An event-hook plugin that tells the test where training is, through marker files.
 MARKER_PLUGIN = '''
 import os
+import time
 from pathlib import Path
 from runner import hookimpl
 
 @hookimpl
 def on_epoch_end(run_id, member, epoch, metrics):
     Path(os.environ["MARKER_DIR"], f"{member}-{epoch}").touch()
+    # lets a test act while this apply is certainly still training, however fast the machine
+    time.sleep(float(os.environ.get("EPOCH_PAUSE_S", "0")))
 '''
 
 # A loss that turns NaN in the second epoch (a learning rate gone wrong, condensed).
@@ -122,7 +125,10 @@ main()
 '''
 
 
-def write_case(d: Path, name="rel", size=400, epochs=4, loss="cross_entropy", plugins=(MARKER_PLUGIN,)) -> Path:
+KILL_SIZE = 1200  # an epoch of member b lasts well over the 0.2 s the mid-epoch kill waits
+
+
+def write_case(d: Path, name="rel", size=KILL_SIZE, epochs=4, loss="cross_entropy", plugins=(MARKER_PLUGIN,)) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "plugins").mkdir(exist_ok=True)
     for i, code in enumerate(plugins):
@@ -208,11 +214,13 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, reference):
     store = tmp_path / "results.duckdb"
     proc = subprocess.Popen(apply_cmd(spec, store), env=env_for(tmp_path), stderr=subprocess.PIPE, text=True)
     wait_for(tmp_path / "markers" / "b-2", proc)  # member a finished, b has stored two epochs
-    time.sleep(0.3)  # now inside b's third epoch
+    time.sleep(0.2)  # now inside b's third epoch
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     statuses = dict(Store(store).query("SELECT member, status FROM members")[1])
     assert statuses == {"a": "finished", "b": "running"}
+    run_id = Store(store).run_ids()[0]
+    assert Store(store).stored_epochs(run_id, "b") == [1, 2]  # killed inside epoch 3, before its write
 
     result = run(apply_cmd(spec, store), env_for(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -261,7 +269,8 @@ def test_reapply_of_finished_run_does_nothing_and_force_keeps_the_old_run(tmp_pa
 def test_readers_while_training_and_a_reader_holding_the_file(tmp_path):
     spec = write_case(tmp_path, size=400, epochs=4)
     store = tmp_path / "results.duckdb"
-    proc = subprocess.Popen(apply_cmd(spec, store), env=env_for(tmp_path), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(apply_cmd(spec, store), env=env_for(tmp_path, EPOCH_PAUSE_S=1.5),
+                            stderr=subprocess.PIPE, text=True)
     wait_for(tmp_path / "markers" / "a-1", proc)
     # runner sql and a plain DuckDB client read while the run is training
     sql = run([sys.executable, "-m", "runner.cli", "sql", "SELECT status FROM runs", "--store", str(store),
@@ -288,7 +297,7 @@ def test_readers_while_training_and_a_reader_holding_the_file(tmp_path):
 def test_writer_gives_up_clearly_when_a_reader_never_lets_go_and_resume_recovers(tmp_path):
     spec = write_case(tmp_path, size=200, epochs=2)
     store = tmp_path / "results.duckdb"
-    env = env_for(tmp_path, RUNNER_STORE_LOCK_TIMEOUT=2)
+    env = env_for(tmp_path, RUNNER_STORE_LOCK_TIMEOUT=2, EPOCH_PAUSE_S=1)
     proc = subprocess.Popen(apply_cmd(spec, store), env=env, stderr=subprocess.PIPE, text=True)
     wait_for(tmp_path / "markers" / "a-1", proc)
     con = None
@@ -314,7 +323,8 @@ def test_second_apply_of_the_same_run_refuses_and_other_specs_share_the_store(tm
     spec = write_case(tmp_path, size=300, epochs=3)
     other = write_case(tmp_path / "other", name="other", size=200, epochs=2)
     store = tmp_path / "results.duckdb"
-    first = subprocess.Popen(apply_cmd(spec, store), env=env_for(tmp_path), stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(apply_cmd(spec, store), env=env_for(tmp_path, EPOCH_PAUSE_S=2),
+                             stderr=subprocess.PIPE, text=True)
     wait_for(tmp_path / "markers" / "a-1", first)
     second = run(apply_cmd(spec, store), env_for(tmp_path))
     assert second.returncode == 1

@@ -250,6 +250,10 @@ def _train_run(p: Plan, store: Store, run_id: str, progress, say) -> ApplyResult
                 say(f"{m.name}: failed: {e}")
                 p.registry.hook.on_member_end(run_id=run_id, member=m.name, status="failed", selected_epoch=None)
                 continue
+            except StoreError:
+                # The store stayed locked past the timeout: the member stays 'running' on disk and in
+                # the store, and the same `runner apply` resumes it from its last stored epoch.
+                raise
             except Exception as e:
                 # A bug (in runner or a plugin): record it against the member, keep the traceback visible
                 store.finish_member(run_id, m.name, "failed", error=f"{type(e).__name__}: {e}")
