@@ -40,7 +40,6 @@ import argparse
 import gc
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -93,7 +93,6 @@ def test_row_counts_match_members_epochs_examples(applied):
     store = Store(store_path)
     run = store.query_dicts("SELECT * FROM runs")
     assert len(run) == 1 and run[0]["status"] == "finished"
-    run_id = run[0]["run_id"]
     members = store.query_dicts("SELECT member, status, seed FROM members ORDER BY member")
     assert [(m["member"], m["status"]) for m in members] == [("bert", "finished"), ("gru", "finished")]
     assert [m["seed"] for m in members] == [3, 4]  # the spec seed + the member index

@@ -52,7 +52,6 @@ def load_checkpoint(directory: str | Path, registry=None):
     rebuilt by their plugin from `runner.json` and their weights read from `model.safetensors`.
     Only safetensors are read: no pickle is ever loaded.
     """
-    import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -51,6 +51,6 @@ def summary_table(store_path: str | Path, run_id: str) -> Table:
             else:
                 s = f"{v[k]:.4f}"
                 cells.append(f"[bold green]{s}[/]" if len(rows) > 1 and v[k] == best.get(k) else s)
-        status = r["status"] if r["status"] != "failed" else f"[red]failed[/]"
+        status = r["status"] if r["status"] != "failed" else "[red]failed[/]"
         table.add_row(r["member"], r["backbone"], status, str(r["epochs"] or 0), r["selected_checkpoint"] or "", *cells)
     return table

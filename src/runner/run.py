@@ -172,10 +172,9 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
     p = plan(spec_path, plugins_dir)
     store = Store(store_path)
     check_store_writable(store)
-    resolved, data = p.resolved, p.data
+    resolved = p.resolved
 
     store.open()
-    spec_hash = p.spec_hash
     runs_root = store.path.resolve().parent / "runs"
     # Finding or creating the run happens under a short store-wide lock, so two applies of the same
     # spec cannot both create it; training then holds the run's own lock.

@@ -235,10 +235,6 @@ def metric_rows(row: dict[str, float | None]) -> list[tuple[str, str, float]]:
     return rows
 
 
-class StoreCallback:
-    """Built lazily as a `TrainerCallback` subclass (transformers is imported only when training)."""
-
-
 def make_callback(job: MemberJob, metrics: dict[str, Callable], computer: MetricComputer,
                   valid: EncodedSplit, test: EncodedSplit | None):
     from transformers import TrainerCallback
@@ -246,7 +242,7 @@ def make_callback(job: MemberJob, metrics: dict[str, Callable], computer: Metric
     member = job.member.name
     metric, greater = job.resolved.metric, job.resolved.greater_is_better
 
-    class _StoreCallback(TrainerCallback, StoreCallback):
+    class StoreCallback(TrainerCallback):
         def __init__(self):
             self.trainer = None
             self.pending: dict[str, Any] = {}
@@ -303,7 +299,7 @@ def make_callback(job: MemberJob, metrics: dict[str, Callable], computer: Metric
                 if e not in keep:
                     shutil.rmtree(path, ignore_errors=True)
 
-    return _StoreCallback()
+    return StoreCallback()
 
 
 def train_member(job: MemberJob) -> int:
