@@ -119,6 +119,17 @@ def test_row_counts_match_members_epochs_examples(applied):
     assert "tiny-" in out and "bert" in out  # the end-of-run table
 
 
+def test_runs_lists_the_run(applied):
+    _, store_path, _, _ = applied
+    code, out, err = cli("runs", "--store", store_path, "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert len(rows) == 1
+    assert rows[0]["status"] == "finished" and rows[0]["members"] == "2/2" and rows[0]["name"] == "tiny"
+    code, out, err = cli("runs", "--store", store_path)
+    assert code == 0 and rows[0]["run_id"] in out
+
+
 def test_stored_metrics_agree_with_stored_predictions(applied):
     _, store_path, _, _ = applied
     store = Store(store_path)

@@ -250,3 +250,28 @@ def test_scratch_tokenizers_are_the_same_in_every_process():
     runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
             for _ in range(3)}
     assert len(runs) == 1
+
+
+def test_hf_member_trains_from_a_model_folder_beside_the_spec(tiny_bert_dir, tmp_path, monkeypatch):
+    """`model = "models/tiny"` is found beside the spec, like data paths, wherever runner is run from."""
+    import shutil as _shutil
+
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+    from runner.store import Store
+
+    project = tmp_path / "project"
+    _shutil.copytree(tiny_bert_dir, project / "models" / "tiny")
+    (project / "spec.toml").write_text(
+        'name = "hf-local"\n[data]\nsource = "synthetic"\nvalid = 0.2\nmax_length = 32\n'
+        "[data.options]\nsize = 120\n[train]\nepochs = 1\nbatch_size = 16\n"
+        '[[members]]\nname = "tiny"\nbackbone = "hf"\nmodel = "models/tiny"\n'
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = CliRunner().invoke(app, ["apply", str(project / "spec.toml"), "--store", str(tmp_path / "r.duckdb")])
+    assert result.exit_code == 0, result.stderr
+    model = Store(tmp_path / "r.duckdb").query("SELECT model FROM members")[1][0][0]
+    assert model == str((project / "models" / "tiny").resolve())

@@ -151,9 +151,9 @@ def runs(store: Path = STORE_OPT, format: Format = typer.Option(Format.table, "-
         SELECT r.run_id, r.name, r.status,
                count(m.member) FILTER (WHERE m.status = 'finished') || '/' || count(m.member) AS members,
                r.dataset_id, strftime(r.started_at, '%Y-%m-%d %H:%M:%S') AS started,
-               round(epoch(r.finished_at - r.started_at), 1) AS seconds
+               CAST(round(epoch(r.finished_at - r.started_at), 1) AS DECIMAL(10, 1)) AS seconds
         FROM runs r LEFT JOIN members m USING (run_id)
-        GROUP BY ALL ORDER BY r.started_at
+        GROUP BY r.run_id, r.name, r.status, r.dataset_id, r.started_at, r.finished_at ORDER BY r.started_at
         """
     )
     emit(cols, rows, format, title=f"Runs in {store}")

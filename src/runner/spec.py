@@ -532,11 +532,24 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
             loss_options = _validate_options(comp, loss.options(), loss_loc, problems)
 
         seed = m.seed if m.seed is not None else spec.seed + i
-        members.append(ResolvedMember(i, name, m.backbone, m.model, options, seed, train, loss, loss_options, loss_loc))
+        members.append(ResolvedMember(i, name, m.backbone, _model_path(m.model, path), options, seed, train, loss,
+                                      loss_options, loss_loc))
 
     if problems:
         raise SpecError(path, _dedupe(problems))
     return ResolvedSpec(path, spec, members, metric, bool(greater), data_options)
+
+
+def _model_path(model: str | None, spec_path: Path) -> str | None:
+    """A local model directory is resolved against the spec's folder, as data paths are; anything
+    that is not a path there (``klue/bert-base``) is left alone as a Hub id."""
+    if not model:
+        return model
+    local = Path(model).expanduser()
+    if not local.is_absolute():
+        local = spec_path.resolve().parent / local
+    explicit = model.startswith(("./", "../", "~", "/", ".\\", "..\\"))
+    return str(local.resolve()) if explicit or local.exists() else model
 
 
 def _dedupe(problems):
