@@ -130,6 +130,15 @@ def test_runs_lists_the_run(applied):
     assert code == 0 and rows[0]["run_id"] in out
 
 
+def test_plot_writes_a_png(applied, tmp_path):
+    _, store_path, _, _ = applied
+    out = tmp_path / "curves.png"
+    code, _, err = cli("plot", "--store", store_path, "--out", out)
+    assert code == 0, err
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+
+
 def test_stored_metrics_agree_with_stored_predictions(applied):
     _, store_path, _, _ = applied
     store = Store(store_path)

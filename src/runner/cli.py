@@ -232,6 +232,26 @@ def ensemble(
         out.print(mt)
 
 
+@app.command()
+@handle_errors
+def plot(
+    run: Optional[str] = typer.Argument(None, help="Run id (default: the latest run)."),
+    store: Path = STORE_OPT,
+    out: Path = typer.Option(None, "--out", help="PNG file to write (default: <run_id>.png beside the store)."),
+):
+    """Learning curves and predicted class shares of a run, as a PNG."""
+    from .ensemble import run_info
+    from .plot import plot_run
+    from .store import Store
+
+    st = Store(store).open(create=False)
+    if out is None:
+        out = store.parent / f"{run_info(st, run)['run_id']}.png"
+    path = plot_run(st, run, out)
+    out_console = Console(stderr=True)
+    out_console.print(f"wrote {path}", highlight=False)
+
+
 def emit(cols, rows, format: Format, title: str | None = None) -> None:
     if format == Format.csv:
         buf = io.StringIO()

@@ -1,0 +1,94 @@
+"""`runner plot`: a run's learning curves and class distributions as one PNG (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .ensemble import run_info
+from .store import Store
+
+
+def plot_run(store: Store, run_id: str | None, out: Path) -> Path:
+    """Four panels: loss and accuracy per epoch for every member (valid solid, train/test dashed, the
+    selected epoch marked), and the predicted class shares of each selected member, SWA and the
+    ensemble against the true shares on test."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    info = run_info(store, run_id)
+    run_id = info["run_id"]
+    labels = info["label_names"]
+    metric = info["spec"]["selection"]["resolved"]["metric"]
+    epochs = store.query_dicts("SELECT * FROM epochs WHERE run_id = ? ORDER BY member, epoch", [run_id])
+    members = store.query_dicts(
+        "SELECT member, selected_checkpoint FROM members WHERE run_id = ? ORDER BY started_at", [run_id])
+    fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+    (ax_loss, ax_acc), (ax_f1, ax_dist) = axes
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, m in enumerate(members):
+        rows = [e for e in epochs if e["member"] == m["member"]]
+        if not rows:
+            continue
+        x = [e["epoch"] for e in rows]
+        c = colors[i % len(colors)]
+        ax_loss.plot(x, [e["train_loss"] for e in rows], ls=":", color=c)
+        ax_loss.plot(x, [e["eval_loss"] for e in rows], color=c, marker="o", label=m["member"])
+        ax_acc.plot(x, [e["eval_accuracy"] for e in rows], color=c, marker="o", label=f"{m['member']} valid")
+        ax_acc.plot(x, [e["test_accuracy"] for e in rows], color=c, ls="--", label=f"{m['member']} test")
+        ax_f1.plot(x, [e["eval_f1_macro"] for e in rows], color=c, marker="o", label=m["member"])
+        sel = m["selected_checkpoint"]
+        if sel and sel.startswith("epoch-"):
+            e = next((r for r in rows if r["epoch"] == int(sel.split("-")[1])), None)
+            if e is not None:
+                ax_acc.plot([e["epoch"]], [e["eval_accuracy"]], marker="*", ms=16, color=c, mec="black")
+    ax_loss.set(title="loss (solid: valid, dotted: train)", xlabel="epoch")
+    ax_acc.set(title=f"accuracy (solid: valid, dashed: test; star: selected by {metric})", xlabel="epoch")
+    ax_f1.set(title="validation macro-F1", xlabel="epoch")
+    for ax in (ax_loss, ax_acc, ax_f1):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+
+    true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'test' "
+                            "AND label IS NOT NULL GROUP BY label", [info["dataset_id"]])[1])
+    split = "test" if true else "valid"
+    if not true:
+        true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'valid' "
+                                "GROUP BY label", [info["dataset_id"]])[1])
+    bars = [("true", [true.get(k, 0) for k in range(len(labels))])]
+    wanted = [(m["member"], m["selected_checkpoint"]) for m in members if m["selected_checkpoint"]]
+    wanted += [(m["member"] + " swa", "swa") for m in members]
+    for name, ckpt in wanted + [("ensemble", None)]:
+        member = name.removesuffix(" swa")
+        if ckpt is None:
+            # the ensemble `apply` built (the first one stored), not the ones added afterwards
+            got = store.query("SELECT ensemble FROM ensemble_weights WHERE run_id = ? "
+                              "ORDER BY created_at LIMIT 1", [run_id])[1]
+            if not got:
+                continue
+            member, ckpt = "ensemble", got[0][0]
+            name = f"ensemble ({ckpt})"
+        counts = dict(store.query("SELECT pred, count(*) FROM predictions WHERE run_id = ? AND member = ? "
+                                  "AND checkpoint = ? AND split = ? GROUP BY pred", [run_id, member, ckpt, split])[1])
+        if counts:
+            bars.append((name, [counts.get(k, 0) for k in range(len(labels))]))
+    width = 0.8 / len(bars)
+    for j, (name, counts) in enumerate(bars):
+        total = sum(counts) or 1
+        xs = [k + (j - (len(bars) - 1) / 2) * width for k in range(len(labels))]
+        ax_dist.bar(xs, [c / total for c in counts], width=width, label=name,
+                    color="black" if name == "true" else None, alpha=0.85)
+    ax_dist.set_xticks(range(len(labels)), [n.replace("_", "\n") for n in labels], fontsize=8)
+    ax_dist.set(title=f"predicted class shares on {split} vs the true shares", ylabel="share")
+    ax_dist.legend(fontsize=7, ncol=2)
+    ax_dist.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"run {run_id}")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
