@@ -181,6 +181,8 @@ def training_arguments(member, resolved, output_dir: Path):
         metric_for_best_model=f"eval_{resolved.metric}",
         greater_is_better=resolved.greater_is_better,
         load_best_model_at_end=False,
+        # a resumed member keeps its early-stopping patience count instead of starting it again
+        restore_callback_states_from_checkpoint=True,
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
