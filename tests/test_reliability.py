@@ -376,3 +376,33 @@ def test_no_code_path_unpickles(path):
             value = node.value
             if node.arg == "weights_only":
                 assert not (isinstance(value, ast.Constant) and value.value is False), f"{path}:{node.lineno}"
+
+
+def test_resume_keeps_the_early_stopping_count(tmp_path):
+    """Killed after epoch 2 with one epoch of patience used; the resumed member must stop after epoch
+    3 as an uninterrupted one does, not get a fresh patience of 2 and run to epoch 4."""
+    def case(d: Path) -> Path:
+        spec = write_case(d, size=200, epochs=5)
+        text = spec.read_text().replace("learning_rate = 2e-3", "learning_rate = 1e-12")  # nothing improves
+        text = text.replace('metric = "eval_accuracy"', 'metric = "eval_accuracy"\nearly_stopping_patience = 2')
+        text = text[: text.index("[[members]]\nname = \"b\"")]  # one member is enough
+        spec.write_text(text)
+        return spec
+
+    ref_spec = case(tmp_path / "ref")
+    ref = run(apply_cmd(ref_spec, tmp_path / "ref" / "results.duckdb"), env_for(tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stderr
+    ref_store = Store(tmp_path / "ref" / "results.duckdb")
+    assert ref_store.stored_epochs(ref_store.run_ids()[0], "a") == [1, 2, 3]
+
+    spec = case(tmp_path / "kill")
+    store = tmp_path / "kill" / "results.duckdb"
+    proc = subprocess.Popen(apply_cmd(spec, store), env=env_for(tmp_path / "kill", EPOCH_PAUSE_S=30),
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / "kill" / "markers" / "a-2", proc)  # epoch 2 stored; the plugin now pauses
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    result = run(apply_cmd(spec, store), env_for(tmp_path / "kill"))
+    assert result.returncode == 0, result.stderr
+    s = Store(store)
+    assert s.stored_epochs(s.run_ids()[0], "a") == [1, 2, 3]
