@@ -86,14 +86,9 @@ def member_checkpoints(store: Store, run_id: str, strategy: str, members: list[s
     return {m: chosen[m] for m in finished if m in chosen}
 
 
-def load_split(store: Store, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str]) -> SplitProbs | None:
-    """Every member's probabilities for one split, aligned by example index (via Arrow)."""
-    return load_splits(store, run_id, dataset_id, (split,), checkpoints)[split]
-
-
 def load_splits(store: Store, run_id: str, dataset_id: str, splits: Sequence[str],
                 checkpoints: dict[str, str]) -> dict[str, SplitProbs | None]:
-    """`load_split` for several splits over one connection.
+    """Every member's probabilities for each of `splits`, aligned by example index, over one connection.
 
     One query per member and split: an equality filter on (run_id, member, checkpoint, split) lets
     DuckDB skip every row group of the other checkpoints (zone maps), where a single query with an

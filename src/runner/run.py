@@ -237,7 +237,7 @@ def _train_run(p: Plan, store: Store, run_id: str, progress, say) -> ApplyResult
                     result.resumed[m.name] = max(history)
                     say(f"{m.name}: resuming after epoch {max(history)}.")
             store.start_member(run_id, m.name, m.backbone, m.model, m.seed,
-                               m.options.model_dump(mode="json") if m.options is not None else {})
+                               m.options_dict())
             job = MemberJob(run_id=run_id, member=m, resolved=resolved, data=data, registry=p.registry, store=store,
                             out_dir=out_dir, swa_k=resolved.spec.swa.k, progress=progress,
                             resume_from=resume_from, history=history, say=say)

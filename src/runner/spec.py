@@ -269,6 +269,10 @@ class ResolvedMember:
     loss_options: BaseModel | None
     loss_loc: str = "loss"  # where this member's loss options live in the file, for error messages
 
+    def options_dict(self) -> dict[str, Any]:
+        """The backbone options with defaults filled in, as JSON-ready values."""
+        return self.options.model_dump(mode="json") if self.options is not None else {}
+
 
 @dataclasses.dataclass
 class ResolvedSpec:
@@ -295,7 +299,7 @@ class ResolvedSpec:
                 "backbone": m.backbone,
                 "model": m.model,
                 "seed": m.seed,
-                "options": m.options.model_dump(mode="json") if m.options is not None else {},
+                "options": m.options_dict(),
                 "train": m.train.model_dump(mode="json"),
                 "loss": {
                     **m.loss.model_dump(mode="json"),

@@ -362,7 +362,7 @@ def train_member(job: MemberJob) -> int:
         raise TrainingError(f"member {m.name}: no epoch produced a finite eval_{resolved.metric}")
     if job.swa_k:
         run_swa(job, trainer, valid_ds, test_ds, metrics)
-    save_selected(job, selected, backbone_options=m.options)
+    save_selected(job, selected)
     return selected
 
 
@@ -398,17 +398,19 @@ def run_swa(job: MemberJob, trainer, valid: EncodedSplit, test: EncodedSplit | N
     shutil.rmtree(swa_dir, ignore_errors=True)
     trainer.save_model(str(swa_dir))
     (swa_dir / "training_args.bin").unlink(missing_ok=True)  # a pickle: never part of what runner ships
-    write_runner_json(
-        swa_dir, job.member.backbone,
-        job.member.options.model_dump(mode="json") if job.member.options is not None else {},
-        job.data.label_names, job.resolved.spec.data.max_length, job.member.model,
-    )
+    write_member_info(job, swa_dir)
     (swa_dir / "selection.json").write_text(json.dumps({"swa_epochs": epochs, "run_id": job.run_id,
                                                        "member": job.member.name}, indent=2))
     return epochs
 
 
-def save_selected(job: MemberJob, epoch: int, backbone_options) -> Path:
+def write_member_info(job: MemberJob, directory: Path) -> None:
+    """runner.json: what `load_checkpoint` needs to rebuild this member without the spec."""
+    write_runner_json(directory, job.member.backbone, job.member.options_dict(), job.data.label_names,
+                      job.resolved.spec.data.max_length, job.member.model)
+
+
+def save_selected(job: MemberJob, epoch: int) -> Path:
     """Copy the selected epoch's weights, config and tokenizer to runs/<run_id>/<member>/selected/."""
     found = epoch_checkpoints(job.out_dir / "checkpoints")
     src = found.get(epoch)
@@ -422,11 +424,7 @@ def save_selected(job: MemberJob, epoch: int, backbone_options) -> Path:
     for f in src.iterdir():
         if f.is_file() and f.name not in skip:
             shutil.copy2(f, tmp / f.name)
-    write_runner_json(
-        tmp, job.member.backbone,
-        backbone_options.model_dump(mode="json") if backbone_options is not None else {},
-        job.data.label_names, job.resolved.spec.data.max_length, job.member.model,
-    )
+    write_member_info(job, tmp)
     (tmp / "selection.json").write_text(json.dumps({
         "epoch": epoch, "metric": f"eval_{job.resolved.metric}", "run_id": job.run_id, "member": job.member.name,
     }, indent=2))
