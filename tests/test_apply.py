@@ -104,8 +104,11 @@ def test_row_counts_match_members_epochs_examples(applied):
 
     epochs = count(store, "SELECT count(*) FROM epochs")
     assert epochs == len(MEMBERS) * EPOCHS
-    # train loss + (loss, accuracy, f1_macro) on valid and on test, per member and epoch
-    assert count(store, "SELECT count(*) FROM metrics WHERE checkpoint LIKE 'epoch-%'") == len(MEMBERS) * EPOCHS * 7
+    # train loss + (loss and every registered metric) on valid and on test, per member and epoch
+    metrics = load_registry(REPO / "plugins").names("metrics")
+    assert {"accuracy", "f1_macro", "log_loss", "balanced_accuracy"} <= set(metrics)
+    per_epoch = 1 + 2 * (1 + len(metrics))
+    assert count(store, "SELECT count(*) FROM metrics WHERE checkpoint LIKE 'epoch-%'") == len(MEMBERS) * EPOCHS * per_epoch
     assert count(store, "SELECT count(*) FROM predictions WHERE checkpoint LIKE 'epoch-%'") == (
         len(MEMBERS) * EPOCHS * (n_valid + n_test)
     )

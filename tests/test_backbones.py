@@ -215,7 +215,7 @@ def test_gru_plugin_trains_saves_and_reloads(tmp_path):
     comp = registry.get("backbones", "gru")
     assert comp is not None and comp.origin.endswith("gru_encoder.py")
     options = comp.options.model_validate({"embedding_dim": 16, "hidden_size": 16})
-    model, tok = comp.obj(ctx(), options)
+    model, tok = comp.build(ctx(), options)
     assert not hasattr(model, "save_pretrained")  # a plain torch module, not a Hugging Face model
 
     inputs = batch(tok)

@@ -13,7 +13,11 @@ Each case folder holds the inputs (`spec.toml`, data files, a `plugins/` folder.
 Stores are made at test time (no .duckdb file is committed): "none" (no file), "empty" (a store
 opened by this runner), "garbage" (8 KiB of bytes that are not DuckDB), "text" (a small CSV saved
 under the store's name), "zero-bytes" (an empty file), "newer-schema" (a store with a migration this runner does not know),
-"foreign" (a DuckDB database of another program), "directory" (an empty folder).
+"foreign" (a DuckDB database of another program), "directory" (an empty folder), "sqlite" (an SQLite
+database), "truncated" / "truncated-12k" (a store with rows, cut to half its size / to 12 KiB),
+"old-schema" (a store of the first schema, with a run, as an older runner left it), "read-only-folder"
+/ "read-only-folder-empty" (a store / no store yet, in a folder that cannot be written: mode 555, or
+`chattr +i` when the tests run as root, who ignores modes; skipped where neither is possible).
 
 Every case is copied to tmp_path and run through the real CLI from inside that folder. It must exit
 with its code, print one paragraph naming the file and the field with no traceback, leave the store
@@ -30,10 +34,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from test_store_safety import make_store, undo_read_only  # the store kinds below, built for real
+
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expect.toml").is_file())
 DEFAULT_COMMAND = ["apply", "{spec}", "--store", "{store}"]
-STORE_KINDS = ("none", "empty", "garbage", "text", "zero-bytes", "newer-schema", "foreign", "directory")
+STORE_KINDS = ("none", "empty", "garbage", "text", "zero-bytes", "newer-schema", "foreign", "directory", "sqlite",
+               "truncated", "truncated-12k", "old-schema", "read-only-folder", "read-only-folder-empty")
 MAX_SECONDS = 15.0  # a tiny spec that failed before training; training even one epoch takes longer
 
 
@@ -47,43 +54,18 @@ def load_expect(case: str) -> dict:
     return expect
 
 
-def make_store(path: Path, kind: str) -> None:
-    import duckdb
-
-    from runner.store import Store, now
-
-    if kind == "none":
-        return
-    if kind == "directory":
-        path.mkdir(parents=True)
-        return
-    if kind == "garbage":
-        path.write_bytes(bytes((i * 7919 + 13) % 251 for i in range(8192)))
-        return
-    if kind == "zero-bytes":
-        path.write_bytes(b"")
-        return
-    if kind == "text":
-        path.write_text("run,accuracy\nbaseline,0.81\n", encoding="utf-8")
-        return
-    if kind == "foreign":
-        con = duckdb.connect(str(path))
-        con.execute("CREATE TABLE invoices (id INTEGER, amount DOUBLE)")
-        con.execute("INSERT INTO invoices VALUES (1, 9.5)")
-        con.close()
-        return
-    store = Store(path).open()
-    if kind == "newer-schema":
-        with store.transaction() as con:
-            con.execute("INSERT INTO _migrations VALUES (?, ?)", ["m999_from_the_future", now()])
+@pytest.fixture(autouse=True)
+def _undo_read_only():
+    yield
+    undo_read_only()
 
 
 def snapshot(path: Path):
-    """The store's bytes (or a folder's listing); None when nothing is there."""
+    """The store's bytes and mtime (or a folder's listing); None when nothing is there."""
     if path.is_dir():
         return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
     if path.is_file():
-        return path.read_bytes()
+        return path.read_bytes(), path.stat().st_mtime_ns
     return None
 
 

@@ -319,3 +319,315 @@ def test_test_file_with_some_empty_string_labels(tmp_path, tiny_csv, write_spec,
                                       for i, r in enumerate(tiny_rows(10))])
     err = validate_fails(run_cli, data_spec(write_spec, test="test.csv"))
     assert "test.csv" in err and "5 of 10 rows" in err and "row 1)" in err
+
+
+# ---------------------------------------------------------------------------- label rules (runner.labels)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def labelled(labels: list, n: int = 40) -> list[dict]:
+    """`n` rows cycling through `labels` (any JSON value), each text distinct."""
+    return [{"text": f"review {i}", "label": labels[i % len(labels)]} for i in range(n)]
+
+
+def ids_by_text(data) -> dict[str, int]:
+    return {t: int(y) for s in ("train", "valid") for t, y in zip(data.splits[s].texts, data.splits[s].labels)}
+
+
+def test_integers_exactly_0_to_n_minus_1_are_class_ids(tmp_path, write_spec, registry):
+    write_csv(tmp_path / "tiny.csv", labelled([2, 0, 1, 3]))
+    data = load(data_spec(write_spec), registry)
+    assert data.label_names == ["0", "1", "2", "3"]
+    assert ids_by_text(data) == {f"review {i}": [2, 0, 1, 3][i % 4] for i in range(40)}
+
+
+def test_years_are_class_names_sorted_numerically(tmp_path, write_spec, registry):
+    write_csv(tmp_path / "tiny.csv", labelled([2011, 1999, 2005, 900]))
+    data = load(data_spec(write_spec), registry)
+    assert data.label_names == ["900", "1999", "2005", "2011"]
+    ids = ids_by_text(data)
+    assert data.label_names[ids["review 0"]] == "2011" and data.label_names[ids["review 3"]] == "900"
+
+
+@pytest.mark.parametrize("values, names", [
+    ([1, 2, 3], ["1", "2", "3"]),          # 1-based: three classes, not four with an empty class 0
+    ([-1, 0, 1], ["-1", "0", "1"]),         # negative values are names, not an error
+    ([0, 2, 5], ["0", "2", "5"]),           # a gap: names, so no class is left without examples
+])
+def test_integers_that_are_not_0_to_n_minus_1_are_names(tmp_path, write_spec, registry, values, names):
+    write_csv(tmp_path / "tiny.csv", labelled(values, 30))
+    assert load(data_spec(write_spec), registry).label_names == names
+
+
+@pytest.mark.parametrize("source, huge", [("csv", 10**12), ("jsonl", 2**63 - 1), ("parquet", 2**63 - 1),
+                                          ("parquet", 2**64 - 1)])
+def test_a_huge_integer_label_allocates_nothing_in_proportion(tmp_path, write_spec, registry, source, huge):
+    import tracemalloc
+
+    rows = labelled([0, huge])
+    if source == "csv":
+        write_csv(tmp_path / "tiny.csv", rows)
+    elif source == "jsonl":
+        write_jsonl(tmp_path / "tiny.jsonl", rows)
+    else:
+        label_type = pa.uint64() if huge >= 2**63 else pa.int64()
+        pq.write_table(pa.table({"text": [r["text"] for r in rows], "label": pa.array([r["label"] for r in rows],
+                                                                                       label_type)}),
+                       tmp_path / "tiny.parquet")
+    tracemalloc.start()
+    try:
+        data = load(data_spec(write_spec, source, f"tiny.{source}"), registry)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert data.label_names == ["0", str(huge)]
+    assert peak < 50 * 2**20
+
+
+def test_declared_names_are_matched_before_indices(tmp_path, write_spec, registry):
+    write_csv(tmp_path / "tiny.csv", labelled([0, 1]))
+    data = load(data_spec(write_spec, extra='labels = ["1", "0"]'), registry)  # 1 is the name "1", not index 1
+    ids = ids_by_text(data)
+    assert data.label_names[ids["review 0"]] == "0" and data.label_names[ids["review 1"]] == "1"
+    assert ids["review 1"] == 0
+
+
+def test_declared_names_match_years_by_name(tmp_path, write_spec, registry):
+    write_csv(tmp_path / "tiny.csv", labelled([1999, 2005]))
+    data = load(data_spec(write_spec, extra='labels = ["2005", "1999"]'), registry)
+    assert data.label_names == ["2005", "1999"]
+    assert ids_by_text(data)["review 0"] == 1
+
+
+def test_an_integer_that_is_neither_a_declared_name_nor_an_index(tmp_path, write_spec, run_cli):
+    rows = labelled([0, 1])
+    rows[4]["label"] = 7
+    write_csv(tmp_path / "tiny.csv", rows)
+    err = validate_fails(run_cli, data_spec(write_spec, extra='labels = ["neg", "pos"]'))
+    assert "tiny.csv" in err and "row 5" in err and "'label' = 7" in err and "0..1" in err
+
+
+def test_integral_floats_act_as_integers(tmp_path, write_spec, registry):
+    write_jsonl(tmp_path / "tiny.jsonl", labelled([0.0, 1.0, 2.0]))
+    assert load(data_spec(write_spec, "jsonl", "tiny.jsonl"), registry).label_names == ["0", "1", "2"]
+    write_csv(tmp_path / "tiny.csv", labelled(["1.0", "2.0", "3"]))  # a pandas export of integers with NaN
+    assert load(data_spec(write_spec), registry).label_names == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("source", ["csv", "jsonl"])
+def test_a_fractional_number_is_an_error_unless_declared(tmp_path, write_spec, registry, run_cli, source):
+    rows = labelled([1, 1.5, 2])
+    (write_csv if source == "csv" else write_jsonl)(tmp_path / f"tiny.{source}", rows)
+    err = validate_fails(run_cli, data_spec(write_spec, source, f"tiny.{source}"))
+    assert f"tiny.{source}" in err and "row 2" in err and "'label'" in err and "1.5" in err and "not an integer" in err
+    data = load(data_spec(write_spec, source, f"tiny.{source}", extra='labels = ["1", "1.5", "2"]'), registry)
+    assert data.label_names == ["1", "1.5", "2"] and ids_by_text(data)["review 1"] == 1
+
+
+def test_nan_label_is_missing(tmp_path, write_spec, run_cli):
+    rows = labelled([0, 1])
+    (tmp_path / "tiny.jsonl").write_text("".join(
+        json.dumps(r) + "\n" if i != 3 else '{"text": "review 3", "label": NaN}\n' for i, r in enumerate(rows)))
+    err = validate_fails(run_cli, data_spec(write_spec, "jsonl", "tiny.jsonl"))
+    assert "tiny.jsonl" in err and "1 of 40 rows" in err and "row 4" in err
+
+
+def test_booleans_are_the_names_true_and_false(tmp_path, write_spec, registry):
+    write_jsonl(tmp_path / "tiny.jsonl", labelled([True, False]))
+    data = load(data_spec(write_spec, "jsonl", "tiny.jsonl"), registry)
+    assert data.label_names == ["false", "true"] and ids_by_text(data)["review 0"] == 1
+    write_csv(tmp_path / "tiny.csv", labelled(["True", "False"]))  # CSV cells are text, kept as written
+    assert load(data_spec(write_spec), registry).label_names == ["False", "True"]
+
+
+def test_an_integer_and_its_text_are_one_class(tmp_path, write_spec, registry):
+    write_jsonl(tmp_path / "tiny.jsonl", labelled([1, "1", "neg", 10, 2]))
+    data = load(data_spec(write_spec, "jsonl", "tiny.jsonl"), registry)
+    assert data.label_names == ["1", "2", "10", "neg"]
+    ids = ids_by_text(data)
+    assert ids["review 0"] == ids["review 1"] == 0
+
+
+def test_a_label_seen_only_in_valid_is_an_error_unless_declared(tmp_path, tiny_csv, write_spec, registry, run_cli):
+    write_csv(tmp_path / "valid.csv", tiny_rows(8) + [{"text": "extra", "label": "neutral"}])
+    err = validate_fails(run_cli, data_spec(write_spec, valid="valid.csv"))
+    assert "valid.csv" in err and "row 9" in err and "'neutral'" in err and "does not occur in the train split" in err
+    declared = TINY_LABELS + ["neutral"]  # declared: a class with no training example is allowed
+    data = load(data_spec(write_spec, valid="valid.csv", extra=f"labels = {json.dumps(declared)}"), registry)
+    assert data.label_names == declared and data.class_counts("train")[-1] == 0
+
+
+def test_a_class_missing_from_valid_is_fine(tmp_path, write_spec, registry):
+    write_csv(tmp_path / "tiny.csv", labelled(["a", "b"], 20) + [{"text": "the only c", "label": "c"}])
+    data = load(data_spec(write_spec, valid=0.2), registry)
+    assert data.label_names == ["a", "b", "c"]
+    assert "the only c" in data.splits["train"].texts and data.class_counts("valid") == [2, 2, 0]
+
+
+@pytest.mark.parametrize("label, what", [(["neg"], "a list"), ({"name": "neg"}, "an object")])
+def test_list_or_object_labels_in_jsonl(tmp_path, write_spec, run_cli, label, what):
+    rows = tiny_rows(40)
+    rows[2]["label"] = label
+    write_jsonl(tmp_path / "tiny.jsonl", rows)
+    err = validate_fails(run_cli, data_spec(write_spec, "jsonl", "tiny.jsonl"))
+    assert "tiny.jsonl" in err and "row 3" in err and "column 'label'" in err and what in err
+
+
+@pytest.mark.parametrize("column, values", [
+    ("label", pa.array([b"neg", b"pos"] * 20, pa.binary())),
+    ("label", pa.array([[0], [1]] * 20)),
+    ("label", pa.array([{"a": 0}, {"a": 1}] * 20)),
+    ("text", pa.array([b"some bytes"] * 40, pa.binary())),
+])
+def test_binary_list_or_struct_cells_in_parquet(tmp_path, write_spec, run_cli, column, values):
+    table = {"text": [f"review {i}" for i in range(40)], "label": ["neg", "pos"] * 20}
+    table[column] = values
+    pq.write_table(pa.table(table), tmp_path / "tiny.parquet")
+    err = validate_fails(run_cli, data_spec(write_spec, "parquet", "tiny.parquet"))
+    assert "tiny.parquet" in err and "row 1" in err and f"column {column!r}" in err
+
+
+def test_text_with_a_lone_surrogate_names_the_row():
+    rows = tiny_rows(40)
+    rows[5]["text"] = "broken \udcff text"
+    with pytest.raises(DataError, match=r"row 6 .*'text'.*not valid Unicode"):
+        prepare(DataSpec(source="csv", train="x", valid=0.2), RawDataset(splits={"train": rows}), 0)
+
+
+def test_a_loader_returning_bad_rows_or_label_names_is_a_data_error():
+    spec = DataSpec(source="csv", train="x", valid=0.2)
+    with pytest.raises(DataError, match="row 2 of the train split"):
+        prepare(spec, RawDataset(splits={"train": [{"text": "a", "label": "x"}, "not a row"]}), 0)
+    with pytest.raises(DataError, match="label names"):
+        prepare(spec, RawDataset(splits={"train": tiny_rows(40)}, label_names=["a", "a"]), 0)
+
+
+# ---------------------------------------------------------------------------- encodings, headers, empty files
+
+
+@pytest.mark.parametrize("source", ["csv", "jsonl"])
+def test_a_utf8_byte_order_mark_is_ignored(tmp_path, write_spec, registry, source):
+    rows = tiny_rows(40)
+    body = ("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows) if source == "csv"
+            else "".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / f"tiny.{source}").write_bytes(b"\xef\xbb\xbf" + body.encode())
+    data = load(data_spec(write_spec, source, f"tiny.{source}"), registry)
+    assert data.label_names == sorted(TINY_LABELS) and len(data.splits["train"]) == 32
+
+
+KOREAN = [{"text": f"리뷰 {i}: 영화가 {'좋았다' if i % 2 else '별로였다'}",
+           "label": "긍정" if i % 2 else "부정"} for i in range(40)]
+
+
+@pytest.mark.parametrize("source", ["csv", "jsonl"])
+def test_cp949_without_the_encoding_option_names_row_and_column(tmp_path, write_spec, run_cli, source):
+    body = ("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in KOREAN) if source == "csv"
+            else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KOREAN))
+    (tmp_path / f"tiny.{source}").write_bytes(body.encode("cp949"))
+    err = validate_fails(run_cli, data_spec(write_spec, source, f"tiny.{source}"))
+    assert f"tiny.{source}" in err and "row 1" in err and "'text'" in err and "not valid UTF-8" in err
+    assert 'encoding = "cp949"' in err
+
+
+@pytest.mark.parametrize("source", ["csv", "jsonl"])
+def test_the_encoding_option_reads_cp949(tmp_path, write_spec, registry, source):
+    body = ("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in KOREAN) if source == "csv"
+            else "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in KOREAN))
+    (tmp_path / f"tiny.{source}").write_bytes(body.encode("cp949"))
+    data = load(data_spec(write_spec, source, f"tiny.{source}", extra='[data.options]\nencoding = "cp949"'), registry)
+    assert data.label_names == ["긍정", "부정"]
+    assert "리뷰 0: 영화가 별로였다" in data.splits["train"].texts + data.splits["valid"].texts
+
+
+def test_a_non_utf8_label_cell_names_the_label_column(tmp_path, write_spec, run_cli):
+    body = "text,label\n" + "".join(f"review {i},{'긍정' if i == 6 else TINY_LABELS[i % 4]}\n" for i in range(40))
+    (tmp_path / "tiny.csv").write_bytes(body.encode("cp949"))
+    err = validate_fails(run_cli, data_spec(write_spec))
+    assert "tiny.csv" in err and "row 7 (line 8)" in err and "column 'label'" in err
+
+
+def test_utf16_needs_the_encoding_option(tmp_path, write_spec, registry, run_cli):
+    body = "text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in tiny_rows(40))
+    (tmp_path / "tiny.csv").write_bytes(body.encode("utf-16"))
+    err = validate_fails(run_cli, data_spec(write_spec))
+    assert "tiny.csv" in err and "UTF-16" in err and 'encoding = "utf-16"' in err
+    data = load(data_spec(write_spec, extra='[data.options]\nencoding = "utf-16"'), registry)
+    assert data.label_names == sorted(TINY_LABELS)
+
+
+def test_an_unknown_encoding_is_a_spec_error(tiny_csv, write_spec, run_cli):
+    err = validate_fails(run_cli, data_spec(write_spec, extra='[data.options]\nencoding = "base64"'))
+    assert "spec.toml" in err and "data.options.encoding" in err
+
+
+def test_an_unset_encoding_leaves_the_options_dump_unchanged():
+    from runner.builtins.datasets import CsvOptions, JsonlOptions
+
+    assert CsvOptions().model_dump(mode="json") == {"delimiter": ","}  # so older specs keep their hash
+    assert JsonlOptions().model_dump(mode="json") == {}
+    assert CsvOptions(encoding="cp949").model_dump(mode="json")["encoding"] == "cp949"
+
+
+def test_a_quote_or_newline_is_not_a_delimiter(tiny_csv, write_spec, run_cli):
+    err = validate_fails(run_cli, data_spec(write_spec, extra="[data.options]\ndelimiter = '\"'"))
+    assert "spec.toml" in err and "data.options.delimiter" in err
+
+
+def test_duplicate_label_header_names_the_column(tmp_path, write_spec, run_cli):
+    (tmp_path / "tiny.csv").write_text("text,label,label\n" + "".join(
+        f"review {i},{TINY_LABELS[i % 4]},x\n" for i in range(40)))
+    err = validate_fails(run_cli, data_spec(write_spec))
+    assert "tiny.csv" in err and "2 columns named 'label'" in err and "label_column" in err
+
+
+def test_a_duplicate_column_that_is_not_used_is_ignored(tmp_path, write_spec, registry):
+    (tmp_path / "tiny.csv").write_text("note,text,label,note\n" + "".join(
+        f"a,review {i},{TINY_LABELS[i % 4]},b\n" for i in range(40)))
+    assert load(data_spec(write_spec), registry).label_names == sorted(TINY_LABELS)
+
+
+@pytest.mark.parametrize("source, body", [("csv", "\n\n\n"), ("jsonl", "\n \n\n"), ("jsonl", ""),
+                                          ("csv", "\ufeff")])
+def test_blank_files_are_empty(tmp_path, write_spec, run_cli, source, body):
+    (tmp_path / f"tiny.{source}").write_text(body, encoding="utf-8")
+    err = validate_fails(run_cli, data_spec(write_spec, source, f"tiny.{source}"))
+    assert f"tiny.{source}" in err and "empty" in err
+
+
+def test_jsonl_with_cr_line_endings_and_mixed_label_types(tmp_path, write_spec, registry):
+    rows = labelled([0, "neg", 1])
+    (tmp_path / "tiny.jsonl").write_text("\r".join(json.dumps(r) for r in rows) + "\r")
+    data = load(data_spec(write_spec, "jsonl", "tiny.jsonl"), registry)
+    assert data.label_names == ["0", "1", "neg"] and len(data.splits["train"]) + len(data.splits["valid"]) == 40
+
+
+# ---------------------------------------------------------------------------- fraction splits that round to empty
+
+
+def test_a_valid_fraction_that_rounds_to_nothing_names_data_valid():
+    message = r"data\.valid = 0\.01 of 20 rows takes no examples.*10 examples each.*above 0\.05"
+    with pytest.raises(DataError, match=message):
+        fraction_split(labelled(["a", "b"], 20), valid=0.01)
+    assert len(fraction_split(labelled(["a", "b"], 20), valid=0.06).splits["valid"]) == 2  # the advice works
+
+
+def test_a_test_fraction_that_rounds_to_nothing_names_data_test():
+    with pytest.raises(DataError, match=r"data\.test = 0\.02 .*no examples"):
+        fraction_split(labelled(["a", "b"], 20), valid=0.2, test=0.02)
+
+
+def test_a_fraction_that_takes_one_class_only_is_an_error():
+    rows = labelled(["a"], 30) + labelled(["b"], 3)
+    with pytest.raises(DataError, match=r"data\.valid = 0\.1 .*only 3 examples, all of class 'a'"):
+        fraction_split(rows, valid=0.1)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_tiny_dataset_is_a_clear_error(n, tmp_path, write_spec, run_cli):
+    write_csv(tmp_path / "tiny.csv", labelled(["neg", "pos", "meh"][:n], n))
+    err = validate_fails(run_cli, data_spec(write_spec, valid=0.25))
+    assert "tiny.csv" in err and "too little data" in err and "data.valid" in err

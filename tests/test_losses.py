@@ -35,8 +35,8 @@ def per_example(loss_fn, logits, labels):
 
 def test_builtin_losses_are_registered():
     registry = load_registry()
-    assert registry.get("losses", "focal").obj is build_focal
-    assert registry.get("losses", "cross_entropy").obj is build_cross_entropy
+    assert registry.loss("focal").build is build_focal
+    assert registry.loss("cross_entropy").build is build_cross_entropy
 
 
 # ---------------------------------------------------------------------------- focal
@@ -209,5 +209,6 @@ def test_f1_macro_counts_every_label_column():
 
 def test_metrics_are_registered_with_direction():
     registry = load_registry()
-    assert registry.get("metrics", "accuracy").extra["greater_is_better"] is True
-    assert registry.get("metrics", "f1_macro").extra["greater_is_better"] is True
+    assert registry.metric("accuracy").greater_is_better is True
+    assert registry.metric("f1_macro").greater_is_better is True
+    assert registry.metric("log_loss").greater_is_better is False

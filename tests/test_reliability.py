@@ -182,7 +182,7 @@ def assert_complete_and_unique(store: Path, members=("a", "b"), epochs=4) -> Non
         n = s.query("SELECT count(*) FROM predictions WHERE member = ? AND checkpoint LIKE 'epoch-%'", [m])[1][0][0]
         assert n == epochs * (n_valid + n_test), f"member {m}: {n} epoch prediction rows"
         n = s.query("SELECT count(*) FROM metrics WHERE member = ? AND checkpoint LIKE 'epoch-%'", [m])[1][0][0]
-        assert n == epochs * 7
+        assert n == epochs * (1 + 2 * 4)  # train loss; loss, accuracy, f1_macro, log_loss on valid and test
         n = s.query("SELECT count(*) FROM predictions WHERE member = ? AND checkpoint = 'swa'", [m])[1][0][0]
         assert n == n_valid + n_test
     dupes = s.query("SELECT count(*) FROM (SELECT member, checkpoint, split, idx FROM predictions "

@@ -90,7 +90,8 @@ def test_validate_good_spec_prints_resolved_spec_with_defaults(write_spec, run_c
     # not in the file, filled in from the defaults
     assert resolved["train"]["lr_scheduler"] == "linear"
     assert resolved["loss"]["name"] == "cross_entropy"
-    assert resolved["selection"]["resolved"] == {"metric": "eval_accuracy", "greater_is_better": True}
+    assert resolved["selection"]["resolved"] == {"metric": "eval_accuracy", "greater_is_better": True,
+                                                "strategy": "best_eval_accuracy"}
     assert [m["name"] for m in resolved["members"]] == ["a", "b"]
     assert resolved["members"][0]["options"]["architecture"] == "bert"  # backbone option default
     assert resolved["members"][1]["seed"] == 4  # spec seed + member index

@@ -18,8 +18,8 @@ from runner.errors import StoreError
 from runner.migrations import MIGRATIONS
 from runner.store import Store
 
-TABLES = {"runs", "members", "examples", "metrics", "predictions", "_migrations"}
-VIEWS = {"epochs", "selections"}
+TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "_migrations"}
+VIEWS = {"epochs"}
 
 
 def tables_and_views(path) -> tuple[set[str], set[str]]:
@@ -146,7 +146,7 @@ def test_duckdb_file_of_another_program_is_not_migrated(tmp_path, run_cli):
     with pytest.raises(StoreError, match="not a runner store"):
         Store(path).open()
     code, out, err = run_cli("runs", "--store", path)
-    assert code == 1 and "not a runner store" in err and "Traceback" not in out + err
+    assert code == 2 and "not a runner store" in err and "Traceback" not in out + err
     assert path.read_bytes() == before
 
 
@@ -202,55 +202,12 @@ def test_store_does_not_hold_the_file_between_operations(store):
     log_epoch(store, 1, {"loss": 0.5})
     con = duckdb.connect(str(store.path))  # read-write: fails if anything still holds the file
     try:
-        con.execute("INSERT INTO metrics VALUES ('r1', 'm', 'epoch-2', 2, 'valid', 'loss', 0.4)")
+        con.execute("INSERT INTO metrics BY NAME SELECT 'r1' AS run_id, 'member' AS kind, 'm' AS member, "
+                    "'epoch-2' AS checkpoint, 2 AS epoch, 'valid' AS split, 'loss' AS name, 0.4 AS value")
         assert con.execute("SELECT count(*) FROM metrics").fetchall() == [(2,)]
     finally:
         con.close()
     assert store.stored_epochs("r1", "m") == [1, 2]
-
-
-# ---------------------------------------------------------------------------- views
-
-
-def selections(path, member="m"):
-    rows = fetch(path, "SELECT strategy, checkpoint FROM selections WHERE member = ? ORDER BY strategy", [member])
-    return dict(rows)
-
-
-def test_selections_pick_min_loss_and_max_accuracy(store):
-    log_epoch(store, 1, {"loss": 0.9, "accuracy": 0.60, "f1_macro": 0.40})
-    log_epoch(store, 2, {"loss": 0.5, "accuracy": 0.70, "f1_macro": 0.55})  # lowest loss
-    log_epoch(store, 3, {"loss": 0.6, "accuracy": 0.80, "f1_macro": 0.50})  # highest accuracy
-    log_epoch(store, 4, {"loss": 0.7, "accuracy": 0.75, "f1_macro": 0.60})  # highest f1, last
-    assert selections(store.path) == {
-        "best_eval_loss": "epoch-2",
-        "best_eval_accuracy": "epoch-3",
-        "best_eval_f1_macro": "epoch-4",
-        "last": "epoch-4",
-    }
-
-
-def test_selections_break_ties_by_earliest_epoch(store):
-    log_epoch(store, 1, {"loss": 0.8, "accuracy": 0.5})
-    log_epoch(store, 2, {"loss": 0.6, "accuracy": 0.7})
-    log_epoch(store, 3, {"loss": 0.6, "accuracy": 0.7})
-    log_epoch(store, 4, {"loss": 0.7, "accuracy": 0.7})
-    s = selections(store.path)
-    assert s["best_eval_loss"] == "epoch-2"
-    assert s["best_eval_accuracy"] == "epoch-2"
-    assert s["last"] == "epoch-4"
-
-
-def test_selections_are_per_member_and_list_swa(store):
-    log_epoch(store, 1, {"loss": 0.5, "accuracy": 0.9}, member="a")
-    log_epoch(store, 2, {"loss": 0.9, "accuracy": 0.1}, member="a")
-    log_epoch(store, 1, {"loss": 0.9, "accuracy": 0.1}, member="b")
-    log_epoch(store, 2, {"loss": 0.5, "accuracy": 0.9}, member="b")
-    log_epoch(store, None, {"loss": 0.4, "accuracy": 0.95}, member="b", checkpoint="swa")
-    assert selections(store.path, "a")["best_eval_accuracy"] == "epoch-1"
-    assert selections(store.path, "b")["best_eval_accuracy"] == "epoch-2"  # swa is not an epoch
-    assert selections(store.path, "b")["swa"] == "swa"
-    assert "swa" not in selections(store.path, "a")
 
 
 # ---------------------------------------------------------------------------- runner sql
@@ -338,5 +295,5 @@ def test_sql_bad_query_and_missing_store(filled, run_cli, tmp_path):
     code, out, err = run_cli("sql", "SELECT * FROM no_such_table", "--store", filled)
     assert code == 2 and "no_such_table" in err
     code, out, err = run_cli("sql", "SELECT 1", "--store", tmp_path / "nope.duckdb")
-    assert code == 1 and "no store here" in err
+    assert code == 2 and "no store here" in err
     assert not (tmp_path / "nope.duckdb").exists()

@@ -23,9 +23,14 @@ from typer.testing import CliRunner
 from runner.backbones import load_checkpoint
 from runner.cli import app
 from runner.compare import compare
-from runner.ensemble import STRATEGIES, fit_weights, log_loss
+from runner.builtins.metrics import log_loss
+from runner.ensemble import fit_weights
+from runner.plugins import load_registry
 from runner.store import Store
 from runner.swa import average_checkpoints, load_averaged
+
+REGISTRY = load_registry(None)
+STRATEGIES = [s.name for s in REGISTRY.selections()]
 
 SPEC = """
 name = "swa-ens"
@@ -107,10 +112,10 @@ def applied(tmp_path_factory):
 # -- helpers that read the raw tables ---------------------------------------------------------------
 
 
-def stored_probs(store: Store, run_id: str, member: str, checkpoint: str, split: str):
+def stored_probs(store: Store, run_id: str, member: str, checkpoint: str, split: str, kind: str = "member"):
     rows = store.query(
-        "SELECT idx, probs FROM predictions WHERE run_id = ? AND member = ? AND checkpoint = ? AND split = ? "
-        "ORDER BY idx", [run_id, member, checkpoint, split])[1]
+        "SELECT idx, probs FROM predictions WHERE run_id = ? AND kind = ? AND member = ? AND checkpoint = ? "
+        "AND split = ? ORDER BY idx", [run_id, kind, member, checkpoint, split])[1]
     return np.array([r[0] for r in rows]), np.array([r[1] for r in rows], dtype=np.float64)
 
 
@@ -120,24 +125,25 @@ def labels_of(store: Store, dataset_id: str, split: str, idx: np.ndarray) -> np.
     return np.array([rows[int(i)] for i in idx])
 
 
-def ensemble_weights(store: Store, run_id: str, name: str) -> list[dict]:
+def ensemble_weights(store: Store, run_id: str, name: str, strategy: str) -> list[dict]:
     return store.query_dicts(
         "SELECT member, member_checkpoint, weight, method FROM ensemble_weights WHERE run_id = ? AND ensemble = ? "
-        "ORDER BY member", [run_id, name])
+        "AND strategy = ? ORDER BY member", [run_id, name, strategy])
 
 
-def metric(store: Store, run_id: str, member: str, checkpoint: str, split: str, name: str) -> float:
-    rows = store.query("SELECT value FROM metrics WHERE run_id = ? AND member = ? AND checkpoint = ? AND split = ? "
-                       "AND name = ?", [run_id, member, checkpoint, split, name])[1]
+def metric(store: Store, run_id: str, member: str, checkpoint: str, split: str, name: str,
+           kind: str = "member") -> float:
+    rows = store.query("SELECT value FROM metrics WHERE run_id = ? AND kind = ? AND member = ? AND checkpoint = ? "
+                       "AND split = ? AND name = ?", [run_id, kind, member, checkpoint, split, name])[1]
     assert len(rows) == 1, (member, checkpoint, split, name, rows)
     return rows[0][0]
 
 
-def check_ensemble_by_hand(store: Store, run_id: str, dataset_id: str, name: str) -> None:
+def check_ensemble_by_hand(store: Store, run_id: str, dataset_id: str, name: str, strategy: str) -> None:
     """The ensemble's stored probabilities are the weighted mean of its members' stored probabilities,
-    and its stored accuracy is the accuracy of those probabilities."""
-    weights = ensemble_weights(store, run_id, name)
-    assert weights, f"no weights stored for ensemble {name!r}"
+    and its stored accuracy and log-loss are those of these probabilities."""
+    weights = ensemble_weights(store, run_id, name, strategy)
+    assert weights, f"no weights stored for ensemble {name!r} over {strategy!r}"
     for split in ("valid", "test"):
         expected, idx0 = 0.0, None
         for w in weights:
@@ -147,12 +153,17 @@ def check_ensemble_by_hand(store: Store, run_id: str, dataset_id: str, name: str
                 np.testing.assert_array_equal(idx, idx0)
             idx0 = idx
             expected = expected + w["weight"] * probs
-        idx, got = stored_probs(store, run_id, "ensemble", name, split)
+        idx, got = stored_probs(store, run_id, name, strategy, split, kind="ensemble")
         np.testing.assert_array_equal(idx, idx0)
         np.testing.assert_allclose(got, expected, atol=1e-6)
         labels = labels_of(store, dataset_id, split, idx)
         accuracy = float(np.mean(got.argmax(axis=1) == labels))
-        assert metric(store, run_id, "ensemble", name, split, "accuracy") == pytest.approx(accuracy, abs=1e-12)
+        assert metric(store, run_id, name, strategy, split, "accuracy", "ensemble") == pytest.approx(accuracy, abs=1e-12)
+        nll = float(-np.mean(np.log(got[np.arange(len(labels)), labels])))
+        assert metric(store, run_id, name, strategy, split, "log_loss", "ensemble") == pytest.approx(nll, abs=1e-5)
+        # an ensemble has no training objective: its one loss is log_loss
+        assert not store.query("SELECT count(*) FROM metrics WHERE run_id = ? AND kind = 'ensemble' AND name = 'loss'",
+                               [run_id])[1][0][0]
 
 
 # -- 1. the weight average, unit level --------------------------------------------------------------
@@ -279,7 +290,7 @@ def test_stored_swa_predictions_match_the_saved_swa_model(applied, member):
 def test_selections_have_swa_and_only_safetensors_artifacts_remain(applied):
     store, run_id, _ = applied
     swa_rows = store.query_dicts("SELECT member, checkpoint FROM selections WHERE run_id = ? AND strategy = 'swa' "
-                                 "AND member <> 'ensemble' ORDER BY member", [run_id])
+                                 "ORDER BY member", [run_id])
     assert [(r["member"], r["checkpoint"]) for r in swa_rows] == [(m, "swa") for m in MEMBERS]
     runs = store.path.parent / "runs"
     for member in MEMBERS:
@@ -311,26 +322,26 @@ def test_swa_with_fewer_checkpoints_than_k(tmp_path):
 # -- 4./5. the ensemble -----------------------------------------------------------------------------
 
 
-def apply_time_ensemble(store: Store, run_id: str) -> str:
-    names = [r[0] for r in store.query("SELECT DISTINCT checkpoint FROM metrics WHERE run_id = ? "
-                                       "AND member = 'ensemble'", [run_id])[1]]
-    # selection by eval_accuracy: the spec's `selected` ensemble is named after that strategy
-    assert "best_eval_accuracy" in names, names
-    return "best_eval_accuracy"
+def apply_time_ensemble(store: Store, run_id: str) -> tuple[str, str]:
+    built = store.query("SELECT DISTINCT member, checkpoint FROM metrics WHERE run_id = ? AND kind = 'ensemble'",
+                        [run_id])[1]
+    # selection by eval_accuracy: the spec's ensemble (`ensemble`) is built over that strategy
+    assert built == [("ensemble", "best_eval_accuracy")], built
+    return built[0]
 
 
 def test_ensemble_probabilities_are_the_weighted_mean_of_stored_member_probabilities(applied):
     store, run_id, dataset_id = applied
-    name = apply_time_ensemble(store, run_id)
-    weights = ensemble_weights(store, run_id, name)
+    name, strategy = apply_time_ensemble(store, run_id)
+    weights = ensemble_weights(store, run_id, name, strategy)
     selected = dict(store.query("SELECT member, selected_checkpoint FROM members WHERE run_id = ?", [run_id])[1])
     assert {w["member"]: w["member_checkpoint"] for w in weights} == selected
-    check_ensemble_by_hand(store, run_id, dataset_id, name)
+    check_ensemble_by_hand(store, run_id, dataset_id, name, strategy)
 
 
 def test_fitted_weights_are_on_the_simplex_and_no_worse_than_equal(applied):
     store, run_id, dataset_id = applied
-    weights = ensemble_weights(store, run_id, apply_time_ensemble(store, run_id))
+    weights = ensemble_weights(store, run_id, *apply_time_ensemble(store, run_id))
     w = np.array([r["weight"] for r in weights])
     assert {r["method"] for r in weights} == {"fit"}
     assert (w >= 0).all() and w.sum() == pytest.approx(1, abs=1e-9)
@@ -379,7 +390,7 @@ def test_fit_weights_of_identical_members_stay_equal():
 
 def test_compare_numbers_equal_sql_over_the_raw_tables(applied):
     store, run_id, dataset_id = applied
-    c = compare(store, run_id)
+    c = compare(store, store.run(run_id), REGISTRY)
     assert c.dist_split == "test"
     every = {(s, m) for s in STRATEGIES for m in (*MEMBERS, "ensemble")}
     assert {(r["strategy"], r["member"]) for r in c.rows} == every and len(c.rows) == len(every)
@@ -387,27 +398,31 @@ def test_compare_numbers_equal_sql_over_the_raw_tables(applied):
         "SELECT strategy, member, checkpoint, epoch FROM selections WHERE run_id = ?", [run_id])}
     for row in c.rows:
         key = (row["strategy"], row["member"])
-        assert row["checkpoint"] == selections[key]["checkpoint"], key
-        assert row["epoch"] == selections[key]["epoch"], key
+        if row["kind"] == "member":
+            assert row["checkpoint"] == selections[key]["checkpoint"], key
+            assert row["epoch"] == selections[key]["epoch"], key
+        else:
+            assert row["checkpoint"] == row["strategy"] and row["epoch"] is None
         acc = store.query(
             "SELECT avg((p.pred = e.label)::INT) FROM predictions p JOIN examples e "
             "ON e.dataset_id = ? AND e.split = p.split AND e.idx = p.idx "
-            "WHERE p.run_id = ? AND p.member = ? AND p.checkpoint = ? AND p.split = 'test'",
-            [dataset_id, run_id, row["member"], row["checkpoint"]])[1][0][0]
+            "WHERE p.run_id = ? AND p.kind = ? AND p.member = ? AND p.checkpoint = ? AND p.split = 'test'",
+            [dataset_id, run_id, row["kind"], row["member"], row["checkpoint"]])[1][0][0]
         assert row["test_accuracy"] == pytest.approx(acc, abs=1e-9), key
         tvd = store.query(
             """
             WITH t AS (SELECT label AS c, count(*) / sum(count(*)) OVER () AS share FROM examples
                        WHERE dataset_id = ? AND split = 'test' GROUP BY label),
                  p AS (SELECT pred AS c, count(*) / sum(count(*)) OVER () AS share FROM predictions
-                       WHERE run_id = ? AND member = ? AND checkpoint = ? AND split = 'test' GROUP BY pred)
+                       WHERE run_id = ? AND kind = ? AND member = ? AND checkpoint = ? AND split = 'test'
+                       GROUP BY pred)
             SELECT 0.5 * sum(abs(coalesce(p.share, 0) - coalesce(t.share, 0))) FROM t FULL OUTER JOIN p USING (c)
             """,
-            [dataset_id, run_id, row["member"], row["checkpoint"]])[1][0][0]
+            [dataset_id, run_id, row["kind"], row["member"], row["checkpoint"]])[1][0][0]
         assert row["tvd"] == pytest.approx(tvd, abs=1e-9), key
     # the ensembles compare built for the other strategies are right too
     for strategy in STRATEGIES:
-        check_ensemble_by_hand(store, run_id, dataset_id, strategy)
+        check_ensemble_by_hand(store, run_id, dataset_id, "ensemble", strategy)
 
 
 def test_compare_cli_table_json_and_csv(applied):
@@ -442,25 +457,25 @@ def test_ensemble_cli_given_fitted_and_subset(applied):
 
     code, out, err = cli("ensemble", run_id, "--weights", "5,3,2", "--store", store.path)
     assert code == 0, err
-    name = "best_eval_accuracy/w=0.5,0.3,0.2"
-    weights = ensemble_weights(store, run_id, name)
+    name = "w=0.5,0.3,0.2"
+    weights = ensemble_weights(store, run_id, name, "best_eval_accuracy")
     assert [(w["member"], w["method"]) for w in weights] == [(m, "given") for m in MEMBERS]
     np.testing.assert_allclose([w["weight"] for w in weights], [0.5, 0.3, 0.2], atol=1e-12)
-    check_ensemble_by_hand(store, run_id, dataset_id, name)
+    check_ensemble_by_hand(store, run_id, dataset_id, name, "best_eval_accuracy")
 
     code, out, err = cli("ensemble", run_id, "--weights", "fit", "--checkpoint", "swa", "--store", store.path)
     assert code == 0, err
-    weights = ensemble_weights(store, run_id, "swa")  # the spec's own weighting: named after the strategy
+    weights = ensemble_weights(store, run_id, "ensemble", "swa")  # the spec's own weighting: `ensemble`
     assert {w["method"] for w in weights} == {"fit"} and {w["member_checkpoint"] for w in weights} == {"swa"}
     assert sum(w["weight"] for w in weights) == pytest.approx(1)
-    check_ensemble_by_hand(store, run_id, dataset_id, "swa")
+    check_ensemble_by_hand(store, run_id, dataset_id, "ensemble", "swa")
 
     code, out, err = cli("ensemble", run_id, "--members", "a,b", "--store", store.path)
     assert code == 0, err
-    name = "best_eval_accuracy/equal[a+b]"
-    weights = ensemble_weights(store, run_id, name)
+    name = "equal[a+b]"
+    weights = ensemble_weights(store, run_id, name, "best_eval_accuracy")
     assert [(w["member"], w["weight"]) for w in weights] == [("a", 0.5), ("b", 0.5)]
-    check_ensemble_by_hand(store, run_id, dataset_id, name)
+    check_ensemble_by_hand(store, run_id, dataset_id, name, "best_eval_accuracy")
 
 
 def test_ensemble_cli_bad_input_exits_2_and_leaves_the_store_alone(applied):

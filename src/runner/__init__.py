@@ -2,6 +2,7 @@
 
 from .errors import (
     DataError,
+    DiskFullError,
     InputError,
     ModelLoadError,
     OptionError,
@@ -9,6 +10,7 @@ from .errors import (
     RunnerError,
     SpecError,
     StoreError,
+    StoreFileError,
     TrainingError,
 )
 from .hookspecs import hookimpl
@@ -17,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "DiskFullError",
     "InputError",
     "ModelLoadError",
     "OptionError",
@@ -24,6 +27,7 @@ __all__ = [
     "RunnerError",
     "SpecError",
     "StoreError",
+    "StoreFileError",
     "TrainingError",
     "hookimpl",
     "__version__",

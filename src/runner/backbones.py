@@ -29,13 +29,15 @@ class BackboneContext:
     max_length: int = 128
     seed: int = 0
     tokenizer: Any = None  # reuse this tokenizer instead of building one (set when loading a checkpoint)
-    checkpoint_dir: Path | None = None  # set when loading a saved checkpoint
 
 
 def write_runner_json(directory: Path, backbone: str, options: dict[str, Any], label_names: list[str],
-                      max_length: int, model: str | None) -> None:
+                      max_length: int, model: str | None, plugin: str | None = None, origin: str | None = None) -> None:
+    """`plugin`/`origin`: the plugin that registered the backbone, so a reload can name it."""
     info = {
         "backbone": backbone,
+        "plugin": plugin,
+        "origin": origin,
         "options": options,
         "label_names": label_names,
         "max_length": max_length,
@@ -45,11 +47,14 @@ def write_runner_json(directory: Path, backbone: str, options: dict[str, Any], l
     (directory / RUNNER_JSON).write_text(json.dumps(info, indent=2))
 
 
-def load_checkpoint(directory: str | Path, registry=None):
+def load_checkpoint(directory: str | Path, registry=None, plugins_dir: str | Path | None = None):
     """Load a saved member checkpoint: returns `(model, tokenizer, info)`.
 
     Hugging Face models come back through `AutoModelForSequenceClassification`; other backbones are
     rebuilt by their plugin from `runner.json` and their weights read from `model.safetensors`.
+    Built-in and entry-point plugins are found by themselves; a plugin that was a file in a plugins
+    directory is loaded from `plugins_dir` (or a `registry` already holding it): runner never runs
+    a Python file because a checkpoint names it, and the error says which file to pass.
     Only safetensors are read: no pickle is ever loaded.
     """
     from safetensors.torch import load_file
@@ -67,10 +72,15 @@ def load_checkpoint(directory: str | Path, registry=None):
     if registry is None:
         from .plugins import load_registry
 
-        registry = load_registry()
-    comp = registry.get("backbones", info["backbone"])
+        registry = load_registry(Path(plugins_dir) if plugins_dir is not None else None)
+    comp = registry.backbone(info["backbone"])
     if comp is None:
-        raise InputError(f"{directory}: backbone {info['backbone']!r} is not registered; load its plugin first")
+        origin = info.get("origin")
+        where = (f"it was registered by the plugin {origin}; pass plugins_dir={str(Path(origin).parent)!r} "
+                 "(or --plugins with that folder)" if origin and origin.endswith(".py")
+                 else f"it was registered by {origin}; install that package" if origin
+                 else "load the plugin that registers it")
+        raise InputError(f"{directory}: backbone {info['backbone']!r} is not registered; {where}")
     options = comp.options.model_validate(info["options"]) if comp.options is not None else None
     ctx = BackboneContext(
         model=info.get("model"),
@@ -78,9 +88,8 @@ def load_checkpoint(directory: str | Path, registry=None):
         label_names=info["label_names"],
         max_length=info.get("max_length", 128),
         tokenizer=tokenizer,
-        checkpoint_dir=directory,
     )
-    model, _ = comp.obj(ctx, options)
+    model, _ = comp.build(ctx, options)
     state = load_file(str(directory / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:

@@ -1,9 +1,12 @@
 """`runner compare`: every selection strategy of a run, for each member and the ensemble, from the store.
 
-One row per (strategy, member): the chosen epoch, validation accuracy, test accuracy / macro-F1 /
-loss, and how far the predicted class distribution is from the true one (total variation distance,
-and each class's predicted share beside its true share). An ensemble over a strategy that was not
-built at `apply` time is built here from the stored probabilities, and stored, so SQL sees it too.
+One block per registered strategy (runner.selection), one row per member plus the spec's ensemble:
+the chosen epoch, validation accuracy and log-loss, test accuracy / macro-F1 / log-loss (`log_loss`
+is the one loss every member, SWA checkpoint and ensemble has; the training objective stays stored
+as each member's `loss`), and how far the predicted class distribution is from the true one (total
+variation distance, and each class's predicted share beside its true share). An ensemble over a
+strategy that was not built at `apply` time is built here from the stored probabilities, and stored,
+so SQL sees it too.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from dataclasses import dataclass
 from rich.table import Table
 from rich.text import Text
 
-from .ensemble import STRATEGIES, build_ensemble, run_info
+from .ensemble import SPEC_ENSEMBLE, build_ensemble, member_checkpoints
+from .errors import InputError
+from .records import RunRecord
 from .store import Store
 
-COLUMNS = ("epoch", "valid_accuracy", "test_accuracy", "test_f1_macro", "test_loss", "tvd")
-HIGHER_IS_BETTER = {"valid_accuracy": True, "test_accuracy": True, "test_f1_macro": True,
-                    "test_loss": False, "tvd": False}
+BASE_COLUMNS = ("eval_accuracy", "eval_log_loss", "test_accuracy", "test_f1_macro", "test_log_loss", "tvd")
+LOWER_IS_BETTER = {"eval_log_loss", "test_log_loss", "tvd"}
+HIGHLIGHTED = "test_log_loss"
 
 
 @dataclass
@@ -27,13 +32,15 @@ class Comparison:
     label_names: list[str]
     dist_split: str  # the split the class distribution is measured on (test when it has labels)
     true_shares: list[float]
+    columns: tuple[str, ...]
+    lower_is_better: frozenset[str]
     rows: list[dict]
 
     def records(self) -> list[dict]:
         """Flat rows for CSV/JSON."""
         out = []
         for r in self.rows:
-            rec = {k: r[k] for k in ("strategy", "member", "checkpoint", *COLUMNS)}
+            rec = {k: r[k] for k in ("strategy", "kind", "member", "checkpoint", "epoch", *self.columns)}
             for name, pred, true in zip(self.label_names, r["pred_shares"], self.true_shares):
                 rec[f"pred_share_{name}"] = pred
                 rec[f"true_share_{name}"] = true
@@ -41,87 +48,88 @@ class Comparison:
         return out
 
 
-def compare(store: Store, run_id: str | None = None, build_missing: bool = True) -> Comparison:
-    info = run_info(store, run_id)
-    run_id = info["run_id"]
-    labels = info["label_names"]
-    k = len(labels)
-    spec_weights = info["spec"].get("ensemble", {}).get("weights", "equal")
+def columns_for(run: RunRecord, registry) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(columns, those where lower is better): the base columns, plus the selection metric's when it
+    is a metric of its own (a plugin's)."""
+    extra: list[str] = []
+    lower = set(LOWER_IS_BETTER)
+    metric = run.selection_metric.removeprefix("eval_")
+    comp = registry.metric(metric)
+    if metric not in ("loss", "accuracy", "f1_macro", "log_loss") and comp is not None:
+        extra = [f"eval_{metric}", f"test_{metric}"]
+        if not comp.greater_is_better:
+            lower.update(extra)
+    columns = BASE_COLUMNS[:2] + tuple(extra[:1]) + BASE_COLUMNS[2:5] + tuple(extra[1:]) + BASE_COLUMNS[5:]
+    return columns, frozenset(lower)
 
-    finished = [r["member"] for r in store.query_dicts(
-        "SELECT member FROM members WHERE run_id = ? AND status = 'finished' ORDER BY started_at", [run_id])]
+
+def compare(store: Store, run: RunRecord, registry, strategies: list[str] | None = None,
+            build_missing: bool = True) -> Comparison:
+    registered = [s.name for s in registry.selections()]
+    if strategies:
+        unknown = [s for s in strategies if s not in registered]
+        if unknown:
+            raise InputError(f"--strategies: no strategy {unknown[0]!r}; registered: {', '.join(registered)}")
+    wanted = strategies or registered
+    k = run.num_labels
+    finished = [m.name for m in run.finished]
+    checkpoints = {s: member_checkpoints(store, run, s, registry) for s in wanted}
     if build_missing and len(finished) > 1:
-        have = {r["checkpoint"] for r in store.query_dicts(
-            "SELECT DISTINCT checkpoint FROM metrics WHERE run_id = ? AND member = 'ensemble'", [run_id])}
-        has_swa = store.query("SELECT count(*) FROM selections WHERE run_id = ? AND strategy = 'swa'", [run_id])[1][0][0]
-        for strategy in STRATEGIES:
-            if strategy not in have and (strategy != "swa" or has_swa):
-                build_ensemble(store, run_id, strategy, spec_weights, name=strategy)
+        have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
+        memo: dict = {}
+        for s in wanted:
+            if s not in have and len(checkpoints[s]) == len(finished):
+                build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, memo=memo)
 
-    metrics: dict[tuple[str, str], dict[str, float]] = {}
-    for member, checkpoint, split, name, value in store.query(
-        "SELECT member, checkpoint, split, name, value FROM metrics WHERE run_id = ?", [run_id]
-    )[1]:
-        metrics.setdefault((member, checkpoint), {})[f"{split}_{name}"] = value
-    counts = store.query("SELECT split, label, count(*) FROM examples WHERE dataset_id = ? AND label IS NOT NULL "
-                         "GROUP BY ALL", [info["dataset_id"]])[1]
-    split_has_labels = {s for s, _, _ in counts}
-    dist_split = "test" if "test" in split_has_labels else "valid"
-    true = [0] * k
-    for s, label, c in counts:
-        if s == dist_split:
-            true[label] = c
-    total = sum(true) or 1
-    true_shares = [c / total for c in true]
+    metrics = store.checkpoint_metrics(run.run_id)  # (kind, member, checkpoint) -> {eval_accuracy: ...}
+    true_counts = store.label_counts(run.dataset_id)  # split -> [count per label]
+    dist_split = "test" if "test" in true_counts else "valid"
+    true = true_counts.get(dist_split, [0] * k)
+    true_shares = [c / (sum(true) or 1) for c in true]
+    pred_counts = store.prediction_counts(run.run_id, dist_split, k)  # (kind, member, checkpoint) -> counts
 
-    pred_counts: dict[tuple[str, str], list[int]] = {}
-    for member, checkpoint, pred, c in store.query(
-        "SELECT member, checkpoint, pred, count(*) FROM predictions WHERE run_id = ? AND split = ? GROUP BY ALL",
-        [run_id, dist_split],
-    )[1]:
-        pred_counts.setdefault((member, checkpoint), [0] * k)[pred] = c
-
-    sel = store.query_dicts("SELECT member, strategy, checkpoint, epoch FROM selections WHERE run_id = ?", [run_id])
-    chosen = {(r["strategy"], r["member"]): r for r in sel}
+    columns, lower = columns_for(run, registry)
     rows = []
-    for strategy in STRATEGIES:
-        for member in finished + ["ensemble"]:
-            r = chosen.get((strategy, member))
-            if r is None:
+    for s in wanted:
+        entries = [("member", m, checkpoints[s].get(m)) for m in finished]
+        entries.append(("ensemble", SPEC_ENSEMBLE, s))
+        for kind, member, checkpoint in entries:
+            key = (kind, member, checkpoint)
+            if checkpoint is None or key not in metrics:
                 continue
-            m = metrics.get((member, r["checkpoint"]), {})
-            pc = pred_counts.get((member, r["checkpoint"]), [0] * k)
-            n = sum(pc) or 1
-            pred_shares = [c / n for c in pc]
-            rows.append({
-                "strategy": strategy,
-                "member": member,
-                "checkpoint": r["checkpoint"],
-                "epoch": r["epoch"],
-                "valid_accuracy": m.get("valid_accuracy"),
-                "test_accuracy": m.get("test_accuracy"),
-                "test_f1_macro": m.get("test_f1_macro"),
-                "test_loss": m.get("test_loss"),
-                "tvd": 0.5 * sum(abs(p - t) for p, t in zip(pred_shares, true_shares)),
-                "pred_shares": pred_shares,
-            })
-    return Comparison(run_id, labels, dist_split, true_shares, rows)
+            m = metrics[key]
+            pc = pred_counts.get(key, [0] * k)
+            shares = [c / (sum(pc) or 1) for c in pc]
+            row = {"strategy": s, "kind": kind, "member": member, "checkpoint": checkpoint,
+                   "epoch": _epoch(checkpoint) if kind == "member" else None,
+                   "tvd": 0.5 * sum(abs(p - t) for p, t in zip(shares, true_shares)), "pred_shares": shares}
+            row.update({c: m.get(c) for c in columns if c != "tvd"})
+            rows.append(row)
+    return Comparison(run.run_id, list(run.label_names), dist_split, true_shares, columns, lower, rows)
+
+
+def _epoch(checkpoint: str) -> int | None:
+    from .selection import checkpoint_epoch
+
+    return checkpoint_epoch(checkpoint)
 
 
 def render(c: Comparison) -> Table:
     """A rich table, one block per strategy; the best value of each column in bold green."""
     best = {}
-    for col, higher in HIGHER_IS_BETTER.items():
+    for col in c.columns:
         vals = [r[col] for r in c.rows if r[col] is not None]
         if vals:
-            best[col] = max(vals) if higher else min(vals)
+            best[col] = min(vals) if col in c.lower_is_better else max(vals)
     table = Table(title=f"Run {c.run_id}: selection strategies (class shares on {c.dist_split})",
-                  caption="tvd: total variation distance between predicted and true class distribution; "
-                          "class columns: share predicted (true share in the header)")
+                  caption="eval_: the validation split. log_loss: the NLL of the stored probabilities, the one loss "
+                          "every row has. tvd: total variation distance between predicted and true class "
+                          "distribution; class columns: share predicted (true share in the header)")
     table.add_column("strategy", no_wrap=True)
     table.add_column("member", no_wrap=True)
-    for col in COLUMNS:
-        table.add_column(col, justify="right")
+    table.add_column("epoch", justify="right")
+    for col in c.columns:
+        table.add_column(col, justify="right", style="bold" if col == HIGHLIGHTED else None)
     for name, t in zip(c.label_names, c.true_shares):
         table.add_column(f"{name.replace('_', ' ')}\n(true {t:.1%})", justify="right")
     previous = None
@@ -130,8 +138,9 @@ def render(c: Comparison) -> Table:
             table.add_section()
         cells = [r["strategy"] if r["strategy"] != previous else "", r["member"]]
         previous = r["strategy"]
-        cells.append(str(r["epoch"]) if r["epoch"] is not None else "")
-        for col in COLUMNS[1:]:
+        swa = r["kind"] == "member" and r["checkpoint"] == "swa"
+        cells.append(str(r["epoch"]) if r["epoch"] is not None else ("swa" if swa else ""))
+        for col in c.columns:
             v = r[col]
             if v is None:
                 cells.append("")
@@ -139,5 +148,5 @@ def render(c: Comparison) -> Table:
             text = f"{v:.4f}"
             cells.append(Text(text, style="bold green") if best.get(col) == v else text)
         cells += [f"{s:.1%}" for s in r["pred_shares"]]
-        table.add_row(*cells, style="italic" if r["member"] == "ensemble" else None)
+        table.add_row(*cells, style="italic" if r["kind"] == "ensemble" else None)
     return table

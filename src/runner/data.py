@@ -1,9 +1,15 @@
 """From a spec's `[data]` table to checked, split, label-encoded examples with a content hash.
 
 A dataset loader (a plugin) returns raw rows per split; everything after that is the same for every
-loader: the label set, fraction splits (stratified and seeded), checks with errors that name the file
-and the row, and a `dataset_id` that is the hash of the content, so two runs over the same examples
-share one copy of them in the store.
+loader: the label set (the rules are in runner.labels), fraction splits (stratified and seeded), checks
+with errors that name the file, the row and the column, and a `dataset_id` that is the hash of the
+content, so two runs over the same examples share one copy of them in the store.
+
+Fraction splits take round(class size x fraction) of each class and leave at least one example of
+each class for training. A fraction split that would take no examples, or examples of one class only
+(`valid = 0.01` of 20 rows, or 2 rows in all), is an error naming `data.valid`/`data.test`, the sizes,
+and the smallest fraction that works; it is never silently enlarged. Every split must hold at least 2
+classes; a class may be missing from valid or test.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, OptionError, SpecError
+from .labels import LabelMap, LabelValueError, describe, infer_names, label_key
 
 SPLITS = ("train", "valid", "test")
 
@@ -72,7 +79,7 @@ def load_raw(data_spec, registry, spec_path: Path, seed: int, options) -> RawDat
     comp = registry.get("datasets", data_spec.source)
     ctx = LoadContext(data=data_spec, base_dir=spec_path.resolve().parent, seed=seed)
     try:
-        raw = comp.obj(ctx, options)
+        raw = comp.load(ctx, options)
     except DataError:
         raise
     except OptionError as e:
@@ -81,72 +88,66 @@ def load_raw(data_spec, registry, spec_path: Path, seed: int, options) -> RawDat
         raise DataError(f"dataset loader {data_spec.source!r} ({comp.origin}) failed: {type(e).__name__}: {e}") from e
     if isinstance(raw, dict):
         raw = RawDataset(splits=raw)
+    if not isinstance(raw, RawDataset) or not isinstance(raw.splits, dict):
+        raise DataError(f"dataset loader {data_spec.source!r} ({comp.origin}) returned {describe(raw)}, "
+                        "not a dict of splits or a RawDataset")
     if "train" not in raw.splits:
         raise DataError(f"dataset loader {data_spec.source!r} returned no 'train' split")
     return raw
 
 
-def _no_label(value) -> bool:
-    """A missing label: None, NaN, or an empty CSV cell (read as "" because text cells may not be null)."""
-    return (
-        value is None
-        or (isinstance(value, float) and np.isnan(value))
-        or (isinstance(value, str) and not value.strip())
-    )
-
-
-def _label_mapper(label_names: list[str] | None, rows_by_split, sources):
-    """The label set and a map from each raw label value to its id."""
-    values = {r["label"] for rows in rows_by_split.values() for r in rows if not _no_label(r.get("label"))}
-    if label_names is None:
-        if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-            n = int(max(values)) + 1
-            if min(values) < 0:
-                raise DataError(f"{sources.get('train', 'train')}: negative label id {min(values)}")
-            label_names = [str(i) for i in range(n)]
-        else:
-            label_names = sorted(str(v) for v in values)
-    by_name = {name: i for i, name in enumerate(label_names)}
-
-    def to_id(value) -> int | None:
-        """A label's id: by name first (CSV may give "2" or 2 for a label named "2"), else as an index."""
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        hit = by_name.get(str(value))
-        if hit is not None:
-            return hit
-        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= value < len(label_names):
-            return int(value)
-        return None
-
-    return label_names, to_id
-
-
-def _encode(rows, split: str, source: str, to_id, label_names, text_col: str, label_col: str) -> Split:
-    texts, labels = [], []
-    missing, first_missing = 0, 0
+def _read_split(rows, split: str, source: str, text_col: str, label_col: str, declared: frozenset[str]):
+    """A split's texts and label keys (see runner.labels), each cell checked; errors name file, row, column."""
+    if not isinstance(rows, list):
+        raise DataError(f"{source}: the loader returned {describe(rows)} for the {split} split, not a list of rows")
+    texts, keys = [], []
     for i, r in enumerate(rows):
+        where = f"{source}: row {i + 1} of the {split} split"
+        if not isinstance(r, dict):
+            raise DataError(f"{where} is {describe(r)}, not a {{'text': ..., 'label': ...}} row")
         t = r.get("text")
-        if not isinstance(t, str) or not t.strip():
-            raise DataError(f"{source}: row {i + 1} of the {split} split has an empty {text_col!r}")
+        if t is None or (isinstance(t, str) and not t.strip()):
+            raise DataError(f"{where} has an empty {text_col!r}")
+        if not isinstance(t, str):
+            raise DataError(f"{where}: column {text_col!r} must hold text, but holds {describe(t)}")
         texts.append(t)
-        lab = r.get("label")
-        if _no_label(lab):
+        try:
+            keys.append(label_key(r.get("label"), declared))
+        except LabelValueError as e:
+            raise DataError(f"{where}: column {label_col!r} {e}") from None
+    if not texts:
+        raise DataError(f"{source}: the {split} split is empty")
+    try:
+        "".join(texts).encode("utf-8")  # one pass; the store cannot hold lone surrogates
+    except UnicodeEncodeError:
+        i = next(i for i, t in enumerate(texts) if not _encodes(t))
+        raise DataError(f"{source}: row {i + 1} of the {split} split: column {text_col!r} holds text that is not valid "
+                        "Unicode (a lone surrogate, as decoding with errors='surrogateescape' leaves)") from None
+    return texts, keys
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _encode(texts, keys, split: str, source: str, lmap: LabelMap, label_col: str) -> Split:
+    labels = []
+    missing, first_missing = 0, 0
+    for i, key in enumerate(keys):
+        if key is None:
             missing += 1
             first_missing = first_missing or i + 1
             labels.append(-1)
             continue
-        label_id = to_id(lab)
+        label_id = lmap.id_of(key)
         if label_id is None:
-            folded = [n for n in label_names if n.casefold() == str(lab).strip().casefold()]
-            hint = f" (labels are case- and space-sensitive: did you mean {folded[0]!r}?)" if folded else ""
-            raise DataError(
-                f"{source}: row {i + 1} of the {split} split has {label_col!r} = {lab!r}, which is not in the "
-                f"label set {label_names}{hint}; fix the row or list every label in [data].labels"
-            )
+            raise DataError(f"{source}: row {i + 1} of the {split} split has {label_col!r} = {key!r}, "
+                            f"{lmap.why_not(key)}")
         labels.append(label_id)
-    if not texts:
-        raise DataError(f"{source}: the {split} split is empty")
     if missing == len(texts) and split == "test":
         return Split(texts, None)
     if missing:
@@ -193,37 +194,82 @@ def dataset_hash(label_names: list[str], splits: dict[str, Split]) -> str:
     return h.hexdigest()[:16]
 
 
+def _declared_names(data_spec, raw: RawDataset) -> list[str]:
+    if data_spec.labels:
+        return list(data_spec.labels)
+    names = raw.label_names
+    if names is None:
+        return []
+    if (not isinstance(names, (list, tuple)) or len(names) < 2 or len(set(names)) != len(names)
+            or not all(isinstance(n, str) and n for n in names)):
+        raise DataError(f"dataset loader {data_spec.source!r} returned the label names {names!r}; "
+                        "they must be 2 or more distinct, non-empty strings")
+    return list(names)
+
+
+def _one_class(split: Split, name: str, source: str, label_names: list[str]) -> DataError | None:
+    if split.labels is not None and len(np.unique(split.labels)) < 2:
+        only = label_names[int(split.labels[0])]
+        return DataError(f"{source}: the {name} split has only one class ({only!r}); "
+                         "a classifier cannot be trained or judged on it")
+    return None
+
+
+def _split_off(train: Split, name: str, fraction: float, share: float, seed: int, source: str,
+               label_names: list[str]) -> tuple[Split, Split]:
+    """(kept, taken) for a fraction split; an error naming data.<name> and the sizes when what it takes
+    would be empty or one class. `fraction` is the spec's value, `share` what it is of the rows left."""
+    keep, take = stratified_split(train.labels, share, seed)
+    taken_classes = np.unique(train.labels[take])
+    if len(taken_classes) >= 2:
+        return _take(train, keep), _take(train, take)
+    counts = np.bincount(train.labels)
+    sizes = np.sort(counts[counts > 0])[::-1]
+    splittable = int((sizes >= 2).sum())
+    if splittable < 2:
+        raise DataError(
+            f"{source}: too little data for data.{name} = {fraction:g}: a fraction split leaves at least one "
+            f"example of each class for training, and only {splittable} of the {len(sizes)} classes in these "
+            f"{len(train)} rows have more than one example; add examples, or give data.{name} a file")
+    only = label_names[int(taken_classes[0])] if len(take) else None
+    got = ("no examples" if only is None else
+           f"only {len(take)} example{'s' if len(take) != 1 else ''}, all of class {only!r}")
+    above = 0.5 / int(sizes[sizes >= 2][1]) * fraction / share  # round(size * share) >= 1 for two classes
+    have = f"{sizes[0]} examples each" if sizes[0] == sizes[-1] else f"{sizes[-1]} to {sizes[0]} examples"
+    raise DataError(
+        f"{source}: data.{name} = {fraction:g} of {len(train)} rows takes {got} (each class gives "
+        f"round(its size x {share:.3g}) and keeps one example for training; the {len(sizes)} classes have {have}); "
+        f"a {name} split needs examples of at least 2 classes: raise data.{name} above {above:.2g}, or give it a file")
+
+
 def prepare(data_spec, raw: RawDataset, seed: int) -> PreparedData:
-    """Label-encode, split off fractions, check, and hash a loader's rows."""
+    """Check, label-encode, split off fractions, and hash a loader's rows (label rules: runner.labels)."""
     sources = {s: raw.sources.get(s, f"{data_spec.source} loader") for s in SPLITS}
-    label_names, to_id = _label_mapper(data_spec.labels or raw.label_names, raw.splits, sources)
-    splits = {
-        name: _encode(rows, name, sources[name], to_id, label_names, data_spec.text_column, data_spec.label_column)
-        for name, rows in raw.splits.items()
-        if name in SPLITS
-    }
+    declared = _declared_names(data_spec, raw)
+    text_col, label_col = data_spec.text_column, data_spec.label_column
+    read = {name: _read_split(raw.splits[name], name, sources[name], text_col, label_col, frozenset(declared))
+            for name in SPLITS if name in raw.splits}
+    label_names = declared or infer_names(k for k in read["train"][1] if k is not None)
+    lmap = LabelMap(label_names, declared=bool(declared))
+    splits = {name: _encode(texts, keys, name, sources[name], lmap, label_col) for name, (texts, keys) in read.items()}
     train = splits["train"]
     if train.labels is None:
         raise DataError(f"{sources['train']}: the train split has no labels")
+    if (err := _one_class(train, "train", sources["train"], label_names)) is not None:
+        raise err
     taken = 0.0  # fractions are of the whole labelled pool, so the second is scaled to what is left
     for name in ("valid", "test"):
         frac = getattr(data_spec, name)
         if isinstance(frac, float):
-            frac, taken = frac / (1.0 - taken), taken + frac
             if name in splits:
                 raise DataError(f"[data].{name} is a fraction, but the loader already returned a {name} split")
-            keep, take = stratified_split(train.labels, frac, seed + (1 if name == "valid" else 2))
-            splits[name] = _take(train, take)
-            train = _take(train, keep)
+            share, taken = frac / (1.0 - taken), taken + frac
+            train, splits[name] = _split_off(train, name, frac, share, seed + (1 if name == "valid" else 2),
+                                             sources["train"], label_names)
     splits["train"] = train
     if "valid" not in splits:
         raise DataError("there is no validation split: set [data].valid to a file or a fraction such as 0.1")
-    for name in ("train", "valid", "test"):
-        s = splits.get(name)
-        if s is not None and s.labels is not None and len(np.unique(s.labels)) < 2:
-            only = label_names[int(s.labels[0])]
-            raise DataError(
-                f"{sources[name] if not isinstance(getattr(data_spec, name, None), float) else sources['train']}: "
-                f"the {name} split has only one class ({only!r}); a classifier cannot be trained or judged on it"
-            )
+    for name in ("valid", "test"):
+        if name in splits and (err := _one_class(splits[name], name, sources[name], label_names)) is not None:
+            raise err
     return PreparedData(label_names=label_names, splits=splits, dataset_id=dataset_hash(label_names, splits))

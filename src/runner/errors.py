@@ -45,11 +45,25 @@ class ModelLoadError(InputError):
 
 
 class StoreError(RunnerError):
-    """The store cannot be opened, read or written (locked, corrupt, newer schema). Exit code 1."""
+    """The store cannot be opened, read or written for a reason of the moment (held by another process
+    past the timeout, disk full). Exit code 1. A file that is not a usable store is StoreFileError."""
+
+
+class StoreFileError(InputError, StoreError):
+    """The file given as the store is not a usable runner store: not DuckDB, another program's database,
+    damaged or truncated, from a newer runner, a folder, `:memory:`, missing, or not writable where a
+    write is needed. Bad input, so exit code 2; raised before anything is written, the file unchanged.
+    Also a StoreError, so code that handles any store problem handles this one.
+    """
 
 
 class TrainingError(RunnerError):
     """Training failed for a reason that is not the user's input (e.g. the loss became NaN)."""
+
+
+class DiskFullError(RunnerError):
+    """The disk filled up (or a file size limit was hit) while writing checkpoints. Exit code 1; the
+    member is marked failed and a re-run resumes it from its last stored epoch."""
 
 
 class OptionError(ValueError):

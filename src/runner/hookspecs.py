@@ -1,10 +1,12 @@
 """The hooks a runner plugin may implement.
 
 Registration hooks receive a `register` callback and return nothing; the core owns the registry, so a
-name registered twice is an error naming both plugins rather than a silent override. Event hooks are
-called with keyword arguments; their return values are ignored. A plugin implements any subset, in a
-module found as a built-in, through the `runner` entry-point group, or as a `*.py` file in a plugins
-directory.
+name registered twice is an error naming both plugins rather than a silent override. `register` takes
+the capabilities of its kind as keyword parameters (see runner.components); a misspelt one is an
+error naming the plugin. Event hooks are called with keyword arguments; their return values are
+ignored. A plugin implements any subset, in a module found as a built-in, through the `runner`
+entry-point group, or as a `*.py` file in a plugins directory (see runner.plugins for which one).
+An implementation may accept fewer arguments than the hook offers (pluggy passes only those named).
 """
 
 from __future__ import annotations
@@ -19,18 +21,24 @@ hookimpl = pluggy.HookimplMarker("runner")
 def register_backbones(register):
     """Register backbones: encoders with a classification head, and their tokenizers.
 
-    Call ``register(name, build, options=OptionsModel)`` once per backbone, where
+    Call ``register(name, build, options=None, takes_model=False, check=None)`` once per backbone:
 
     - ``name`` is what a spec's ``members[].backbone`` names;
     - ``build(ctx, options)`` returns ``(model, tokenizer)``. ``ctx`` is a
-      :class:`runner.backbones.BackboneContext` (model id or path, ``num_labels``, ``label_names``,
-      ``train_texts``, ``special_tokens``, ``max_length``, ``seed``, and ``tokenizer``: a tokenizer to
-      reuse instead of building one, set when a saved checkpoint is loaded). ``options`` is an
-      instance of ``OptionsModel`` built from the member's ``options`` table. The model is a
-      ``torch.nn.Module`` whose ``forward(input_ids, attention_mask, ...)`` returns an object with
-      ``.logits`` of shape ``(batch, num_labels)``; the tokenizer is a Hugging Face tokenizer;
-    - ``options`` is a pydantic model class (``extra="forbid"`` recommended), or None for no options.
-    - ``takes_model=True`` if the backbone needs a spec's ``model`` field (a Hub id or local path).
+      :class:`runner.backbones.BackboneContext` (``model``: the spec's Hub id or path, ``num_labels``,
+      ``label_names``, ``train_texts``, ``special_tokens``, ``max_length``, ``seed``, and
+      ``tokenizer``: a tokenizer to reuse instead of building one, set when a saved checkpoint is
+      loaded). ``options`` is an instance of the options model built from the member's ``options``
+      table (None without a model). The tokenizer is a Hugging Face tokenizer. The model is a
+      ``torch.nn.Module``; its ``forward`` receives the tokenizer's outputs as keyword arguments
+      (``input_ids``, ``attention_mask``, and ``token_type_ids`` when the tokenizer makes them; accept
+      ``**kwargs`` for the rest) and returns an object with ``.logits`` of shape
+      ``(batch, num_labels)``. It never needs ``labels``: runner computes the loss itself;
+    - ``options`` is a pydantic model class (``extra="forbid"`` recommended), or None for no options;
+    - ``takes_model=True`` if the backbone needs a spec's ``model`` field (a Hub id or local path);
+    - ``check(model, options)`` (optional) raises :class:`runner.ModelLoadError` when ``model`` cannot
+      be loaded. It must be cheap (read a config, not the weights): runner calls it for every member
+      before building any, so that one ``runner validate`` names every unreachable model.
     """
 
 
@@ -38,11 +46,12 @@ def register_backbones(register):
 def register_losses(register):
     """Register losses.
 
-    Call ``register(name, build, options=OptionsModel)``. ``build(ctx, options)`` returns a function
+    Call ``register(name, build, options=None)``. ``build(ctx, options)`` returns a function
     ``loss(logits, labels) -> scalar tensor`` (mean over the batch). ``ctx`` is a
     :class:`runner.losses.LossContext` (``num_labels``, ``class_counts`` of the training split,
     ``label_smoothing``). The options model validates the extra keys of the spec's ``[loss]`` table
-    (everything but ``name`` and ``label_smoothing``).
+    (everything but ``name`` and ``label_smoothing``). Raise :class:`runner.OptionError` from
+    ``build`` for an option that is wrong given the data; runner reports it against the spec key.
     """
 
 
@@ -50,8 +59,8 @@ def register_losses(register):
 def register_datasets(register):
     """Register dataset loaders.
 
-    Call ``register(name, load, options=OptionsModel)``. ``load(ctx, options)`` returns a dict that
-    maps split names (``train``, and ``valid``/``test`` where the loader provides them) to a list of
+    Call ``register(name, load, options=None)``. ``load(ctx, options)`` returns a dict that maps split
+    names (``train``, and ``valid``/``test`` where the loader provides them) to a list of
     ``{"text": str, "label": str | int | None}`` rows. ``ctx`` is a :class:`runner.data.LoadContext`
     with the spec's ``[data]`` table and the spec file's directory for relative paths. The options
     model validates ``[data.options]``.
@@ -64,8 +73,27 @@ def register_metrics(register):
 
     Call ``register(name, fn, greater_is_better=True)``. ``fn(probs, labels) -> float`` takes a
     ``(n, num_labels)`` float array of predicted probabilities and an ``(n,)`` int array of labels.
-    The metric is stored per split and epoch under ``name`` and may be named as a selection metric
-    ``eval_<name>``.
+    The metric is computed for every checkpoint of every member, SWA checkpoint and ensemble, stored
+    per split under ``name``, shown as ``eval_<name>``/``test_<name>`` columns of the ``epochs`` view,
+    and may be named as a selection metric ``eval_<name>``; a strategy ``best_eval_<name>`` (and
+    ``best_eval_<name>_smoothed``) is derived from it. ``name`` is an identifier (letters, digits, _).
+    """
+
+
+@hookspec
+def register_selections(register, metrics):
+    """Register checkpoint-selection strategies.
+
+    Call ``register(name, pick, description="", metric=None, greater_is_better=None)``.
+    ``pick(history)`` receives a :class:`runner.selection.MemberHistory`: one member's epochs, each an
+    :class:`runner.selection.EpochRecord` with its training and validation metrics (``train_loss``,
+    ``eval_loss``, ``eval_<metric>``; never test metrics, so no strategy can peek at test), and
+    ``has_swa``. It returns the checkpoint to use, ``"epoch-<n>"`` or ``"swa"``, or None when it
+    cannot choose. ``metric``/``greater_is_better`` name the validation metric the strategy optimises,
+    if any. ``metrics`` maps every registered metric name (and ``loss``, the training objective) to a
+    :class:`runner.components.Metric`, so a plugin can derive one strategy per metric, as the
+    built-ins do. Every strategy appears in the ``selections`` table, in ``runner compare`` and gets an
+    ensemble; ``runner ensemble --checkpoint NAME`` uses it.
     """
 
 
@@ -74,8 +102,9 @@ def on_epoch_end(run_id, member, epoch, metrics):
     """Called after an epoch's metrics and predictions are committed to the store.
 
     ``run_id`` is the run's id in the store (``runs.run_id``), ``member`` the member's name and
-    ``epoch`` the epoch just finished, counted from 1. ``metrics`` maps ``"<split>_<name>"`` (``train_loss``, ``eval_accuracy``, ``test_f1_macro``...)
-    to floats. Use it to forward numbers to another tracker, or to alert.
+    ``epoch`` the epoch just finished, counted from 1. ``metrics`` maps ``"<split>_<name>"``
+    (``train_loss``, ``eval_accuracy``, ``test_f1_macro``...) to floats. Use it to forward numbers to
+    another tracker, or to alert.
     """
 
 

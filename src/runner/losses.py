@@ -1,15 +1,17 @@
-"""Loss functions: what a loss plugin receives, and the two built-in losses.
+"""What a loss plugin receives (`LossContext`), and the focal-loss maths behind the built-in `focal`.
 
-Losses are plain functions of logits and integer labels returning the batch mean, so they plug into
-Hugging Face `Trainer` through `compute_loss_func` and can be unit-tested without a model.
+A loss plugin's `build(ctx, options)` returns a plain function of logits and integer labels that
+returns the batch mean, so it plugs into Hugging Face `Trainer` through `compute_loss_func` and can
+be unit-tested without a model. The built-in losses are registered in runner.builtins.losses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where a loss is computed, not when the registry is loaded
+    import torch
 
 
 @dataclass
@@ -21,6 +23,9 @@ class LossContext:
 
 def smoothed_targets(labels: torch.Tensor, num_labels: int, smoothing: float) -> torch.Tensor:
     """One-hot targets mixed with the uniform distribution, as `F.cross_entropy(label_smoothing=)` does."""
+    import torch
+    import torch.nn.functional as F
+
     onehot = F.one_hot(labels, num_labels).to(torch.float32)
     return onehot * (1.0 - smoothing) + smoothing / num_labels
 
@@ -33,6 +38,9 @@ def focal_loss(logits: torch.Tensor, labels: torch.Tensor, *, gamma: float, alph
     distribution. With gamma = 0, alpha = 1 it is exactly cross-entropy with the same smoothing;
     gamma > 0 shrinks the loss of examples the model already gets right with confidence.
     """
+    import torch
+    import torch.nn.functional as F
+
     logp = F.log_softmax(logits.float(), dim=-1)
     p = logp.exp()
     targets = smoothed_targets(labels, logits.shape[-1], label_smoothing)

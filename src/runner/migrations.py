@@ -181,3 +181,79 @@ def m003_swa_and_ensembles(con) -> None:
           AND checkpoint IN ('last', 'best_eval_loss', 'best_eval_accuracy', 'best_eval_f1_macro', 'swa');
         """
     )
+
+
+@migration
+def m004_ensembles_as_their_own_kind_and_selections_from_the_registry(con) -> None:
+    """Ensembles get their own identity, and `selections` becomes a table filled by the strategies.
+
+    Until now an ensemble was stored as a member named `ensemble` (its checkpoint the ensemble's
+    name), so a real member called `ensemble` collided with it. `metrics` and `predictions` gain
+    `kind` ('member' or 'ensemble'); an ensemble's rows have `member` = its name (`ensemble` for the
+    spec's own) and `checkpoint` = the strategy it was built from, and `ensemble_weights.ensemble`
+    takes the same short name. Old ensemble rows are converted through `ensemble_weights`, which names
+    each ensemble's strategy.
+
+    Selection strategies are registered plugins (Python functions), so `selections` cannot stay a
+    SQL view with one copied block per strategy: it becomes a table that runner fills when a member
+    finishes, and for a strategy registered later, when a command first needs it. Its rows for real
+    members are kept. `epochs` is recreated to leave ensembles out and to show `log_loss`; runner
+    adds columns for plugin metrics when it opens the store to write.
+    """
+    con.execute(
+        """
+        CREATE TEMP TABLE old_selections AS
+        SELECT s.run_id, s.member, s.strategy, s.checkpoint, s.epoch FROM selections s
+        WHERE EXISTS (SELECT 1 FROM members m WHERE m.run_id = s.run_id AND m.member = s.member)
+          AND s.checkpoint IS NOT NULL AND (s.member <> 'ensemble' OR s.checkpoint LIKE 'epoch-%');
+        DROP VIEW selections;
+        DROP VIEW epochs;
+
+        ALTER TABLE metrics ADD COLUMN kind VARCHAR DEFAULT 'member';
+        ALTER TABLE predictions ADD COLUMN kind VARCHAR DEFAULT 'member';
+
+        CREATE TEMP TABLE old_ensembles AS
+        SELECT DISTINCT run_id, ensemble AS old_name, strategy,
+               CASE WHEN ensemble = strategy THEN 'ensemble'
+                    WHEN starts_with(ensemble, strategy || '/') THEN substr(ensemble, length(strategy) + 2)
+                    ELSE ensemble END AS new_name
+        FROM ensemble_weights;
+
+        UPDATE metrics SET kind = 'ensemble', member = e.new_name, checkpoint = e.strategy
+        FROM old_ensembles e
+        WHERE metrics.run_id = e.run_id AND metrics.member = 'ensemble' AND metrics.checkpoint = e.old_name;
+        UPDATE predictions SET kind = 'ensemble', member = e.new_name, checkpoint = e.strategy
+        FROM old_ensembles e
+        WHERE predictions.run_id = e.run_id AND predictions.member = 'ensemble' AND predictions.checkpoint = e.old_name;
+        UPDATE ensemble_weights SET ensemble = e.new_name
+        FROM old_ensembles e
+        WHERE ensemble_weights.run_id = e.run_id AND ensemble_weights.ensemble = e.old_name;
+
+        CREATE TABLE selections (
+            run_id VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            strategy VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            epoch INTEGER
+        );
+        INSERT INTO selections SELECT * FROM old_selections;
+        DROP TABLE old_selections;
+        DROP TABLE old_ensembles;
+
+        CREATE VIEW epochs AS
+        SELECT
+            run_id, member, epoch,
+            max(value) FILTER (WHERE split = 'train' AND name = 'loss') AS train_loss,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'loss') AS eval_loss,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'accuracy') AS eval_accuracy,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'f1_macro') AS eval_f1_macro,
+            max(value) FILTER (WHERE split = 'valid' AND name = 'log_loss') AS eval_log_loss,
+            max(value) FILTER (WHERE split = 'test' AND name = 'loss') AS test_loss,
+            max(value) FILTER (WHERE split = 'test' AND name = 'accuracy') AS test_accuracy,
+            max(value) FILTER (WHERE split = 'test' AND name = 'f1_macro') AS test_f1_macro,
+            max(value) FILTER (WHERE split = 'test' AND name = 'log_loss') AS test_log_loss
+        FROM metrics
+        WHERE kind = 'member' AND checkpoint = 'epoch-' || epoch
+        GROUP BY run_id, member, epoch;
+        """
+    )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .ensemble import run_info
+from .records import RunRecord
 from .store import Store
 
 
-def plot_run(store: Store, run_id: str | None, out: Path) -> Path:
+def plot_run(store: Store, run: RunRecord, out: Path) -> Path:
     """Four panels: loss and accuracy per epoch for every member (valid solid, train/test dashed, the
     selected epoch marked), and the predicted class shares of each selected member, SWA and the
     ensemble against the true shares on test."""
@@ -18,13 +18,11 @@ def plot_run(store: Store, run_id: str | None, out: Path) -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    info = run_info(store, run_id)
-    run_id = info["run_id"]
-    labels = info["label_names"]
-    metric = info["spec"]["selection"]["resolved"]["metric"]
+    run_id = run.run_id
+    labels = list(run.label_names)
+    metric = run.selection_metric
     epochs = store.query_dicts("SELECT * FROM epochs WHERE run_id = ? ORDER BY member, epoch", [run_id])
-    members = store.query_dicts(
-        "SELECT member, selected_checkpoint FROM members WHERE run_id = ? ORDER BY started_at", [run_id])
+    members = [{"member": m.name, "selected_checkpoint": m.selected_checkpoint} for m in run.members]
     fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
     (ax_loss, ax_acc), (ax_f1, ax_dist) = axes
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -53,26 +51,24 @@ def plot_run(store: Store, run_id: str | None, out: Path) -> Path:
         ax.legend(fontsize=7)
 
     true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'test' "
-                            "AND label IS NOT NULL GROUP BY label", [info["dataset_id"]])[1])
+                            "AND label IS NOT NULL GROUP BY label", [run.dataset_id])[1])
     split = "test" if true else "valid"
     if not true:
         true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'valid' "
-                                "GROUP BY label", [info["dataset_id"]])[1])
+                                "GROUP BY label", [run.dataset_id])[1])
     bars = [("true", [true.get(k, 0) for k in range(len(labels))])]
     wanted = [(m["member"], m["selected_checkpoint"]) for m in members if m["selected_checkpoint"]]
     wanted += [(m["member"] + " swa", "swa") for m in members]
-    for name, ckpt in wanted + [("ensemble", None)]:
-        member = name.removesuffix(" swa")
-        if ckpt is None:
-            # the ensemble `apply` built (the first one stored), not the ones added afterwards
-            got = store.query("SELECT ensemble FROM ensemble_weights WHERE run_id = ? "
-                              "ORDER BY created_at LIMIT 1", [run_id])[1]
-            if not got:
-                continue
-            member, ckpt = "ensemble", got[0][0]
+    if store.ensemble_strategies(run_id, "ensemble"):
+        wanted.append(("ensemble", run.selected_strategy if run.ensemble_checkpoint == "selected"
+                       else run.ensemble_checkpoint))
+    for name, ckpt in wanted:
+        kind, member = ("ensemble", "ensemble") if name == "ensemble" else ("member", name.removesuffix(" swa"))
+        if kind == "ensemble":
             name = f"ensemble ({ckpt})"
-        counts = dict(store.query("SELECT pred, count(*) FROM predictions WHERE run_id = ? AND member = ? "
-                                  "AND checkpoint = ? AND split = ? GROUP BY pred", [run_id, member, ckpt, split])[1])
+        counts = dict(store.query("SELECT pred, count(*) FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
+                                  "AND checkpoint = ? AND split = ? GROUP BY pred",
+                                  [run_id, kind, member, ckpt, split])[1])
         if counts:
             bars.append((name, [counts.get(k, 0) for k in range(len(labels))]))
     width = 0.8 / len(bars)
@@ -83,7 +79,8 @@ def plot_run(store: Store, run_id: str | None, out: Path) -> Path:
                     color="black" if name == "true" else None, alpha=0.85)
     ax_dist.set_xticks(range(len(labels)), [n.replace("_", "\n") for n in labels], fontsize=8)
     ax_dist.set(title=f"predicted class shares on {split} vs the true shares", ylabel="share")
-    ax_dist.legend(fontsize=7, ncol=2)
+    # below the axes: inside, the legend covered the bars of the last classes
+    ax_dist.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax_dist.grid(alpha=0.3, axis="y")
     fig.suptitle(f"run {run_id}")
     fig.tight_layout()

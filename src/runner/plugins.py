@@ -1,9 +1,16 @@
 """Plugin discovery and the registry of named components.
 
-Plugins are found in three places, in this order: the built-ins (themselves ordinary plugins), the
-`runner` entry-point group of installed packages, and the `*.py` files of a plugins directory. Each
-registration hook is called once per plugin with a `register` callback bound to that plugin, so every
-name in the registry knows where it came from, and a duplicate name is an error that names both.
+Plugins are found in exactly these places, in this order:
+
+1. the built-ins (themselves ordinary plugins, `runner.builtins.*`);
+2. the `runner` entry-point group of installed packages;
+3. the `*.py` files (not starting with `_`) of one plugins directory: `--plugins DIR` when given;
+   otherwise `plugins/` beside the spec; otherwise, for a spec kept in a folder named `specs`,
+   `plugins/` beside that folder. Nothing else: not the current directory, not any other parent.
+
+Each registration hook is called once per plugin with a `register` callback bound to that plugin, so
+every name knows where it came from, and a duplicate name is an error that names both plugins.
+`register` takes the capabilities of its kind as real keyword parameters (runner.components).
 """
 
 from __future__ import annotations
@@ -11,46 +18,53 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Callable
 
 import pluggy
 
 from . import hookspecs
+from .components import Backbone, Component, Dataset, Loss, Metric, Selection
 from .errors import PluginError
 
-KINDS = ("backbones", "losses", "datasets", "metrics")
-SINGULAR = {"backbones": "backbone", "losses": "loss", "datasets": "dataset", "metrics": "metric"}
+KINDS = ("backbones", "losses", "datasets", "metrics", "selections")
+SINGULAR = {"backbones": "backbone", "losses": "loss", "datasets": "dataset", "metrics": "metric",
+            "selections": "selection strategy"}
 
 BUILTIN_MODULES = (
     "runner.builtins.backbones",
     "runner.builtins.losses",
     "runner.builtins.datasets",
     "runner.builtins.metrics",
+    "runner.builtins.selections",
 )
-
-
-@dataclass
-class Component:
-    """A registered backbone, loss, dataset loader or metric."""
-
-    kind: str
-    name: str
-    obj: Callable[..., Any]
-    origin: str
-    options: type | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+# Names of backbones, losses and datasets appear in specs; metric and strategy names also become
+# SQL column names (`eval_<metric>`) and CLI arguments, so they are plain identifiers.
+COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
+# `loss` is the training objective that Trainer computes on every split; `selected` is the strategy
+# of the spec's own [selection]. Neither can be registered by a plugin.
+RESERVED = {"metrics": {"loss"}, "selections": {"selected"}}
+# The training objective, listed with the metrics so that strategies can be derived from it.
+OBJECTIVE = Metric(name="loss", plugin="runner", origin="builtin (the training objective, computed by Trainer)",
+                   fn=None, greater_is_better=False)
 
 
 class Registry:
     """Everything the loaded plugins registered, and the plugin manager for event hooks."""
 
-    def __init__(self, pm: pluggy.PluginManager, origins: dict[str, str]):
+    def __init__(self, pm: pluggy.PluginManager, origins: dict[str, str], plugin_files: list[Path],
+                 plugins_dir: Path | None):
         self.pm = pm
         self.origins = origins  # plugin name -> where it came from
+        self.plugin_files = plugin_files  # the *.py files loaded from the plugins directory
+        self.plugins_dir = plugins_dir
         self.components: dict[str, dict[str, Component]] = {k: {} for k in KINDS}
+
+    # -- lookups ------------------------------------------------------------------------------
 
     def get(self, kind: str, name: str) -> Component | None:
         return self.components[kind].get(name)
@@ -58,44 +72,112 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
+    def backbone(self, name: str) -> Backbone | None:
+        return self.components["backbones"].get(name)  # type: ignore[return-value]
+
+    def loss(self, name: str) -> Loss | None:
+        return self.components["losses"].get(name)  # type: ignore[return-value]
+
+    def dataset(self, name: str) -> Dataset | None:
+        return self.components["datasets"].get(name)  # type: ignore[return-value]
+
+    def metric(self, name: str) -> Metric | None:
+        """A registered metric, or `loss` (the training objective)."""
+        return OBJECTIVE if name == "loss" else self.components["metrics"].get(name)  # type: ignore[return-value]
+
+    def selection(self, name: str) -> Selection | None:
+        return self.components["selections"].get(name)  # type: ignore[return-value]
+
+    def metric_fns(self) -> dict[str, Callable[..., float]]:
+        """name -> fn(probs, labels) of every registered metric, in name order."""
+        return {n: c.fn for n, c in sorted(self.components["metrics"].items())}  # type: ignore[attr-defined]
+
+    def selections(self) -> list[Selection]:
+        """Every registered strategy, in a stable order: last, swa, then by name."""
+        first = {"last": 0, "swa": 1}
+        return sorted(self.components["selections"].values(),  # type: ignore[arg-type]
+                      key=lambda s: (first.get(s.name, 2), s.name))
+
     @property
     def hook(self):
         return self.pm.hook
 
+    # -- collection ---------------------------------------------------------------------------
+
     def _collect(self) -> None:
         for kind in KINDS:
             caller = getattr(self.pm.hook, f"register_{kind}")
-            for impl in caller.get_hookimpls():
+            for impl in caller.get_hookimpls():  # in registration order: built-ins first
                 origin = self.origins.get(impl.plugin_name, impl.plugin_name)
-                register = self._register_for(kind, origin)
+                args = {"register": self._registrar(kind, impl.plugin_name, origin)}
+                if "metrics" in impl.argnames:
+                    args["metrics"] = MappingProxyType({"loss": OBJECTIVE, **self.components["metrics"]})
                 try:
-                    impl.function(register=register)
+                    impl.function(**args)
                 except PluginError:
                     raise
                 except Exception as e:  # a plugin's own bug, reported against its file
-                    raise PluginError(
-                        f"plugin {origin}: register_{kind} raised {type(e).__name__}: {e}"
-                    ) from e
+                    raise PluginError(f"plugin {origin}: register_{kind} raised {type(e).__name__}: {e}") from e
 
-    def _register_for(self, kind: str, origin: str):
-        def register(name: str, obj: Callable[..., Any], options: type | None = None, **extra: Any) -> None:
-            if not isinstance(name, str) or not name:
-                raise PluginError(f"plugin {origin}: register_{kind} was given a name that is not a string")
-            if not callable(obj):
-                raise PluginError(f"plugin {origin}: {SINGULAR[kind]} {name!r} is not callable")
-            if options is not None and not hasattr(options, "model_validate"):
-                raise PluginError(
-                    f"plugin {origin}: options for {SINGULAR[kind]} {name!r} must be a pydantic model class"
-                )
-            existing = self.components[kind].get(name)
-            if existing is not None:
-                raise PluginError(
-                    f"{SINGULAR[kind]} {name!r} is registered twice: by {existing.origin} and by {origin}. "
-                    "Rename one of them."
-                )
-            self.components[kind][name] = Component(kind, name, obj, origin, options, extra)
+    def _add(self, kind: str, component: Component) -> None:
+        name, origin = component.name, component.origin
+        pattern = IDENTIFIER if kind in ("metrics", "selections") else COMPONENT_NAME
+        if not isinstance(name, str) or not pattern.match(name):
+            rule = ("a letter, then letters, digits or _" if pattern is IDENTIFIER
+                    else "a letter or digit, then letters, digits, _ . or -")
+            raise PluginError(f"plugin {origin}: register_{kind} was given the name {name!r}; a "
+                              f"{SINGULAR[kind]} name is {rule} (at most 100 characters)")
+        if name in RESERVED.get(kind, ()):
+            raise PluginError(f"plugin {origin}: the {SINGULAR[kind]} name {name!r} is reserved by runner")
+        existing = self.components[kind].get(name)
+        if existing is not None:
+            raise PluginError(f"{SINGULAR[kind]} {name!r} is registered twice: by {existing.origin} and by "
+                              f"{origin}. Rename one of them.")
+        self.components[kind][name] = component
 
-        return register
+    def _registrar(self, kind: str, plugin: str, origin: str):
+        """The `register` callback a plugin's `register_<kind>` hook receives."""
+
+        def callable_(what: str, name: str, fn) -> None:
+            if not callable(fn):
+                raise PluginError(f"plugin {origin}: {SINGULAR[kind]} {name!r}: {what} is not callable")
+
+        def options_model(name: str, options) -> None:
+            if options is not None and not (isinstance(options, type) and hasattr(options, "model_validate")):
+                raise PluginError(f"plugin {origin}: options for {SINGULAR[kind]} {name!r} must be a pydantic "
+                                  "model class")
+
+        def register_backbone(name: str, build, *, options: type | None = None, takes_model: bool = False,
+                              check: Callable[[str, Any], None] | None = None) -> None:
+            callable_("build", name, build)
+            options_model(name, options)
+            if check is not None:
+                callable_("check", name, check)
+            self._add(kind, Backbone(name, plugin, origin, build=build, options=options,
+                                     takes_model=bool(takes_model), check=check))
+
+        def register_loss(name: str, build, *, options: type | None = None) -> None:
+            callable_("build", name, build)
+            options_model(name, options)
+            self._add(kind, Loss(name, plugin, origin, build=build, options=options))
+
+        def register_dataset(name: str, load, *, options: type | None = None) -> None:
+            callable_("load", name, load)
+            options_model(name, options)
+            self._add(kind, Dataset(name, plugin, origin, load=load, options=options))
+
+        def register_metric(name: str, fn, *, greater_is_better: bool = True) -> None:
+            callable_("fn", name, fn)
+            self._add(kind, Metric(name, plugin, origin, fn=fn, greater_is_better=bool(greater_is_better)))
+
+        def register_selection(name: str, pick, *, description: str = "", metric: str | None = None,
+                               greater_is_better: bool | None = None) -> None:
+            callable_("pick", name, pick)
+            self._add(kind, Selection(name, plugin, origin, pick=pick, description=description, metric=metric,
+                                      greater_is_better=greater_is_better))
+
+        return {"backbones": register_backbone, "losses": register_loss, "datasets": register_dataset,
+                "metrics": register_metric, "selections": register_selection}[kind]
 
 
 def _new_manager() -> pluggy.PluginManager:
@@ -116,8 +198,6 @@ def _register(pm: pluggy.PluginManager, plugin: Any, name: str, origin: str, ori
 
 def _signature_message(pm: pluggy.PluginManager, e: pluggy.PluginValidationError) -> str:
     """pluggy's multi-line message as one line, with the signature the hook expects."""
-    import re
-
     text = str(e)
     hook = re.search(r"for hook '(\w+)'", text)
     impl = re.search(r"hookimpl definition: (.*)", text)
@@ -153,6 +233,13 @@ def entry_points():
     return importlib.metadata.entry_points(group="runner")
 
 
+def plugin_files(plugins_dir: Path | None) -> list[Path]:
+    """The plugin files of a plugins directory, in the order they are loaded."""
+    if plugins_dir is None or not plugins_dir.is_dir():
+        return []
+    return [p for p in sorted(plugins_dir.glob("*.py")) if not p.name.startswith("_") and p.is_file()]
+
+
 def load_registry(plugins_dir: Path | None = None) -> Registry:
     """Load built-ins, entry-point plugins and `plugins_dir/*.py`, and collect their registrations."""
     pm = _new_manager()
@@ -166,13 +253,11 @@ def load_registry(plugins_dir: Path | None = None) -> Registry:
         except Exception as e:
             raise PluginError(f"plugin {origin}: failed to import: {type(e).__name__}: {e}") from e
         _register(pm, plugin, f"entrypoint:{ep.name}", origin, origins)
-    if plugins_dir is not None and plugins_dir.is_dir():
-        for path in sorted(plugins_dir.glob("*.py")):
-            if path.name.startswith("_"):
-                continue
-            _register(pm, _load_file(path), f"file:{path.resolve()}", str(path), origins)
+    files = plugin_files(plugins_dir)
+    for path in files:
+        _register(pm, _load_file(path), f"file:{path.resolve()}", str(path), origins)
     _check_hook_names(pm, origins)
-    registry = Registry(pm, origins)
+    registry = Registry(pm, origins, files, plugins_dir)
     registry._collect()
     return registry
 
@@ -193,14 +278,32 @@ def _check_hook_names(pm: pluggy.PluginManager, origins: dict[str, str]) -> None
         ) from e
 
 
-def default_plugins_dir(spec_path: Path | None) -> Path | None:
-    """`plugins/` beside the spec; for a spec kept in a `specs/` folder, `plugins/` beside that folder."""
-    if spec_path is None:
-        candidates = [Path.cwd() / "plugins"]
-    else:
-        base = spec_path.resolve().parent
-        candidates = [base / "plugins", base.parent / "plugins"]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
+def default_plugins_dir(spec_path: Path) -> Path | None:
+    """`plugins/` beside the spec; for a spec kept in a folder named `specs`, `plugins/` beside that
+    folder. No other place: a spec in a shared folder never runs code from that folder's parent."""
+    base = spec_path.resolve().parent
+    if (base / "plugins").is_dir():
+        return base / "plugins"
+    if base.name == "specs" and (base.parent / "plugins").is_dir():
+        return base.parent / "plugins"
     return None
+
+
+def plugins_dir_for(spec_path: Path | None, given: Path | None) -> Path | None:
+    """The plugins directory a command uses: `--plugins DIR` if given (it must exist), else the
+    spec's default, else none."""
+    from .errors import InputError
+
+    if given is not None:
+        if not Path(given).is_dir():
+            raise InputError(f"--plugins {given}: not a directory")
+        return Path(given)
+    return default_plugins_dir(spec_path) if spec_path is not None else None
+
+
+def describe_loaded(registry: Registry) -> str | None:
+    """One line for the user: which plugin files were loaded (None when there were none)."""
+    if not registry.plugin_files:
+        return None
+    names = ", ".join(p.name for p in registry.plugin_files)
+    return f"plugins: loaded {names} from {registry.plugins_dir}"

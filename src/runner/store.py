@@ -9,200 +9,27 @@ Rows are inserted in batches through Arrow.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import random
 import re
-import threading
-import time
-from contextlib import contextmanager
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
-from .errors import StoreError
-from .migrations import MIGRATIONS
-
-LOCK_TIMEOUT_S = float(os.environ.get("RUNNER_STORE_LOCK_TIMEOUT", "120"))
-_LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked")
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+from .connection import StoreFile, now
+from .errors import InputError
+from .records import EpochRecord, RunRecord, metric_key
+from .selection import checkpoint_epoch
 
 
-def _is_lock_error(e: Exception) -> bool:
-    return any(p in str(e) for p in _LOCK_PATTERNS)
+class Store(StoreFile):
+    """A results store at `path`. Creating the object touches nothing; `open()` creates/migrates, for
+    commands that write; `open_read()` never changes the file, for commands that read.
 
-
-_instance: duckdb.DuckDBPyConnection | None = None
-_instance_lock = threading.Lock()
-_aliases = itertools.count()
-
-
-def _shared_instance() -> duckdb.DuckDBPyConnection:
-    """The process's in-memory DuckDB instance that store files are attached to (see Store.connect)."""
-    global _instance
-    with _instance_lock:
-        if _instance is None:
-            _instance = duckdb.connect(":memory:")
-            # Checkpoint at each write's commit instead of logging it to the WAL and checkpointing at
-            # DETACH: the rows are written once instead of twice (same end state, same durability).
-            _instance.execute("SET checkpoint_threshold = '0KB'")
-        return _instance
-
-
-def _detach(con: duckdb.DuckDBPyConnection, alias: str) -> None:
-    """Detach a store (checkpointing it and releasing its lock), ending a transaction left open first."""
-    try:
-        con.execute("USE memory")
-        con.execute(f"DETACH {alias}")
-    except duckdb.Error:
-        con.execute("ROLLBACK")
-        con.execute("USE memory")
-        con.execute(f"DETACH {alias}")
-
-
-class Store:
-    """A results store at `path`. Creating the object touches nothing; `open()` creates/migrates."""
-
-    def __init__(self, path: str | Path, lock_timeout: float | None = None):
-        self.path = Path(path)
-        self.lock_timeout = LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout
-
-    # -- connections --------------------------------------------------------------------------
-
-    @contextmanager
-    def connect(self, write: bool = True, external_access: bool = True) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection held for the block only; waits (bounded) while another process holds the file.
-
-        The file is ATTACHed (and made the default catalog with USE) to one in-memory DuckDB instance
-        that the process keeps, then DETACHed at the end of the block, which checkpoints it and
-        releases its lock just as closing a connection does. Starting a DuckDB instance costs some
-        20 ms (it builds its catalog of built-in functions); an ATTACH costs about 1 ms, and a
-        `compare` or an `apply` opens the store dozens of times. A connection that must not reach
-        outside the store (`external_access=False`, for `runner sql`) gets an instance of its own,
-        since that setting is per instance.
-        """
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.05
-        while True:
-            try:
-                con, alias = self._open(write, external_access)
-                break
-            except duckdb.Error as e:
-                if _is_lock_error(e) and time.monotonic() < deadline:
-                    time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 2.0)
-                    continue
-                raise self._explain(e) from None
-        try:
-            yield con
-        finally:
-            try:
-                if alias is not None:
-                    _detach(con, alias)
-            finally:
-                con.close()
-
-    def _open(self, write: bool, external_access: bool) -> tuple[duckdb.DuckDBPyConnection, str | None]:
-        if not external_access:
-            config = {"enable_external_access": False}
-            return duckdb.connect(str(self.path), read_only=not write, config=config), None
-        con = _shared_instance().cursor()
-        alias = f"runner_store_{next(_aliases)}"
-        path = str(self.path).replace("'", "''")
-        try:
-            con.execute(f"ATTACH '{path}' AS {alias}" + ("" if write else " (READ_ONLY)"))
-            con.execute(f"USE {alias}")
-        except BaseException:
-            con.close()
-            raise
-        return con, alias
-
-    def _explain(self, e: Exception) -> StoreError:
-        msg = str(e)
-        if _is_lock_error(e):
-            pid = re.search(r"PID (\d+)", msg)
-            who = f"process {pid.group(1)}" if pid else "another process"
-            return StoreError(
-                f"{self.path}: the store is held by {who} and did not become free within "
-                f"{self.lock_timeout:.0f} s; close that connection (a notebook or DuckDB shell holding the "
-                "file) and try again. Nothing was lost: the rows waiting to be written are kept in memory "
-                "until the write fails, and a re-run of `runner apply` resumes."
-            )
-        if "not a valid DuckDB database file" in msg or "not a DuckDB" in msg or "Serialization" in msg:
-            return StoreError(f"{self.path}: not a DuckDB database file (it may belong to another program)")
-        return StoreError(f"{self.path}: cannot open the store: {msg.splitlines()[0]}")
-
-    @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connect(write=True) as con:
-            con.begin()
-            try:
-                yield con
-            except BaseException:
-                con.rollback()
-                raise
-            con.commit()
-
-    # -- schema -------------------------------------------------------------------------------
-
-    def exists(self) -> bool:
-        return self.path.is_file()
-
-    def open(self, create: bool = True) -> "Store":
-        """Create the file if asked and apply any migrations it lacks; refuse a newer schema."""
-        if not self.exists() and not create:
-            raise StoreError(f"{self.path}: no store here yet; `runner apply SPEC` creates it")
-        if self.exists() and self.pending_migrations() == [] :
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.transaction() as con:
-            self._migrate(con)
-        return self
-
-    def _applied(self, con) -> list[str]:
-        con.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)")
-        return [r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()]
-
-    def pending_migrations(self) -> list[str]:
-        """Names not yet applied (read-only peek; raises StoreError for a store from a newer runner)."""
-        with self.connect(write=False) as con:
-            tables = {r[0] for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
-            applied = (
-                [r[0] for r in con.execute("SELECT name FROM _migrations").fetchall()] if "_migrations" in tables else []
-            )
-        if tables and "_migrations" not in tables:  # someone else's database: never add tables to it
-            raise StoreError(
-                f"{self.path}: a DuckDB database, but not a runner store (it has tables such as "
-                f"{sorted(tables)[0]!r} and no _migrations); give --store a new file. The file was not changed."
-            )
-        self._check_known(applied)
-        return [m.__name__ for m in MIGRATIONS if m.__name__ not in applied]
-
-    def _check_known(self, applied: Sequence[str]) -> None:
-        known = {m.__name__ for m in MIGRATIONS}
-        unknown = [a for a in applied if a not in known]
-        if unknown:
-            raise StoreError(
-                f"{self.path}: the store was written by a newer runner (schema {unknown[-1]}, this runner knows "
-                f"up to {MIGRATIONS[-1].__name__}); upgrade runner to use it. The store was not changed."
-            )
-
-    def _migrate(self, con) -> None:
-        applied = self._applied(con)
-        self._check_known(applied)
-        for m in MIGRATIONS:
-            if m.__name__ not in applied:
-                m(con)
-                con.execute("INSERT INTO _migrations VALUES (?, ?)", [m.__name__, now()])
+    Opening, connections, transactions and migrations live in `connection.StoreFile`; this class owns
+    every SQL statement that writes (runs, members, examples, metrics, predictions, selections,
+    ensembles, the `epochs` view) and the reads that turn rows into typed records.
+    """
 
     # -- runs and members ---------------------------------------------------------------------
 
@@ -216,6 +43,20 @@ class Store:
 
     def run_ids(self) -> list[str]:
         return [r["run_id"] for r in self.query_dicts("SELECT run_id FROM runs")]
+
+    def run(self, ref: str | None = None) -> RunRecord:
+        """A run as a typed record: by id, or by name (the latest run of that name), or the latest run."""
+        if ref is None:
+            rows = self.query_dicts("SELECT * FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1")
+            if not rows:
+                raise InputError(f"{self.path}: the store has no runs yet; `runner apply SPEC` makes one")
+        else:
+            rows = self.query_dicts("SELECT * FROM runs WHERE run_id = ?", [ref]) or self.query_dicts(
+                "SELECT * FROM runs WHERE name = ? ORDER BY started_at DESC, run_id DESC LIMIT 1", [ref])
+            if not rows:
+                known = ", ".join(self.run_ids()) or "none"
+                raise InputError(f"RUN {ref!r}: no run with that id or name in {self.path} (runs: {known})")
+        return RunRecord.from_rows(rows[0], self.members(rows[0]["run_id"]))
 
     def create_run(self, run_id: str, name: str, spec: dict, spec_hash: str, dataset_id: str,
                    label_names: list[str]) -> None:
@@ -235,7 +76,8 @@ class Store:
             )
 
     def members(self, run_id: str) -> list[dict]:
-        return self.query_dicts("SELECT * FROM members WHERE run_id = ? ORDER BY started_at NULLS LAST", [run_id])
+        return self.query_dicts("SELECT * FROM members WHERE run_id = ? ORDER BY started_at NULLS LAST, member",
+                                [run_id])
 
     def start_member(self, run_id: str, member: str, backbone: str, model: str | None, seed: int,
                      options: dict) -> None:
@@ -260,13 +102,49 @@ class Store:
         with self.transaction() as con:
             con.execute("UPDATE members SET swa_epochs = ? WHERE run_id = ? AND member = ?", [epochs, run_id, member])
 
+    # -- a member's epochs ----------------------------------------------------------------------
+
     def stored_epochs(self, run_id: str, member: str) -> list[int]:
-        rows = self.query_dicts(
-            "SELECT DISTINCT epoch FROM metrics WHERE run_id = ? AND member = ? AND checkpoint = 'epoch-' || epoch "
-            "ORDER BY epoch",
+        rows = self.query(
+            "SELECT DISTINCT epoch FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? "
+            "AND checkpoint = 'epoch-' || epoch ORDER BY epoch",
             [run_id, member],
-        )
-        return [r["epoch"] for r in rows]
+        )[1]
+        return [r[0] for r in rows]
+
+    def member_epochs(self, run_id: str, member: str) -> list[EpochRecord]:
+        """Every stored epoch of a member, in order, with all its metrics."""
+        rows = self.query(
+            "SELECT epoch, split, name, value FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? "
+            "AND checkpoint = 'epoch-' || epoch ORDER BY epoch",
+            [run_id, member],
+        )[1]
+        by_epoch: dict[int, dict[str, float]] = {}
+        for epoch, split, name, value in rows:
+            by_epoch.setdefault(epoch, {})[metric_key(split, name)] = value
+        return [EpochRecord(e, m) for e, m in sorted(by_epoch.items())]
+
+    def has_checkpoint(self, run_id: str, member: str, checkpoint: str) -> bool:
+        return bool(self.query(
+            "SELECT count(*) FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? AND checkpoint = ?",
+            [run_id, member, checkpoint])[1][0][0])
+
+    def epoch_counts(self, run_id: str) -> dict[str, int]:
+        """member -> the number of its last stored epoch."""
+        return dict(self.query("SELECT member, max(epoch) FROM metrics WHERE run_id = ? AND kind = 'member' "
+                               "GROUP BY member", [run_id])[1])
+
+    def truncate_member(self, run_id: str, member: str, last_epoch: int) -> None:
+        """Before a member resumes after `last_epoch`: drop its rows of later epochs and of anything
+        derived from the epochs (SWA, selections), so each is written exactly once."""
+        with self.transaction() as con:
+            for table in ("metrics", "predictions"):
+                con.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND kind = 'member' AND member = ? "
+                    "AND (epoch > ? OR checkpoint NOT LIKE 'epoch-%')",
+                    [run_id, member, last_epoch],
+                )
+            con.execute("DELETE FROM selections WHERE run_id = ? AND member = ?", [run_id, member])
 
     # -- examples, metrics, predictions -------------------------------------------------------
 
@@ -286,48 +164,112 @@ class Store:
                     "text": pa.array(s.texts, pa.string()),
                     "label": labels if isinstance(labels, pa.Array) else pa.array(labels),
                 })
-                con.register("batch_examples", batch)
-                con.execute("INSERT INTO examples SELECT * FROM batch_examples")
-                con.unregister("batch_examples")
+                _insert(con, "examples", batch)
                 n += len(s)
             return n
 
     def log_checkpoint(self, run_id: str, member: str, checkpoint: str, epoch: int | None,
                        metrics: Sequence[tuple[str, str, float]],
-                       predictions: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> int:
+                       predictions: Sequence[tuple[str, np.ndarray, np.ndarray]], kind: str = "member") -> int:
         """Replace a checkpoint's metrics and predictions in one transaction; returns rows written.
 
         `metrics` is (split, name, value); `predictions` is (split, idx, probs (n, num_labels)).
         Deleting first makes a re-run after a crash idempotent: no row is ever duplicated.
         """
-        metric_batch = pa.table({
-            "run_id": pa.array([run_id] * len(metrics), pa.string()),
-            "member": pa.array([member] * len(metrics), pa.string()),
-            "checkpoint": pa.array([checkpoint] * len(metrics), pa.string()),
-            "epoch": pa.array([epoch] * len(metrics), pa.int32()),
-            "split": pa.array([m[0] for m in metrics], pa.string()),
-            "name": pa.array([m[1] for m in metrics], pa.string()),
-            "value": pa.array([float(m[2]) for m in metrics], pa.float64()),
-        })
-        pred_batches = [prediction_batch(run_id, member, checkpoint, epoch, split, idx, probs)
-                        for split, idx, probs in predictions]
         with self.transaction() as con:
-            con.execute("DELETE FROM metrics WHERE run_id = ? AND member = ? AND checkpoint = ?",
-                        [run_id, member, checkpoint])
-            con.execute("DELETE FROM predictions WHERE run_id = ? AND member = ? AND checkpoint = ?",
-                        [run_id, member, checkpoint])
-            con.register("batch_metrics", metric_batch)
-            con.execute("INSERT INTO metrics SELECT * FROM batch_metrics")
-            con.unregister("batch_metrics")
-            for b in pred_batches:
-                insert_predictions(con, b)
-        return len(metrics) + sum(b.num_rows for b in pred_batches)
+            return _replace_checkpoint(con, run_id, kind, member, checkpoint, epoch, metrics, predictions)
+
+    def log_ensemble(self, ens, metrics: Sequence[tuple[str, str, float]]) -> None:
+        """An ensemble's metrics, predictions and weights, in one transaction (see runner.ensemble)."""
+        predictions = [(split, ens.idx[split], ens.probs[split]) for split in ens.probs]
+        with self.transaction() as con:
+            _replace_checkpoint(con, ens.run_id, "ensemble", ens.name, ens.strategy, None, metrics, predictions)
+            con.execute("DELETE FROM ensemble_weights WHERE run_id = ? AND ensemble = ? AND strategy = ?",
+                        [ens.run_id, ens.name, ens.strategy])
+            created = now()
+            con.executemany(
+                "INSERT INTO ensemble_weights (run_id, ensemble, strategy, method, member, member_checkpoint, "
+                "weight, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [[ens.run_id, ens.name, ens.strategy, ens.method, m, c, float(w), created]
+                 for m, c, w in zip(ens.members, ens.checkpoints, ens.weights)],
+            )
+
+    def log_selections(self, run_id: str, member: str, picks: dict[str, str | None]) -> None:
+        """Replace the member's rows for these strategies; a strategy that picked nothing gets no row."""
+        rows = [[run_id, member, s, c, checkpoint_epoch(c)] for s, c in picks.items() if c is not None]
+        with self.transaction() as con:
+            con.execute("DELETE FROM selections WHERE run_id = ? AND member = ? AND list_contains(?, strategy)",
+                        [run_id, member, list(picks)])
+            if rows:
+                con.executemany("INSERT INTO selections (run_id, member, strategy, checkpoint, epoch) "
+                                "VALUES (?, ?, ?, ?, ?)", rows)
+
+    def refresh_views(self, metric_names: Sequence[str]) -> None:
+        """(Re)create the `epochs` view with a column per split for every metric: the built-ins, the
+        ones given (the registered metrics) and any stored, so a plugin metric gets its columns."""
+        stored = [r[0] for r in self.query("SELECT DISTINCT name FROM metrics WHERE kind = 'member'")[1]]
+        names = sorted(set(BUILTIN_VIEW_METRICS) | set(metric_names) | set(stored) - {"loss"})
+        names = [n for n in names if IDENTIFIER.match(n)]
+        columns = ["run_id", "member", "epoch", "train_loss", "eval_loss", *[f"eval_{n}" for n in names],
+                   "test_loss", *[f"test_{n}" for n in names]]
+        have = [r[0] for r in self.query(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND table_name = 'epochs' ORDER BY column_index")[1]]
+        if have == columns:
+            return
+        with self.transaction() as con:
+            con.execute(epochs_view_sql(names))
 
     # -- reading ------------------------------------------------------------------------------
 
+    def selections(self, run_id: str, strategy: str) -> dict[str, str]:
+        return dict(self.query("SELECT member, checkpoint FROM selections WHERE run_id = ? AND strategy = ?",
+                               [run_id, strategy])[1])
+
+    def selection_strategies(self, run_id: str) -> dict[str, set[str]]:
+        """member -> the strategies it has rows for."""
+        out: dict[str, set[str]] = {}
+        for member, strategy in self.query("SELECT member, strategy FROM selections WHERE run_id = ?", [run_id])[1]:
+            out.setdefault(member, set()).add(strategy)
+        return out
+
+    def ensemble_strategies(self, run_id: str, name: str) -> set[str]:
+        """The strategies an ensemble called `name` has been built for."""
+        return {r[0] for r in self.query("SELECT DISTINCT checkpoint FROM metrics WHERE run_id = ? "
+                                         "AND kind = 'ensemble' AND member = ?", [run_id, name])[1]}
+
+    def checkpoint_metrics(self, run_id: str) -> dict[tuple[str, str, str], dict[str, float]]:
+        """(kind, member, checkpoint) -> {"eval_accuracy": ..., "test_log_loss": ...} for a whole run."""
+        out: dict[tuple[str, str, str], dict[str, float]] = {}
+        for kind, member, checkpoint, split, name, value in self.query(
+            "SELECT kind, member, checkpoint, split, name, value FROM metrics WHERE run_id = ?", [run_id]
+        )[1]:
+            out.setdefault((kind, member, checkpoint), {})[metric_key(split, name)] = value
+        return out
+
+    def label_counts(self, dataset_id: str) -> dict[str, list[int]]:
+        """split -> examples per label id, for the splits that have labels."""
+        rows = self.query("SELECT split, label, count(*) FROM examples WHERE dataset_id = ? AND label IS NOT NULL "
+                          "GROUP BY ALL", [dataset_id])[1]
+        k = 1 + max((label for _, label, _ in rows), default=-1)
+        out: dict[str, list[int]] = {}
+        for split, label, c in rows:
+            out.setdefault(split, [0] * k)[label] = c
+        return out
+
+    def prediction_counts(self, run_id: str, split: str, num_labels: int) -> dict[tuple[str, str, str], list[int]]:
+        """(kind, member, checkpoint) -> how often each label was predicted on `split`."""
+        out: dict[tuple[str, str, str], list[int]] = {}
+        for kind, member, checkpoint, pred, c in self.query(
+            "SELECT kind, member, checkpoint, pred, count(*) FROM predictions WHERE run_id = ? AND split = ? "
+            "GROUP BY ALL", [run_id, split]
+        )[1]:
+            out.setdefault((kind, member, checkpoint), [0] * num_labels)[pred] = c
+        return out
+
     def query(self, sql: str, params: list | None = None, external_access: bool = True):
         """(column names, rows) of a query, on a read-only connection."""
-        with self.connect(write=False, external_access=external_access) as con:
+        with self.connect(write=False) as con:
             cur = con.execute(sql, params or [])
             cols = [d[0] for d in cur.description] if cur.description else []
             return cols, cur.fetchall()
@@ -335,6 +277,56 @@ class Store:
     def query_dicts(self, sql: str, params: list | None = None) -> list[dict]:
         cols, rows = self.query(sql, params)
         return [dict(zip(cols, r)) for r in rows]
+
+
+BUILTIN_VIEW_METRICS = ("accuracy", "f1_macro", "log_loss")
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def epochs_view_sql(names: Sequence[str]) -> str:
+    """The `epochs` view: one row per member and epoch, a column per split and metric."""
+    def col(split: str, name: str, alias: str) -> str:
+        return f"max(value) FILTER (WHERE split = '{split}' AND name = '{name}') AS \"{alias}\""
+
+    cols = [col("train", "loss", "train_loss"), col("valid", "loss", "eval_loss")]
+    cols += [col("valid", n, f"eval_{n}") for n in names]
+    cols += [col("test", "loss", "test_loss")] + [col("test", n, f"test_{n}") for n in names]
+    return ("CREATE OR REPLACE VIEW epochs AS SELECT run_id, member, epoch, " + ", ".join(cols)
+            + " FROM metrics WHERE kind = 'member' AND checkpoint = 'epoch-' || epoch GROUP BY run_id, member, epoch")
+
+
+def _insert(con, table: str, batch: pa.Table) -> None:
+    """Insert an Arrow batch by column name (columns added by later migrations sit at the end)."""
+    name = f"batch_{table}"
+    con.register(name, batch)
+    try:
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {name}")
+    finally:
+        con.unregister(name)
+
+
+def _replace_checkpoint(con, run_id: str, kind: str, member: str, checkpoint: str, epoch: int | None,
+                        metrics: Sequence[tuple[str, str, float]],
+                        predictions: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> int:
+    metric_batch = pa.table({
+        "run_id": pa.array([run_id] * len(metrics), pa.string()),
+        "kind": pa.array([kind] * len(metrics), pa.string()),
+        "member": pa.array([member] * len(metrics), pa.string()),
+        "checkpoint": pa.array([checkpoint] * len(metrics), pa.string()),
+        "epoch": pa.array([epoch] * len(metrics), pa.int32()),
+        "split": pa.array([m[0] for m in metrics], pa.string()),
+        "name": pa.array([m[1] for m in metrics], pa.string()),
+        "value": pa.array([float(m[2]) for m in metrics], pa.float64()),
+    })
+    pred_batches = [prediction_batch(run_id, member, checkpoint, epoch, split, idx, probs, kind)
+                    for split, idx, probs in predictions]
+    for table in ("metrics", "predictions"):
+        con.execute(f"DELETE FROM {table} WHERE run_id = ? AND kind = ? AND member = ? AND checkpoint = ?",
+                    [run_id, kind, member, checkpoint])
+    _insert(con, "metrics", metric_batch)
+    for b in pred_batches:
+        insert_predictions(con, b)
+    return len(metrics) + sum(b.num_rows for b in pred_batches)
 
 
 def arrow_result(con, sql: str, params: list | None = None) -> pa.Table:
@@ -345,18 +337,23 @@ def arrow_result(con, sql: str, params: list | None = None) -> pa.Table:
 
 
 def prediction_batch(run_id: str, member: str, checkpoint: str, epoch: int | None, split: str,
-                     idx: np.ndarray, probs: np.ndarray) -> pa.Table:
+                     idx: np.ndarray, probs: np.ndarray, kind: str = "member") -> pa.Table:
     """An Arrow table of prediction rows; `probs` becomes a FLOAT[] list column without a Python loop."""
     n, k = probs.shape
     probs32 = np.ascontiguousarray(probs, dtype=np.float32)
     offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
+
+    def same(value: str) -> pa.Array:
+        return pa.array([value] * n, pa.string()) if n < 1024 else pa.repeat(value, n)
+
     return pa.table({
-        "run_id": pa.array([run_id] * n, pa.string()) if n < 1024 else pa.repeat(run_id, n),
-        "member": pa.array([member] * n, pa.string()) if n < 1024 else pa.repeat(member, n),
-        "checkpoint": pa.array([checkpoint] * n, pa.string()) if n < 1024 else pa.repeat(checkpoint, n),
+        "run_id": same(run_id),
+        "kind": same(kind),
+        "member": same(member),
+        "checkpoint": same(checkpoint),
         "epoch": pa.array(np.full(n, -1 if epoch is None else epoch, dtype=np.int32),
                           mask=np.full(n, epoch is None)),
-        "split": pa.array([split] * n, pa.string()) if n < 1024 else pa.repeat(split, n),
+        "split": same(split),
         "idx": pa.array(np.asarray(idx, dtype=np.int32)),
         "pred": pa.array(probs32.argmax(axis=1).astype(np.int16)),
         "probs": pa.ListArray.from_arrays(offsets, pa.array(probs32.reshape(-1))),
@@ -364,6 +361,4 @@ def prediction_batch(run_id: str, member: str, checkpoint: str, epoch: int | Non
 
 
 def insert_predictions(con, batch: pa.Table) -> None:
-    con.register("batch_predictions", batch)
-    con.execute("INSERT INTO predictions SELECT * FROM batch_predictions")
-    con.unregister("batch_predictions")
+    _insert(con, "predictions", batch)

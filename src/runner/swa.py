@@ -8,6 +8,7 @@ being read), not K, and half-precision weights do not lose bits while being summ
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterable
 
@@ -83,3 +84,48 @@ def load_averaged(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     missing = [k for k in missing if k not in tied and not k.endswith("position_ids")]
     if unexpected or missing:
         raise ValueError(f"averaged weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def run_swa(job, trainer, inputs) -> list[int]:
+    """Average the member's last K epoch checkpoints into its model, evaluate and store the result
+    as checkpoint `swa`, and save it to runs/<run_id>/<member>/swa/. Returns the epochs averaged
+    (fewer than K when early stopping came first)."""
+    from . import checkpoints
+    from .errors import TrainingError
+    from .evaluation import predict_split
+    from .records import EpochRecord
+    from .train import write_member_info
+
+    name, k, num_labels = job.member.name, job.resolved.spec.swa.k, job.data.num_labels
+    found = checkpoints.epoch_checkpoints(job.owner)
+    if not found:
+        raise TrainingError(f"member {name}: no epoch checkpoint on disk to average for SWA")
+    epochs = sorted(found)[-k:]
+    if len(epochs) < k:
+        job.say(f"{name}: SWA over {len(epochs)} checkpoint(s), fewer than k = {k} "
+                f"(training stopped after epoch {max(found)})")
+    model = trainer.model
+    load_averaged(model, average_checkpoints([found[e] / "model.safetensors" for e in epochs]))
+    if has_batchnorm(model):
+        recompute_batchnorm(model, trainer.get_train_dataloader(), trainer.args.device)
+        job.say(f"{name}: SWA recomputed BatchNorm statistics over the training split")
+    elif job.verbose:
+        job.say(f"{name}: SWA averaged epochs {epochs}; the model has no BatchNorm layers, "
+                "so there are no statistics to recompute")
+    valid_probs, values = predict_split(trainer, inputs.valid, inputs.metric_fns, "valid", num_labels, name)
+    predictions = [("valid", inputs.valid.order, valid_probs)]
+    if inputs.test is not None:
+        test_probs, test_values = predict_split(trainer, inputs.test, inputs.metric_fns, "test", num_labels, name)
+        values.update(test_values)
+        predictions.append(("test", inputs.test.order, test_probs))
+    job.store.log_checkpoint(job.run_id, name, "swa", None, EpochRecord(0, values).rows(), predictions)
+    job.store.set_swa_epochs(job.run_id, name, epochs)
+    if job.owner.swa.exists():
+        checkpoints.remove(job.owner.swa, job.owner)
+    trainer.save_model(str(job.owner.swa))
+    if (job.owner.swa / "training_args.bin").exists():  # a pickle: never part of what runner ships
+        checkpoints.remove(job.owner.swa / "training_args.bin", job.owner)
+    write_member_info(job, job.owner.swa)
+    (job.owner.swa / "selection.json").write_text(json.dumps({"swa_epochs": epochs, "run_id": job.run_id,
+                                                              "member": name}, indent=2))
+    return epochs

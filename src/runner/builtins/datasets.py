@@ -1,22 +1,78 @@
-"""Built-in dataset loaders: `csv`, `jsonl`, `parquet` (read with pyarrow) and `synthetic`."""
+"""Built-in dataset loaders: `csv`, `jsonl`, `parquet` (read with pyarrow) and `synthetic`.
+
+Text files (csv, jsonl) are decoded as UTF-8 unless `[data.options] encoding` names another codec
+(`encoding = "cp949"`); a UTF-8 byte-order mark is ignored; bytes that do not decode are an error
+naming the file, the row (and line) and the column. A file that starts with a UTF-16/32 byte-order
+mark needs the encoding option. CSV cells are text: a label cell that is a number written as an
+integer ("3", "2011", "2.0") is that integer, one written as a fraction ("1.5") is a number that the
+label rules reject unless it is a declared label name, anything else is a class name as written. A
+column used as text or label that appears twice in a header is an error. JSON Lines are read line by
+line with Python's json module, so errors name the line, and a label column may mix text and numbers.
+What a label cell may hold, and how it becomes a class, is decided for every loader in runner.labels.
+"""
 
 from __future__ import annotations
 
+import codecs
+import json
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from runner.data import LoadContext, RawDataset
 from runner.errors import DataError, OptionError
 from runner.hookspecs import hookimpl
 
 FILE_SPLITS = ("train", "valid", "test")
+_OTHER_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+               (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+_MARK = "\udc00"  # stands in for bytes that do not decode, to find their row and column
+codecs.register_error("runner.mark", lambda e: (_MARK, e.end))
+_LINE_BREAK = re.compile(r"\r\n?|\n")  # JSON strings cannot hold a raw CR or LF, so these end lines
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]{1,38}\s*")
+_NUMBER_TEXT = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?\s*")
 
 
-class CsvOptions(BaseModel):
+class TextOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+    encoding: str | None = Field(None, description='the text encoding, e.g. "cp949"; UTF-8 when not set')
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, v):
+        if v is not None:
+            try:
+                text = getattr(codecs.lookup(v), "_is_text_encoding", True)
+            except LookupError:
+                text = False
+            if not text:
+                raise ValueError(f"unknown text encoding {v!r}; use a Python codec name such as 'utf-8' or 'cp949'")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_encoding(self, handler):
+        d = handler(self)  # an unset encoding is left out, so specs written before it keep their hash
+        if d.get("encoding") is None:
+            d.pop("encoding", None)
+        return d
+
+
+class CsvOptions(TextOptions):
     delimiter: str = Field(",", min_length=1, max_length=1)
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_ascii_char(cls, v):
+        if not v.isascii() or v in '\r\n"' or not (v.isprintable() or v == "\t"):
+            raise ValueError(f"{v!r} cannot separate columns; use one ASCII character other than a quote or a "
+                             "line break, such as ',', ';' or '\\t'")
+        return v
+
+
+class JsonlOptions(TextOptions):
+    pass
 
 
 class NoOptions(BaseModel):
@@ -30,76 +86,169 @@ class SyntheticOptions(BaseModel):
     noise: float = Field(0.08, ge=0.0, le=0.5)
 
 
-def _read_table(path: Path, fmt: str, ctx: LoadContext, options):
+def _decode(path: Path, fmt: str, options) -> str:
+    """The file as text without a byte-order mark; an error naming row and column where it does not decode."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read: {e.strerror or e}") from None
+    encoding = options.encoding or "utf-8"
+    if options.encoding is None:
+        for bom, name in _OTHER_BOMS:
+            if data.startswith(bom):
+                raise DataError(f"{path}: the file is {name} text (it starts with a {name} byte-order mark); "
+                                f'set [data.options] encoding = "{name.lower()}", or re-save it as UTF-8')
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError:
+        where = _where_undecodable(data.decode(encoding, "runner.mark"), fmt, options)
+        fix = ("re-save it as UTF-8, or name its encoding in [data.options], e.g. encoding = \"cp949\""
+               if options.encoding is None else "check [data.options] encoding")
+        name = encoding if options.encoding else "UTF-8"
+        raise DataError(f"{path}: {where} is not valid {name} text; {fix}") from None
+    return text.removeprefix("\ufeff")
+
+
+def _where_undecodable(text: str, fmt: str, options) -> str:
+    """`row N (line L), column 'x'` for the first cell holding _MARK."""
+    import csv
+    import io
+
+    pos = text.index(_MARK)
+    line = len(_LINE_BREAK.findall(text, 0, pos)) + 1
+    try:
+        if fmt == "jsonl":
+            lines = _LINE_BREAK.split(text)
+            obj = json.loads(lines[line - 1].removeprefix("\ufeff"))
+            key = next(k for k, v in obj.items() if _MARK in k or (isinstance(v, str) and _MARK in v))
+            row = sum(1 for s in lines[:line] if s.strip())
+            return f"row {row} (line {line}), key {key!r},"
+        reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=options.delimiter)
+        header = next(reader)
+        if any(_MARK in h for h in header):
+            return "the header row"
+        for n, record in enumerate(reader, 1):
+            for j, cell in enumerate(record):
+                if _MARK in cell:
+                    column = header[j] if j < len(header) else f"#{j + 1}"
+                    return f"row {n} (line {line}), column {column!r},"
+    except Exception:  # a malformed line or record: the line number is still right
+        pass
+    return f"line {line}"
+
+
+def _read_csv(path: Path, text: str, ctx: LoadContext, options):
     import pyarrow as pa
     import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
-    import pyarrow.parquet as pq
 
-    text_col = ctx.data.text_column
+    columns = {ctx.data.text_column: pa.string(), ctx.data.label_column: pa.string()}
     try:
-        if fmt == "csv":
-            return pacsv.read_csv(
-                path,
-                parse_options=pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(column_types={text_col: pa.string()}, strings_can_be_null=False),
-            )
-        if fmt == "jsonl":
-            return pajson.read_json(path)
-        return pq.read_table(path)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        return pacsv.read_csv(
+            pa.BufferReader(text.encode("utf-8")),
+            parse_options=pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(column_types=columns, strings_can_be_null=False),
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
         msg = str(e).strip().splitlines()[0]
-        if "Empty CSV file" in msg or (path.is_file() and path.stat().st_size == 0):
+        if "Empty CSV file" in msg or not text.strip():
             raise DataError(f"{path}: the file is empty; it needs a header row and at least one example") from None
-        if "UTF8" in msg or "utf-8" in msg.lower():
-            raise DataError(f"{path}: the file is not valid UTF-8 text ({msg}); re-save it as UTF-8") from None
-        if fmt == "jsonl":
-            where = _first_bad_json_line(path)
-            if where:
-                raise DataError(f"{path}: cannot be read as jsonl: {where}") from None
-        raise DataError(f"{path}: cannot be read as {fmt}: {msg}") from None
+        raise DataError(f"{path}: cannot be read as csv: {msg}") from None
 
 
-def _first_bad_json_line(path: Path) -> str | None:
-    """`line N: what is wrong` for the first line of a JSON Lines file that is not one JSON object."""
-    import json
+def _csv_label(cell: str, declared: frozenset[str]):
+    """A CSV label cell: a declared name as written, else an integer or number when written as one, else text."""
+    if cell in declared:
+        return cell
+    if _INT_TEXT.fullmatch(cell):
+        return int(cell)
+    if _NUMBER_TEXT.fullmatch(cell):
+        return float(cell)
+    return cell
+
+
+def _read_jsonl(path: Path, text: str) -> list[dict]:
+    rows = []
+    for n, line in enumerate(_LINE_BREAK.split(text), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            what = e.msg.removesuffix(" at")
+            raise DataError(f"{path}: cannot be read as jsonl: line {n} is not valid JSON ({what} at column "
+                            f"{e.colno}); each line must be one JSON object") from None
+        except ValueError as e:  # e.g. an integer with more digits than Python converts
+            raise DataError(f"{path}: cannot be read as jsonl: line {n}: {e}") from None
+        if not isinstance(value, dict):
+            raise DataError(f"{path}: cannot be read as jsonl: line {n} is a JSON {type(value).__name__}, not an "
+                            "object; each line must be one JSON object")
+        rows.append(value)
+    if not rows:
+        raise DataError(f"{path}: the file is empty; it needs one JSON object per line")
+    return rows
+
+
+def _read_parquet(path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except json.JSONDecodeError as e:
-                    return (f"line {n} is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); "
-                            "each line must be one JSON object")
-                if not isinstance(value, dict):
-                    return f"line {n} is a JSON {type(value).__name__}, not an object; each line must be one JSON object"
-    except (OSError, UnicodeDecodeError):
-        return None
-    return None
+        return pq.read_table(path)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
+        msg = str(e).strip().splitlines()[0]
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: the file is empty") from None
+        raise DataError(f"{path}: cannot be read as parquet: {msg}") from None
+
+
+def _column(table, name: str, path: Path) -> list:
+    import pyarrow as pa
+
+    try:
+        return table.column(name).to_pylist()
+    except UnicodeDecodeError:
+        cells = table.column(name).cast(pa.binary()).to_pylist()
+        row = next(i + 1 for i, cell in enumerate(cells) if cell is not None and not _is_utf8(cell))
+        raise DataError(f"{path}: row {row}, column {name!r}, is not valid UTF-8 text") from None
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str) -> list[dict]:
     if not path.is_file():
         raise DataError(f"{path}: file not found (named by [data].{split})")
-    table = _read_table(path, fmt, ctx, options)
     text_col, label_col = ctx.data.text_column, ctx.data.label_column
+    declared = frozenset(ctx.data.labels or ())
+    if fmt == "jsonl":
+        objects = _read_jsonl(path, _decode(path, fmt, options))
+        keys = {k for obj in objects for k in obj}
+        for col, key in ((text_col, "text_column"), (label_col, "label_column")):
+            if col not in keys and (col == text_col or split != "test"):
+                raise DataError(f"{path}: no key {col!r} in any line ([data].{key}); the keys are {sorted(keys)[:20]}")
+        return [{"text": obj.get(text_col), "label": obj.get(label_col)} for obj in objects]
+    table = _read_csv(path, _decode(path, fmt, options), ctx, options) if fmt == "csv" else _read_parquet(path)
     cols = table.column_names
+    for col, key in ((text_col, "text_column"), (label_col, "label_column")):
+        if cols.count(col) > 1:
+            raise DataError(f"{path}: the file has {cols.count(col)} columns named {col!r} ([data].{key}); "
+                            "rename all but one")
     if text_col not in cols:
         raise DataError(f"{path}: no column {text_col!r} ([data].text_column); the columns are {cols}")
-    texts = table.column(text_col).to_pylist()
+    texts = _column(table, text_col, path)
     if label_col in cols:
-        labels = table.column(label_col).to_pylist()
+        labels = _column(table, label_col, path)
+        if fmt == "csv":
+            labels = [_csv_label(cell, declared) for cell in labels]
     elif split == "test":
         labels = [None] * len(texts)  # test labels are optional
     else:
         raise DataError(f"{path}: no column {label_col!r} ([data].label_column); the columns are {cols}")
-    if any(t is not None and not isinstance(t, str) for t in texts):
-        raise DataError(f"{path}: column {text_col!r} must hold text")
     return [{"text": t, "label": lab} for t, lab in zip(texts, labels)]
 
 
@@ -136,6 +285,6 @@ def load_synthetic(ctx: LoadContext, options: SyntheticOptions) -> RawDataset:
 @hookimpl
 def register_datasets(register):
     register("csv", _file_loader("csv"), options=CsvOptions)
-    register("jsonl", _file_loader("jsonl"), options=NoOptions)
+    register("jsonl", _file_loader("jsonl"), options=JsonlOptions)
     register("parquet", _file_loader("parquet"), options=NoOptions)
     register("synthetic", load_synthetic, options=SyntheticOptions)

@@ -1,16 +1,18 @@
-"""Built-in losses: `cross_entropy` and `focal`."""
+"""Built-in losses: `cross_entropy` and `focal`.
+
+torch is imported inside the functions: loading the registry (which every command does, `runner
+ensemble` and `runner compare` included) must not pay for importing torch.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from runner.errors import OptionError
 from runner.hookspecs import hookimpl
-from runner.losses import LossContext, focal_loss
+from runner.losses import LossContext
 
 
 class CrossEntropyOptions(BaseModel):
@@ -24,8 +26,10 @@ class FocalOptions(BaseModel):
     alpha: list[float] | Literal["inverse_frequency"] | float | None = None
 
 
-def _per_class(value, ctx: LossContext, key: str) -> torch.Tensor | None:
-    """A per-class weight vector from a list, a scalar, "inverse_frequency" or None."""
+def _per_class(value, ctx: LossContext, key: str):
+    """A per-class weight vector (a tensor) from a list, a scalar, "inverse_frequency" or None."""
+    import torch
+
     if value is None:
         return None
     if value == "inverse_frequency":
@@ -42,6 +46,8 @@ def _per_class(value, ctx: LossContext, key: str) -> torch.Tensor | None:
 
 
 def build_cross_entropy(ctx: LossContext, options: CrossEntropyOptions):
+    import torch.nn.functional as F
+
     weight = _per_class(options.class_weights, ctx, "class_weights")
     smoothing = ctx.label_smoothing
 
@@ -53,6 +59,8 @@ def build_cross_entropy(ctx: LossContext, options: CrossEntropyOptions):
 
 
 def build_focal(ctx: LossContext, options: FocalOptions):
+    from runner.losses import focal_loss
+
     alpha = _per_class(options.alpha, ctx, "alpha")
     gamma, smoothing = options.gamma, ctx.label_smoothing
 

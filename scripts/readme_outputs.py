@@ -1,0 +1,153 @@
+"""Regenerate (or check) the output blocks of README.md from a real quickstart run.
+
+Every output block the README shows is preceded by a marker line `<!-- output: NAME -->`; this script
+runs the quickstart exactly as a user does (`runner apply specs/quickstart.toml` in a fresh folder
+holding copies of `specs/` and `plugins/`), then the command or query each block shows, and writes
+what they print into the README. SQL blocks run the ```sql block just above the marker.
+
+    python scripts/readme_outputs.py           # rewrite README.md's output blocks
+    python scripts/readme_outputs.py --check   # exit 1 and show the difference if README is stale
+
+`tests/test_docs.py` runs the check. Numbers are compared with a tolerance of 0.003 (a few test
+examples) in check mode, so a machine whose float kernels round differently does not fail it, while a
+changed default, strategy or table layout does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+MARKER = re.compile(r"<!-- output: ([\w-]+) -->\n```[a-z]*\n(.*?)```", re.S)
+NUMBER = re.compile(r"-?\d+\.\d+%?|-?\d+")
+TOLERANCE = 0.003
+
+
+@contextmanager
+def quickstart_folder():
+    """A fresh folder with specs/ and plugins/ copied in, as a user's clone has them; cwd inside."""
+    old = Path.cwd()
+    with tempfile.TemporaryDirectory(prefix="runner-readme-") as tmp:
+        root = Path(tmp)
+        shutil.copytree(REPO / "specs", root / "specs")
+        shutil.copytree(REPO / "plugins", root / "plugins")
+        os.chdir(root)
+        try:
+            yield root
+        finally:
+            os.chdir(old)
+
+
+def cli(*args: str) -> tuple[str, str]:
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exit_code != 0:
+        raise SystemExit(f"`runner {' '.join(args)}` exited {result.exit_code}:\n{result.stderr}{result.stdout}")
+    return result.stdout, result.stderr
+
+
+def plain(cols: list[str], rows: list[tuple]) -> str:
+    """Query results as the README shows them: aligned columns, two spaces apart."""
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        if isinstance(v, float):
+            return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.0f}"
+        return str(v)
+
+    table = [list(cols)] + [[cell(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(cols))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table) + "\n"
+
+
+def sql_before(readme: str, name: str) -> str:
+    """The ```sql block that ends just before the marker of `name`."""
+    at = readme.index(f"<!-- output: {name} -->")
+    blocks = list(re.finditer(r"```sql\n(.*?)```", readme[:at], re.S))
+    if not blocks:
+        raise SystemExit(f"README: no ```sql block before <!-- output: {name} -->")
+    return blocks[-1].group(1)
+
+
+def outputs(readme: str) -> dict[str, str]:
+    """Run the quickstart and everything the README shows; {block name: text}."""
+    from runner.store import Store
+
+    found = {}
+    with quickstart_folder():
+        out, err = cli("apply", "specs/quickstart.toml")
+        ensemble_line = next(line for line in err.splitlines() if line.startswith("Ensemble over"))
+        found["apply"] = ensemble_line + "\n" + out
+        found["compare"], _ = cli("compare", "quickstart", "--strategies",
+                                  "best_eval_loss,best_eval_accuracy,best_eval_accuracy_smoothed,swa")
+        out, _ = cli("ensemble", "quickstart", "--weights", "0.5,0.3,0.2")
+        found["ensemble"] = out
+        store = Store("results.duckdb").open_read()
+        for name in re.findall(r"<!-- output: (sql-[\w-]+) -->", readme):
+            cols, rows = store.query(sql_before(readme, name))
+            found[name] = plain(cols, rows)
+    return {k: "\n".join(line.rstrip() for line in v.splitlines()) + "\n" for k, v in found.items()}
+
+
+def same(expected: str, actual: str) -> bool:
+    """Equal up to numbers within TOLERANCE (and percentages within TOLERANCE * 100 points)."""
+    if NUMBER.sub("#", expected) != NUMBER.sub("#", actual):
+        return False
+    for a, b in zip(NUMBER.findall(expected), NUMBER.findall(actual)):
+        pct = a.endswith("%")
+        x, y = float(a.rstrip("%")), float(b.rstrip("%"))
+        if "." not in a:  # integers (epochs, counts) must match exactly
+            if x != y:
+                return False
+        elif abs(x - y) > TOLERANCE * (100 if pct else 1) + 1e-12:
+            return False
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of rewriting")
+    args = parser.parse_args()
+    readme = README.read_text(encoding="utf-8")
+    names = [m.group(1) for m in MARKER.finditer(readme)]
+    generated = outputs(readme)
+    missing = [n for n in names if n not in generated]
+    if missing:
+        raise SystemExit(f"README has output markers this script does not produce: {missing}")
+    if args.check:
+        stale = []
+        for m in MARKER.finditer(readme):
+            if not same(m.group(2), generated[m.group(1)]):
+                stale.append(m.group(1))
+                sys.stdout.writelines(difflib.unified_diff(
+                    m.group(2).splitlines(True), generated[m.group(1)].splitlines(True),
+                    f"README.md ({m.group(1)})", "generated"))
+        if stale:
+            print(f"\nREADME.md output blocks out of date: {', '.join(stale)}; run python scripts/readme_outputs.py")
+            return 1
+        print(f"README.md: {len(names)} output blocks match a fresh quickstart run")
+        return 0
+
+    def replace(m: re.Match) -> str:
+        fence = m.group(0).split("\n", 2)[1]
+        return f"<!-- output: {m.group(1)} -->\n{fence}\n{generated[m.group(1)]}```"
+
+    README.write_text(MARKER.sub(replace, readme), encoding="utf-8")
+    print(f"README.md: rewrote {len(names)} output blocks")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The experiment spec: its models (models.py), how problems read (problems.py), member names
+(names.py), resolution against the registry (resolve.py) and reading a file (load.py).
+
+Every problem of a file is reported at once as `file: key.path: message` in one `SpecError`.
+"""
+
+from .load import load_and_resolve, load_spec, read_toml
+from .models import NAME_PATTERN, OWNED_TRAINER_ARGS, DataSpec, LossSpec, MemberSpec, Spec, TrainSpec
+from .resolve import ResolvedMember, ResolvedSpec, resolve
+
+__all__ = [
+    "NAME_PATTERN",
+    "OWNED_TRAINER_ARGS",
+    "DataSpec",
+    "LossSpec",
+    "MemberSpec",
+    "ResolvedMember",
+    "ResolvedSpec",
+    "Spec",
+    "TrainSpec",
+    "load_and_resolve",
+    "load_spec",
+    "read_toml",
+    "resolve",
+]

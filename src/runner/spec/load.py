@@ -1,0 +1,146 @@
+"""Reading a spec file: TOML, then structure (pydantic), then resolution against the registry.
+
+Loading happens in steps so that every problem of a file is reported at once: when the structure is
+wrong, the checks that need the registry still run on the file with its broken values removed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..errors import SpecError
+from .models import Spec
+from .problems import LocatedError, Problem, dedupe, loc_text, pydantic_problems
+from .resolve import ResolvedSpec, resolve
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(path, [("", "file not found")]) from None
+    except IsADirectoryError:
+        raise SpecError(path, [("", "is a folder, not a spec file")]) from None
+    except (OSError, ValueError) as e:
+        raise SpecError(path, [("", f"cannot be read: {getattr(e, 'strerror', None) or e}")]) from None
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise SpecError(path, [("", f"is not UTF-8 text (byte {e.start})")]) from None
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(path, [("", f"invalid TOML: {e}")]) from None
+    except RecursionError:
+        raise SpecError(path, [("", "invalid TOML: nested too deeply")]) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Parse and validate the structure of a spec file; raise SpecError listing every problem."""
+    path = Path(path)
+    data = read_toml(path)
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(path, pydantic_problems(e)) from None
+    problems = member_problems(spec)
+    if problems:
+        raise SpecError(path, problems)
+    return spec
+
+
+def member_problems(spec: Spec) -> list[Problem]:
+    """Explicit member names must differ, even in case only (they are folders on disk)."""
+    problems = []
+    seen: dict[str, int] = {}
+    for i, m in enumerate(spec.members):
+        if m.name is None:
+            continue
+        key = m.name.casefold()
+        if key in seen:
+            other = spec.members[seen[key]].name
+            same = "duplicate member name" if other == m.name else "member names differing only in case"
+            problems.append((f"members[{i}].name", f"{same} {m.name!r} (also members[{seen[key]}]); they name "
+                                                   "folders on disk and rows in the store"))
+        else:
+            seen[key] = i
+    return problems
+
+
+def load_and_resolve(path: str | Path, registry) -> ResolvedSpec:
+    """Both steps; on a structural problem, every problem the registry checks find too."""
+    path = Path(path)
+    try:
+        spec = load_spec(path)
+    except SpecError as e:
+        if any(loc == "" for loc, _ in e.problems):  # unreadable file or bad TOML: nothing more to check
+            raise
+        raise SpecError(path, dedupe(e.problems + _problems_beyond_structure(path, registry))) from None
+    return resolve(spec, registry, path)
+
+
+def _problems_beyond_structure(path: Path, registry) -> list[Problem]:
+    """Problems hidden behind structural ones: cross-field checks, member names, registry lookups.
+
+    Each value pydantic rejects is removed (so its default applies) and the spec validated again, a
+    few rounds at most; a missing required key ends the search, since nothing sensible can stand in
+    for it. Checks that compare a removed value with another one are dropped: they would be about
+    the default, not about the file.
+    """
+    data = read_toml(path)
+    pruned: list[str] = []
+    problems: list[Problem] = []
+    for round_ in range(5):
+        try:
+            spec = Spec.model_validate(data)
+        except ValidationError as e:
+            if round_:
+                problems.extend(
+                    (loc, msg) for loc, msg in pydantic_problems(e)
+                    if not (msg == "required key is missing" and loc in pruned)
+                )
+            if not all(_prune(data, err, pruned) for err in e.errors()):
+                return problems
+            continue
+        problems.extend(member_problems(spec))
+        try:
+            resolve(spec, registry, path)
+        except SpecError as e:
+            stale = {"swa.k"} if "train.epochs" in pruned else set()
+            problems.extend(
+                (loc, msg) for loc, msg in e.problems
+                if loc not in stale and not any(loc == p or loc.startswith((p + ".", p + "[")) for p in pruned)
+            )
+        return problems
+    return problems
+
+
+def _prune(data: dict[str, Any], err, pruned: list[str]) -> bool:
+    """Remove the value a pydantic error points at from the raw TOML data; False if it cannot be."""
+    if err["type"] == "missing":
+        return False
+    ctx_err = (err.get("ctx") or {}).get("error")
+    parts: list[Any] = ctx_err.loc.split(".") if isinstance(ctx_err, LocatedError) else list(err["loc"])
+    # walk as deep as the data goes (union errors add branch names such as 'str' after the key)
+    path, node = [], data
+    for p in parts:
+        if isinstance(node, dict) and isinstance(p, str) and p in node:
+            path.append(p)
+            node = node[p]
+        elif isinstance(node, list) and isinstance(p, int) and 0 <= p < len(node):
+            path.append(p)
+            node = node[p]
+        else:
+            break
+    while path and isinstance(path[-1], int):  # removing a list item would renumber the rest
+        path.pop()
+    if not path or path == ["members"] or path == ["name"]:
+        return False
+    parent = data
+    for p in path[:-1]:
+        parent = parent[p]
+    del parent[path[-1]]
+    pruned.append(loc_text(path))
+    return True

@@ -1,0 +1,278 @@
+"""The spec's pydantic models: what a TOML spec may contain, with types, ranges and defaults.
+
+Every bound here is a cheap check that predicts a failure later: a seed that numpy's RNG would
+refuse, a batch size no machine can hold, `inf` where a number of steps is meant, a NUL byte in a
+path. Catching them here means `runner validate` names the key instead of training failing later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .problems import LocatedError, close_matches, describe
+
+# Run and member names become folder names (runs/<run_id>/<member>/) and SQL values: a letter or
+# digit first (so never `.`, `..` or a hidden file), then letters, digits, `_ . -`; at most 100
+# characters, which keeps every derived path well inside the OS limits.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
+MAX_SEED = 2**32 - 1  # numpy's legacy RNG (seeded by transformers.set_seed) takes 0 .. 2**32 - 1
+# Training arguments that runner sets itself from the spec; naming one in trainer_args is an error
+# that says which spec field to use instead.
+OWNED_TRAINER_ARGS = {
+    "output_dir": "it is runs/<run_id>/<member>/ beside the store",
+    "num_train_epochs": "use [train].epochs",
+    "max_steps": "use [train].epochs",
+    "per_device_train_batch_size": "use [train].batch_size",
+    "per_device_eval_batch_size": "use [train].eval_batch_size",
+    "learning_rate": "use [train].learning_rate",
+    "lr_scheduler_type": "use [train].lr_scheduler",
+    "warmup_steps": "use [train].warmup",
+    "weight_decay": "use [train].weight_decay",
+    "gradient_accumulation_steps": "use [train].gradient_accumulation_steps",
+    "max_grad_norm": "use [train].max_grad_norm",
+    "seed": "use the spec's or the member's seed",
+    "data_seed": "use the spec's or the member's seed",
+    "eval_strategy": "runner evaluates every epoch",
+    "save_strategy": "runner saves every epoch",
+    "logging_strategy": "runner logs every epoch",
+    "eval_steps": "runner evaluates every epoch",
+    "save_steps": "runner saves every epoch",
+    "metric_for_best_model": "use [selection].metric",
+    "greater_is_better": "use [selection].metric with a + or - prefix",
+    "load_best_model_at_end": "runner keeps the selected checkpoint itself",
+    "save_total_limit": "runner keeps the checkpoints that selection and SWA need",
+    "fp16": "use [train].precision",
+    "bf16": "use [train].precision",
+    "label_smoothing_factor": "use [loss].label_smoothing",
+    "label_names": "runner tells Trainer the label names itself",
+    "remove_unused_columns": "runner builds the model inputs itself",
+    "report_to": None,  # allowed: checked below
+}
+OWNED_TRAINER_ARGS = {k: v for k, v in OWNED_TRAINER_ARGS.items() if v is not None}
+
+
+def _text(value: str) -> str:
+    """Strings that reach the file system or a tokenizer: no NUL or other control characters."""
+    bad = next((c for c in value if ord(c) < 32 and c not in "\t"), None)
+    if bad is not None:
+        raise ValueError(f"contains the control character {bad!r}")
+    if len(value) > 4096:
+        raise ValueError(f"is {len(value)} characters long; at most 4096")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+
+
+class Strict(BaseModel):
+    # strict: TOML has real types, so `batch_size = "32"` is a mistake to report, not a string to coerce
+    # (an int is still accepted where a float is expected). No inf or nan anywhere: no field means them.
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
+
+
+class DataSpec(Strict):
+    source: str = "csv"
+    train: Text | None = None
+    valid: Text | float | None = 0.1
+    test: Text | float | None = None
+    text_column: Text = Field("text", min_length=1)
+    label_column: Text = Field("label", min_length=1)
+    labels: list[Text] | None = None
+    max_length: int = Field(128, ge=8, le=8192)
+    special_tokens: list[Text] = Field(default_factory=list)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("valid", "test")
+    @classmethod
+    def _fraction(cls, v):
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ValueError("a fraction split must be between 0 and 1 (exclusive)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v):
+        if v is not None:
+            if len(v) < 2:
+                raise ValueError("a classifier needs at least 2 labels")
+            if any(not x.strip() for x in v):
+                raise ValueError("label names must not be empty")
+            if len(set(v)) != len(v):
+                raise ValueError("label names must be unique")
+            if any(len(x) > 200 for x in v):
+                raise ValueError("label names are at most 200 characters")
+        return v
+
+    @field_validator("special_tokens")
+    @classmethod
+    def _special_tokens(cls, v):
+        if any(not t.strip() or t != t.strip() for t in v):
+            raise ValueError("special tokens must be non-empty, without leading or trailing spaces")
+        if len(set(v)) != len(v):
+            raise ValueError("special tokens must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _fractions_leave_train(self):
+        total = sum(x for x in (self.valid, self.test) if isinstance(x, float))
+        if total >= 0.9:
+            raise ValueError(f"valid and test fractions add up to {total:g}, leaving almost nothing to train on")
+        return self
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(3, ge=1, le=1000)
+    batch_size: int = Field(32, ge=1, le=65536)
+    eval_batch_size: int | None = Field(None, ge=1, le=65536)
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    lr_scheduler: str = "linear"
+    warmup: float = Field(0.0, ge=0, le=1e9)  # below 1: a fraction of the steps; from 1: a number of steps
+    weight_decay: float = Field(0.0, ge=0, le=1e6)
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
+    max_grad_norm: float = Field(1.0, ge=0, le=1e9)
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    trainer_args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("warmup")
+    @classmethod
+    def _warmup(cls, v):
+        if v >= 1 and not float(v).is_integer():
+            raise ValueError(f"{v:g} is neither a fraction below 1 nor a whole number of steps")
+        return v
+
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _scheduler(cls, v):
+        from transformers.trainer_utils import SchedulerType
+
+        allowed = [s.value for s in SchedulerType]
+        if v not in allowed:
+            raise ValueError(f"unknown scheduler {v!r}; one of: {', '.join(allowed)}")
+        return v
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _trainer_args(cls, v):
+        from transformers import TrainingArguments
+
+        known = {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+        problems = []
+        for key in v:
+            if key in OWNED_TRAINER_ARGS:
+                problems.append(f"{key!r} is set by runner ({OWNED_TRAINER_ARGS[key]})")
+            elif key not in known:
+                close = close_matches(key, known)
+                hint = f"; did you mean {close}?" if close else ""
+                problems.append(f"{key!r} is not a TrainingArguments field of this transformers version{hint}")
+            elif isinstance(v[key], float) and not math.isfinite(v[key]):
+                problems.append(f"{key!r} is {v[key]}; give a finite number")
+        if "report_to" in v:
+            problems.extend(_report_to_problems(v["report_to"]))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+
+def _report_to_problems(value) -> list[str]:
+    """`report_to` names integrations whose packages must be installed, or training fails at its start."""
+    try:
+        from transformers.integrations import get_available_reporting_integrations
+        from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
+    except ImportError:  # another transformers version: leave it to TrainingArguments
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return [f"'report_to' must be a name or a list of names, not {describe(value)}"]
+    available = set(get_available_reporting_integrations())
+    problems = []
+    for n in names:
+        if n in ("none", "all"):
+            continue
+        if n not in INTEGRATION_TO_CALLBACK:
+            problems.append(f"'report_to' names {n!r}, which is not a reporting integration; one of: "
+                            + ", ".join(sorted(INTEGRATION_TO_CALLBACK)))
+        elif n not in available:
+            problems.append(f"'report_to' names {n!r}, but its package is not installed (pip install it, or "
+                            "remove it)")
+    return problems
+
+
+class LossSpec(BaseModel):
+    """`name` and `label_smoothing`; every other key goes to the loss plugin's options model."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    name: str = "cross_entropy"
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class SelectionSpec(Strict):
+    metric: str = "eval_accuracy"
+    early_stopping_patience: int | None = Field(None, ge=1, le=1000)
+
+    def parsed(self) -> tuple[str, bool | None]:
+        """(metric name without eval_ and sign, forced greater_is_better or None to infer)."""
+        m = self.metric.strip()
+        forced = None
+        if m[:1] in ("+", "-"):
+            forced = m[0] == "+"
+            m = m[1:]
+        if m.startswith("eval_"):
+            m = m[len("eval_"):]
+        return m, forced
+
+
+class SwaSpec(Strict):
+    k: int = Field(0, ge=0, le=1000)
+
+
+class EnsembleSpec(Strict):
+    checkpoint: Literal["selected", "swa", "last"] = "selected"
+    weights: list[float] | Literal["equal", "fit"] = "equal"
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, v):
+        if isinstance(v, list):
+            if any(w < 0 for w in v):
+                raise ValueError("weights must be non-negative")
+            if sum(v) <= 0:
+                raise ValueError("weights must not all be zero")
+        return v
+
+
+class MemberSpec(Strict):
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    backbone: str
+    model: Text | None = Field(None, min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    train: dict[str, Any] = Field(default_factory=dict)
+    loss: dict[str, Any] = Field(default_factory=dict)
+
+
+class Spec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    loss: LossSpec = Field(default_factory=LossSpec)
+    selection: SelectionSpec = Field(default_factory=SelectionSpec)
+    swa: SwaSpec = Field(default_factory=SwaSpec)
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    members: list[MemberSpec] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        if isinstance(self.ensemble.weights, list) and len(self.ensemble.weights) != len(self.members):
+            raise LocatedError(
+                "ensemble.weights",
+                f"{len(self.ensemble.weights)} weights for {len(self.members)} members; give one weight per member",
+            )
+        return self

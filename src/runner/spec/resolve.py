@@ -1,0 +1,199 @@
+"""Resolution: a structurally valid spec checked against the registered plugins, and turned into one
+object per member with every default filled in (what training needs, what `validate` prints)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import SpecError
+from .models import MAX_SEED, LossSpec, Spec, TrainSpec
+from .names import member_names
+from .problems import Problem, dedupe, pydantic_problems, unknown
+
+SINGULAR = {"backbones": "backbone", "losses": "loss", "datasets": "dataset"}
+
+
+@dataclasses.dataclass
+class ResolvedMember:
+    index: int
+    name: str
+    backbone: str
+    model: str | None
+    options: BaseModel | None
+    seed: int
+    train: TrainSpec
+    loss: LossSpec
+    loss_options: BaseModel | None
+    loss_loc: str = "loss"  # where this member's loss options live in the file, for error messages
+
+    def options_dict(self) -> dict[str, Any]:
+        """The backbone options with defaults filled in, as JSON-ready values."""
+        return self.options.model_dump(mode="json") if self.options is not None else {}
+
+    @property
+    def loc(self) -> str:
+        return f"members[{self.index}]"
+
+
+@dataclasses.dataclass
+class ResolvedSpec:
+    path: Path
+    spec: Spec
+    members: list[ResolvedMember]
+    metric: str  # e.g. "accuracy", "loss"
+    greater_is_better: bool
+    strategy: str  # the registered strategy [selection] amounts to, e.g. "best_eval_accuracy"
+    data_options: BaseModel | None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec with every default filled in and plugin options expanded (what `validate` prints)."""
+        d = self.spec.model_dump(mode="json")
+        if self.data_options is not None:
+            d["data"]["options"] = self.data_options.model_dump(mode="json")
+        d["selection"]["resolved"] = {"metric": f"eval_{self.metric}", "greater_is_better": self.greater_is_better,
+                                      "strategy": self.strategy}
+        d["members"] = [
+            {
+                "name": m.name,
+                "backbone": m.backbone,
+                "model": m.model,
+                "seed": m.seed,
+                "options": m.options_dict(),
+                "train": m.train.model_dump(mode="json"),
+                "loss": {
+                    **m.loss.model_dump(mode="json"),
+                    **(m.loss_options.model_dump(mode="json") if m.loss_options is not None else {}),
+                },
+            }
+            for m in self.members
+        ]
+        return d
+
+    def spec_hash(self) -> str:
+        d = self.to_dict()
+        # The strategy is derived from the metric and its direction, which the hash already covers;
+        # leaving it out keeps the hashes of runs stored before strategies were recorded.
+        del d["selection"]["resolved"]["strategy"]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def validate_options(component, kind: str, raw: dict[str, Any], loc: str, problems: list[Problem]):
+    """The component's options model built from `raw`, or None (problems appended)."""
+    if component.options is None:
+        if raw:
+            problems.append((loc, f"{SINGULAR[kind]} {component.name!r} takes no options"))
+        return None
+    try:
+        return component.options.model_validate(raw)
+    except ValidationError as e:
+        problems.extend(pydantic_problems(e, loc))
+        return None
+    except Exception as e:  # a validator that raises TypeError/KeyError...: pydantic passes it through
+        problems.append((loc, f"the options model of {SINGULAR[kind]} {component.name!r} "
+                              f"({component.origin}) raised {type(e).__name__}: {e}"))
+        return None
+
+
+def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
+    """Check the spec against the registered plugins and fill in every per-member value."""
+    from ..selection import strategy_for
+
+    path = Path(path)
+    problems: list[Problem] = []
+
+    dataset = registry.dataset(spec.data.source)
+    data_options = None
+    if dataset is None:
+        problems.append(("data.source", unknown("dataset", spec.data.source, registry.names("datasets"))))
+    else:
+        data_options = validate_options(dataset, "datasets", spec.data.options, "data.options", problems)
+
+    metric, forced = spec.selection.parsed()
+    comp = registry.metric(metric)
+    greater = True if forced is None else forced
+    if comp is None:
+        known = ["eval_loss"] + [f"eval_{n}" for n in registry.names("metrics")]
+        problems.append(("selection.metric", unknown("metric", spec.selection.metric, known)))
+    elif forced is None:
+        greater = comp.greater_is_better
+    strategy = strategy_for(registry, metric, greater)
+
+    names = member_names(spec.members)
+    top_train = spec.train.model_dump(exclude_unset=True)
+    top_loss = spec.loss.model_dump(exclude_unset=True)
+    members = []
+    for i, (m, name) in enumerate(zip(spec.members, names)):
+        loc = f"members[{i}]"
+        backbone = registry.backbone(m.backbone)
+        options = None
+        if backbone is None:
+            problems.append((f"{loc}.backbone", unknown("backbone", m.backbone, registry.names("backbones"))))
+        else:
+            options = validate_options(backbone, "backbones", m.options, f"{loc}.options", problems)
+            if backbone.takes_model and not m.model:
+                problems.append((f"{loc}.model", f"backbone {m.backbone!r} needs a model (a Hub id or a local path)"))
+            if not backbone.takes_model and m.model:
+                problems.append((f"{loc}.model", f"backbone {m.backbone!r} does not take a model; remove it"))
+
+        try:
+            train = TrainSpec.model_validate({**top_train, **m.train})
+        except ValidationError as e:
+            problems.extend(pydantic_problems(e, f"{loc}.train"))
+            train = spec.train
+        if spec.swa.k > train.epochs:
+            where = "swa.k" if "epochs" not in m.train else f"{loc}.train.epochs"
+            problems.append((where, f"SWA averages the last {spec.swa.k} epochs but {name} trains only {train.epochs}"))
+
+        same_loss = m.loss.get("name", spec.loss.name) == spec.loss.name
+        loss_raw = {**top_loss, **m.loss} if same_loss else dict(m.loss)
+        loss_loc = f"{loc}.loss" if m.loss else "loss"
+        loss_options = None
+        try:
+            loss = LossSpec.model_validate(loss_raw)
+        except ValidationError as e:
+            problems.extend(pydantic_problems(e, loss_loc))
+            loss = spec.loss
+        loss_comp = registry.loss(loss.name)
+        if loss_comp is None:
+            if not any(p[0] == f"{loss_loc}.name" for p in problems):
+                problems.append((f"{loss_loc}.name", unknown("loss", loss.name, registry.names("losses"))))
+        else:
+            loss_options = validate_options(loss_comp, "losses", loss.options(), loss_loc, problems)
+
+        seed = m.seed if m.seed is not None else spec.seed + i
+        if seed > MAX_SEED:
+            problems.append((f"{loc}.seed", f"the member's seed is the spec's seed + {i} = {seed}, above "
+                                            f"{MAX_SEED}; give the member a seed of its own, or a smaller spec seed"))
+        members.append(ResolvedMember(i, name, m.backbone, model_path(m.model, path), options, seed, train, loss,
+                                      loss_options, loss_loc))
+
+    if problems:
+        raise SpecError(path, dedupe(problems))
+    return ResolvedSpec(path, spec, members, metric, bool(greater), strategy, data_options)
+
+
+def model_path(model: str | None, spec_path: Path) -> str | None:
+    """A local model directory is resolved against the spec's folder, as data paths are; anything
+    that is not a path there (``klue/bert-base``) is left alone as a Hub id."""
+    if not model:
+        return model
+    local = Path(model).expanduser()
+    if not local.is_absolute():
+        local = spec_path.resolve().parent / local
+    explicit = model.startswith(("./", "../", "~", "/", ".\\", "..\\"))
+    try:
+        exists = local.exists()
+    except OSError:  # a name too long for the file system cannot be a local folder
+        exists = False
+    return str(local.resolve()) if explicit or exists else model
