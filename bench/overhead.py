@@ -19,10 +19,9 @@ both pay the same interpreter and import start-up:
     (epochs, batch sizes, LR, scheduler, warmup, weight decay, accumulation, clipping, seed) is taken
     from the resolved spec. The script checks that both sides trained on the same examples (runner's
     stored `dataset_id` equals the plain side's hash of its split) for the same number of epochs, and
-    shows the last epoch's validation accuracy of each. (The accuracies are close but not equal: the
-    scratch tokenizer's Rust trainer numbers its vocabulary in a different order in every process,
-    so two processes never start from bit-identical models; two plain runs differ from each other
-    in the same way.)
+    shows the last epoch's validation accuracy of each: they are equal, because the scratch tokenizer
+    is deterministic (the same vocabulary in every process) and runner forks the RNG around its extra
+    test and SWA predictions, so both sides start from the same weights and see the same batches.
 
 Wall time is measured by this process around each subprocess (start to exit). The ratio is
 runner / plain. CPU time (user + sys of the subprocess, from `getrusage`) is shown too: on a shared

@@ -64,7 +64,7 @@ def plain(cols: list[str], rows: list[tuple]) -> str:
         if v is None:
             return ""
         if isinstance(v, float):
-            return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:.0f}"
+            return f"{v:.4f}"
         return str(v)
 
     table = [list(cols)] + [[cell(v) for v in r] for r in rows]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -217,19 +216,3 @@ def test_reapply_does_nothing_and_broken_spec_leaves_store_untouched(applied, tm
     assert "broken.toml: members[0].options.hiden: unknown key" in err
     assert "Traceback" not in err + out
     assert file_digest(store_path) == before
-
-
-def test_quickstart_spec_runs_end_to_end(tmp_path):
-    """The README's quickstart, as a user runs it (smaller store path, same spec)."""
-    spec = tmp_path / "quickstart.toml"
-    shutil.copy(REPO / "specs" / "quickstart.toml", spec)
-    code, out, err = cli("apply", spec, "--store", tmp_path / "results.duckdb")
-    assert code == 0, err + out
-    store = Store(tmp_path / "results.duckdb")
-    assert count(store, "SELECT count(*) FROM members WHERE status = 'finished'") == 3
-    loss_vs_acc = store.query_dicts(
-        "SELECT strategy, avg(e.test_accuracy) AS acc FROM selections s JOIN epochs e USING (run_id, member, epoch) "
-        "WHERE strategy IN ('best_eval_loss', 'best_eval_accuracy') GROUP BY strategy"
-    )
-    assert {r["strategy"] for r in loss_vs_acc} == {"best_eval_loss", "best_eval_accuracy"}
-    assert all(0.4 < r["acc"] < 1.0 for r in loss_vs_acc)

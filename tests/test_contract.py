@@ -208,6 +208,14 @@ KNOWN_BUGS: list[KnownBug] = [
     KnownBug("contract:integer-labels-are-ids", "integer labels that are not 0..n-1 (years, 10**5) make max+1 "
              "classes (no bad_inputs case: the right exit is 0 with as many classes as values)",
              lambda v: v.rule == "exit-0-store" and "label names; the data has" in v.detail),
+    KnownBug("data-csv-delimiter-not-ascii", "a non-ASCII delimiter: pyarrow's error, naming neither file nor key",
+             lambda v: v.rule == "exit-2-message" and "Expecting an ASCII character" in v.call.stderr),
+    KnownBug("data-utf16-bom", "a CSV whose header is not UTF-8 (UTF-16, Latin-1): the loader's UnicodeDecodeError, "
+             "naming neither file nor line",
+             lambda v: v.rule == "exit-2-message" and "dataset loader 'csv'" in v.call.stderr
+             and "UnicodeDecodeError" in v.call.stderr),
+    KnownBug("data-duplicate-header", "a CSV with a duplicate column name: pyarrow's KeyError, naming no file",
+             lambda v: v.rule == "exit-2-message" and "exists 2 times in schema" in v.call.stderr),
     KnownBug("data-jsonl-not-utf8", "a jsonl file that is not UTF-8: the message names neither file nor line",
              lambda v: v.rule == "exit-2-message" and "dataset loader 'jsonl'" in v.call.stderr),
     # stores and arguments
@@ -332,7 +340,6 @@ class World:
     home: Path
     golden_in: Path
     golden_out: Path
-    home_snapshot: dict
     cli: Any
     app: Any = None
     tiny_model: Path | None = None
@@ -377,9 +384,10 @@ def sandbox(world: World):
 
 
 def _fresh_process_state() -> None:
-    """What a new `runner` process would start without: runner.store keeps one in-memory DuckDB
-    instance per process, and a command that failed half-way may leave a store attached to it (a
-    real CLI call ends there; the next example must not inherit it)."""
+    """What a new `runner` process would start without, so that no example inherits another's state:
+    runner.store's per-process DuckDB instance (a command that failed half-way may leave a store
+    attached to it), transformers' global DeepSpeed config (set by `trainer_args.deepspeed` even when
+    TrainingArguments then fails) and accelerate's process-wide state singletons."""
     import sys
 
     store_module = sys.modules.get("runner.store")
@@ -390,6 +398,18 @@ def _fresh_process_state() -> None:
         except Exception:
             pass
         store_module._instance = None
+    try:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+    except Exception:
+        pass
+    try:
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+    except Exception:
+        pass
 
 
 def _make_writable(root: Path) -> None:
@@ -678,7 +698,7 @@ def world():
         mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root / "hub-cache"))
         from runner.cli import app
 
-        w = World(root, home, root / "golden" / "in", root / "golden" / "out", {}, CliRunner(), app=app)
+        w = World(root, home, root / "golden" / "in", root / "golden" / "out", CliRunner(), app=app)
         w.tiny_model = root / "tiny-hf"
         cs.save_tiny_hf_model(w.tiny_model, [r["text"] for r in cs.base_rows()])
         w.golden_in.mkdir(parents=True)
@@ -691,7 +711,6 @@ def world():
         call = invoke(w, ["plot", "--store", str(w.golden_out / "results.duckdb"), "--out", str(root / "warm.png")])
         assert call.exit_code == 0, call.describe()
         (root / "warm.png").unlink()
-        w.home_snapshot = snapshot(home)
         yield w
         if STATS:
             print("\nknown bugs hit by the contract search:",
@@ -743,6 +762,57 @@ def test_the_starting_points_are_valid_and_train(world):
                                           2 if base in ("csv", "jsonl") else 4)
 
 
+def test_every_rule_of_the_oracle_can_fail(world, tmp_path):
+    """A check that cannot fail is a defect: each rule, fed what it must flag, flags it (and passes
+    what it must pass)."""
+    ok = Call(["runs"], 0, "", "", None)
+    assert not common_rules(ok, {}, "cli")
+    rules = lambda call: {v.rule for v in common_rules(call, {}, "cli")}  # noqa: E731
+    assert rules(Call(["x"], 1, "", "Traceback (most recent call last):\n  File", None)) == {"traceback-on-screen"}
+    assert rules(Call(["x"], 1, "", "", ValueError("boom"))) == {"exception-escaped"}
+    assert rules(Call(["x"], 3, "", "", None)) == {"exit-code"}
+    assert rules(Call(["x"], 1, "", "internal error: KeyError 'a'", None)) == {"internal-error"}
+    assert rules(Call(["x"], None, "", "", Hang("slow"))) == {"hang"}
+
+    (tmp_path / "in").mkdir()
+    sb = Sandbox(tmp_path, tmp_path / "in", tmp_path / "out", tmp_path / "cwd", world)
+    for d in (sb.out, sb.cwd):
+        d.mkdir()
+    before = sb.snap()
+    good = Call(["validate"], 2, "", f"error: {sb.inp}/spec.toml: train.epochs: must be >= 1", None)
+    assert not exit2_rules(good, {}, "spec", [str(sb.inp)], ["train.epochs"], before, sb.snap(), None, None)
+    two = Call(["validate"], 2, "", f"error: {sb.inp}/spec.toml:\n\n  train.epochs: bad", None)
+    assert [v.detail for v in exit2_rules(two, {}, "spec", [str(sb.inp)], ["train.epochs"], before, sb.snap(),
+                                          None, None)] == ["the message is not one paragraph"]
+    vague = Call(["validate"], 2, "", "error: something is wrong", None)
+    assert len(exit2_rules(vague, {}, "spec", [str(sb.inp)], ["train.epochs"], before, sb.snap(), None, None)) == 2
+    (sb.out / "runs").mkdir()
+    wrote = exit2_rules(good, {}, "spec", [str(sb.inp)], ["train.epochs"], before, sb.snap(), b"a", b"b")
+    assert {v.rule for v in wrote} == {"exit-2-wrote"} and len(wrote) == 2
+    (sb.cwd / "stray.png").write_bytes(b"x")
+    assert written_outside(before, sb.snap(), allowed={"out"}) == ["cwd: created stray.png"]
+    (world.home / ".duckdb").mkdir()
+    try:
+        assert home_rule(ok, {}, "store", before, sb.snap())[0].rule == "wrote-home"
+    finally:
+        (world.home / ".duckdb").rmdir()
+
+    golden = world.golden_out / "results.duckdb"
+    assert not finished_run_rules(ok, {}, "cli", golden, set(), 2, 4)
+    assert finished_run_rules(ok, {}, "cli", golden, set(), 3, 4)[0].rule == "exit-0-store"
+    assert finished_run_rules(ok, {}, "cli", golden, set(), 2, 5)[0].rule == "exit-0-store"
+    assert finished_run_rules(ok, {}, "cli", golden, {golden_run_id(world)}, 2, 4)[0].rule == "exit-0-store"
+    assert finished_run_rules(ok, {}, "cli", tmp_path / "absent.duckdb", set(), 2, 4)[0].rule == "exit-0-store"
+    nan_loss = Call(["apply"], 1, "", "a: failed: member a: the training loss became nan in epoch 1", None)
+    assert failed_run_rules(nan_loss, {}, "spec", golden, set(), predictable=True)[0].rule == "exit-1-predictable"
+    crash = Call(["apply"], 1, "", "error: could not create runs/x", None)
+    assert failed_run_rules(crash, {}, "spec", golden, set(), predictable=False)[0].rule == "exit-1-predictable"
+    assert failed_run_rules(nan_loss, {}, "spec", golden, set(), predictable=False)[0].rule == "exit-1-state"
+    assert not ensemble_rows_rules(ok, {}, golden)
+    assert spec_key_evidence([["set", ["train", "epochs"], 0]])[:2] == ["train.epochs", "[train].epochs"]
+    assert spec_key_evidence([["set", [""], 0]]) is None
+
+
 def write_base_files(base: str, folder: Path) -> None:
     if base == "csv":
         (folder / "train.csv").write_bytes(cs.csv_bytes(cs.base_rows()))
@@ -790,7 +860,9 @@ def place_local_models(world: World, sb: Sandbox, doc: dict) -> None:
 
 def run_validate_then_apply(world, sb, case, kind, spec, keys, predictable, n_members, num_labels):
     v: list[Violation] = []
-    names_file = [str(sb.inp), "spec.toml", "synthetic("]  # the synthetic loader is the data's "file"
+    # the synthetic loader is the data's "file"; a path given in the spec may be named as given
+    given = [op[2] for op in case.get("ops", []) if len(op) > 2 and isinstance(op[2], str) and len(op[2].strip()) > 1]
+    names_file = [str(sb.inp), "spec.toml", "synthetic("] + given + [os.path.expanduser(g) for g in given]
     before = sb.snap()
     s0 = store_bytes(sb.store)
     val = invoke(world, ["validate", str(spec)])
@@ -1162,6 +1234,7 @@ SPEC_FOUND = [
     ({"base": "synthetic", "ops": [["set", ["members", 0, "seed"], 2**32]]}, "spec-member-seed-too-large"),
     ({"base": "synthetic", "ops": [["set", ["members", 0, "name"], "a" * 300]]}, "spec-member-name-too-long"),
     ({"base": "synthetic", "ops": [["set", ["selection", "metric"], ""]]}, "spec-selection-metric-empty"),
+    ({"base": "csv", "ops": [["set", ["data", "options", "delimiter"], "\x00"]]}, "data-csv-delimiter-not-ascii"),
     ({"base": "csv", "ops": [["append", ["members"], {"backbone": "hf", "options": {}, "model": m}]
                              for m in ("m1/bert-base", "m2/bert-base", "m3/bert-base-1")]},
      "contract:member-names-clash"),
@@ -1175,6 +1248,10 @@ DATA_FOUND = [
       "test": None}, "contract:integer-labels-are-ids"),
     ({"fmt": "jsonl", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["cp949"],
       "valid": 0.25, "test": None}, "data-jsonl-not-utf8"),
+    ({"fmt": "csv", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["utf16"],
+      "valid": 0.25, "test": None}, "data-utf16-bom"),
+    ({"fmt": "csv", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["dup_header"],
+      "valid": 0.25, "test": None}, "data-duplicate-header"),
 ]
 STORE_FOUND = [
     ({"store": "garbage", "command": "runs"}, "store-garbage-bytes"),

@@ -253,3 +253,19 @@ def test_trainer_args_valid_fields_pass(write_spec, run_cli):
     code, out, err = run_cli("validate", path, "--no-check-models")
     assert code == 0, err
     assert json.loads(out)["train"]["trainer_args"] == {"report_to": "none", "torch_compile": False}
+
+
+def test_trainer_args_are_checked_against_the_field_types(write_spec, run_cli):
+    # an integer where a float belongs is that float (TOML writes 0 and 0.0 differently; torch's AdamW
+    # refuses betas that mix ints and floats)
+    path = write_spec(spec_text(sections="[train.trainer_args]\nadam_beta1 = 0\n"))
+    code, out, err = run_cli("validate", path, "--no-check-models")
+    assert code == 0, err
+    assert json.loads(out)["train"]["trainer_args"]["adam_beta1"] == 0.0
+    assert isinstance(json.loads(out)["train"]["trainer_args"]["adam_beta1"], float)
+    # a string of digits where a number belongs, a number where a string belongs: named, exit 2
+    for line, key in (('eval_accumulation_steps = "4"', "eval_accumulation_steps"), ("debug = 0.5", "debug"),
+                      ("dataloader_num_workers = true", "dataloader_num_workers")):
+        path = write_spec(spec_text(sections=f"[train.trainer_args]\n{line}\n"))
+        code, out, err = run_cli("validate", path, "--no-check-models")
+        assert code == 2 and f"train.trainer_args: '{key}' must be" in err, (line, err)

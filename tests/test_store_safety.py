@@ -28,7 +28,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runner import connection
+from runner import instances
 from runner.connection import now
 from runner.errors import StoreError, StoreFileError
 from runner.migrations import MIGRATIONS
@@ -178,14 +178,14 @@ def test_one_cached_instance_per_store_path(tmp_path):
     """The speed trick survives the allow-list: operations on a store ATTACH to a kept instance."""
     a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
     store = Store(a).open()
-    instance = connection._shared_instance(a)
+    instance = instances._shared_instance(a)
     for _ in range(3):
         store.query("SELECT count(*) FROM runs")
-    assert connection._shared_instance(a) is instance
-    assert connection._shared_instance(b) is not instance
-    for i in range(2 * connection._MAX_INSTANCES):  # a test session's hundreds of stores stay bounded
-        connection._shared_instance(tmp_path / f"{i}.duckdb")
-    assert len(connection._instances) <= connection._MAX_INSTANCES
+    assert instances._shared_instance(a) is instance
+    assert instances._shared_instance(b) is not instance
+    for i in range(2 * instances._MAX_INSTANCES):  # a test session's hundreds of stores stay bounded
+        instances._shared_instance(tmp_path / f"{i}.duckdb")
+    assert len(instances._instances) <= instances._MAX_INSTANCES
 
 
 def test_sqlite_file_as_store_reaches_nothing(tmp_path):

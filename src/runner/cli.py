@@ -288,6 +288,10 @@ def compare(
         records = c.records()
         cols = list(records[0]) if records else []
         emit(cols, [list(r.values()) for r in records], format)
+    unregistered = sorted(st.metric_names(c.run_id) - set(registry.names("metrics")) - {"loss"})
+    if unregistered:
+        note(f"run {c.run_id} stored metrics no loaded plugin registers ({', '.join(unregistered)}): their strategies "
+             "are not shown; pass --plugins DIR with the plugins the run was trained with")
     note(st.notice)  # an older store: ensembles built here went to its in-memory copy, never to the file
 
 

@@ -19,15 +19,10 @@ per store path and ATTACHes/DETACHes the file per operation, holding it only whi
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import re
-import struct
-import tempfile
-import threading
 import time
-from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,20 +31,16 @@ from typing import Iterator, Sequence
 import duckdb
 
 from .errors import StoreError, StoreFileError
+from .filecheck import _can_write_file, _can_write_folder, _folder_message, check_blocks, sniff
+from .instances import _aliases, _detach, _discard_instance, _shared_instance, locked_instance
 from .migrations import MIGRATIONS
 
 LOCK_TIMEOUT_S = float(os.environ.get("RUNNER_STORE_LOCK_TIMEOUT", "120"))
 _LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked")
 _DISK_FULL_PATTERNS = ("No space left on device", "File too large", "Disk quota exceeded")
 _DAMAGE_PATTERNS = ("Could not read enough bytes", "Corrupt database file", "Serialization Error")
-# DuckDB's side files for a database file: its WAL, and (names differ between DuckDB versions) the
-# WAL it writes while checkpointing and the one it recovers from.
-SIDE_SUFFIXES = (".wal", ".wal.checkpoint", ".wal.recovery", ".checkpoint.wal", ".recovery.wal")
 COPY_DB = "runner_copy"  # the in-memory catalog an older store is copied into by open_read()
 
-_HEADER_SIZE = 4096  # DuckDB's main header, then two database headers, then data blocks
-_DATA_START = 3 * _HEADER_SIZE
-_MAX_INSTANCES = 8  # per process; a command touches one or two stores, a test session hundreds
 
 
 def now() -> datetime:
@@ -66,191 +57,6 @@ def _is_disk_full(e: Exception) -> bool:
 
 def _is_damage(e: Exception) -> bool:
     return any(p in str(e) for p in _DAMAGE_PATTERNS)
-
-
-def allowed_files(path: Path) -> list[str]:
-    """The files a DuckDB instance for the store at `path` (absolute) may touch."""
-    return [str(path)] + [str(path) + s for s in SIDE_SUFFIXES]
-
-
-def locked_instance(path: Path, memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
-    """A new in-memory DuckDB instance that can reach the store at `path` (absolute) and nothing else.
-
-    Extension auto-install/auto-load are off from the start (an SQLite or Parquet file given as the
-    store would otherwise make DuckDB download an extension into ~/.duckdb); external access is off
-    with only the store's files allowed; nothing spills to a temp folder (a query that needs more
-    than `memory_limit` fails instead of writing files); then the configuration is locked.
-    Raises duckdb.Error for a `memory_limit` DuckDB does not accept.
-    """
-    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
-                                             "autoload_known_extensions": False})
-    try:
-        files = ", ".join("'" + f.replace("'", "''") + "'" for f in allowed_files(path))
-        # allowed_paths must be set before external access goes off (the config dict applies them in
-        # the other order and fails), and both before the lock.
-        con.execute(f"SET allowed_paths = [{files}]")
-        con.execute("SET temp_directory = ''")
-        # Checkpoint at each write's commit instead of logging it to the WAL and checkpointing at
-        # DETACH: the rows are written once instead of twice (same end state, same durability).
-        con.execute("SET checkpoint_threshold = '0KB'")
-        if memory_limit is not None:
-            con.execute("SET memory_limit = ?", [memory_limit])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
-    except BaseException:
-        con.close()
-        raise
-    return con
-
-
-_instances: OrderedDict[str, duckdb.DuckDBPyConnection] = OrderedDict()
-_instance_lock = threading.Lock()
-_aliases = itertools.count()
-
-
-def _shared_instance(path: Path) -> duckdb.DuckDBPyConnection:
-    """The process's instance for the store at `path` (absolute), kept for the next operation.
-
-    An instance's allow-list names one store, so there is one per store path; the least recently used
-    is dropped past a few (DuckDB frees it once no cursor of it is left).
-    """
-    key = str(path)
-    with _instance_lock:
-        con = _instances.get(key)
-        if con is None:
-            con = _instances[key] = locked_instance(path)
-            while len(_instances) > _MAX_INSTANCES:
-                _instances.popitem(last=False)
-        _instances.move_to_end(key)
-        return con
-
-
-def _discard_instance(instance: duckdb.DuckDBPyConnection) -> None:
-    """Forget and close an instance whose state can no longer be trusted (a DETACH that failed).
-
-    Closing it releases any file it still holds, so the next operation starts from a fresh instance
-    instead of meeting "file handle conflict" from a store that could not be detached.
-    """
-    with _instance_lock:
-        for key, con in list(_instances.items()):
-            if con is instance:
-                del _instances[key]
-    try:
-        instance.close()
-    except duckdb.Error:
-        pass
-
-
-def _detach(instance: duckdb.DuckDBPyConnection, alias: str) -> None:
-    """Detach a store (checkpointing it and releasing its lock) through a fresh cursor.
-
-    A fresh cursor, because the one the block used may be unusable: after a failed checkpoint DuckDB
-    refuses every statement, USE included, on a connection whose default database was invalidated.
-    """
-    cur = instance.cursor()
-    try:
-        cur.execute(f"DETACH {alias}")
-    finally:
-        cur.close()
-
-
-def sniff(path: Path) -> int | None:
-    """Raise StoreFileError unless `path` looks like a whole DuckDB database file; return its block size
-    (None when its headers do not say). Reads 12 KiB only.
-
-    A DuckDB file has `DUCK` at offset 8, two database headers after the first 4 KiB, and data blocks
-    after 12 KiB; the newer header points at the metadata and free-list blocks, which must lie inside
-    the file: a store cut short by a failed copy is refused before DuckDB reads past its end.
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(_DATA_START)
-    except IsADirectoryError:
-        raise StoreFileError(_folder_message(path)) from None
-    except OSError as e:
-        raise StoreFileError(
-            f"{path}: cannot read the store file ({e.strerror}); check its permissions, or give --store "
-            "another file. The file was not changed."
-        ) from None
-    if head[8:12] != b"DUCK":
-        what = _what_it_is(head, size)
-        raise StoreFileError(
-            f"{path}: not a DuckDB database file ({what}). --store takes a runner store (the DuckDB file "
-            "`runner apply` writes) or the name of a file that does not exist yet, which `runner apply` "
-            "creates; give another path. The file was not changed."
-        )
-    if size < _DATA_START:
-        raise StoreFileError(_truncated_message(path, size, f"a DuckDB file has at least {_DATA_START}"))
-    block_size, last_block = _header_blocks(head)
-    if block_size and last_block is not None and size < _DATA_START + (last_block + 1) * block_size:
-        raise StoreFileError(_truncated_message(path, size, f"its header points at block {last_block}"))
-    return block_size
-
-
-def _truncated_message(path: Path, size: int, need: str) -> str:
-    return (f"{path}: the store is damaged: the file is truncated ({size} bytes; {need}), as a failed copy or "
-            "a full disk leaves it. Restore it from a backup, or give --store another file; runner will not "
-            "read or repair it. The file was not changed.")
-
-
-def _what_it_is(head: bytes, size: int) -> str:
-    if size == 0:
-        return "it is empty, 0 bytes"
-    if head.startswith(b"SQLite format 3\x00"):
-        return "it is an SQLite database"
-    if head.startswith(b"PAR1"):
-        return "it is a Parquet file"
-    try:
-        head.decode("utf-8")
-        return "it is a text file"
-    except UnicodeDecodeError:
-        return "it does not start with DuckDB's header"
-
-
-def _header_blocks(head: bytes) -> tuple[int | None, int | None]:
-    """(block size, the highest block the newer database header points at), None where they make no sense.
-
-    Each header: checksum, iteration, meta block, free list, block count, block allocation size (u64s;
-    a block pointer keeps its block id in the low 56 bits). The block count is no bound on the file's
-    size: DuckDB cuts free blocks off the end of the file and keeps counting them.
-    """
-    best = None
-    for offset in (_HEADER_SIZE, 2 * _HEADER_SIZE):
-        _, iteration, meta, free, _, block_size = struct.unpack_from("<QQqqQQ", head, offset)
-        if 4096 <= block_size <= 1 << 30 and block_size & (block_size - 1) == 0:
-            if best is None or iteration > best[0]:
-                best = (iteration, block_size, meta, free)
-    if best is None:
-        return None, None
-    pointers = [p & ((1 << 56) - 1) for p in best[2:] if p >= 0]
-    return best[1], max(pointers, default=None)
-
-
-def _folder_message(path: Path) -> str:
-    return (f"{path}: is a folder; --store needs a file path such as {path / 'results.duckdb'}. "
-            "Nothing was changed.")
-
-
-def _can_write_folder(folder: Path) -> bool:
-    """Whether a file can be created in `folder`, tried for real (root ignores the mode bits, but not a
-    read-only mount or an immutable folder). An unnamed temporary file leaves no entry behind."""
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            return True
-    except OSError:
-        return False
-
-
-def _can_write_file(path: Path) -> bool:
-    """Whether `path` opens for writing; opening without truncating changes neither bytes nor mtime."""
-    try:
-        os.close(os.open(path, os.O_WRONLY))
-        return True
-    except OSError:
-        return False
 
 
 class StoreFile:
@@ -383,24 +189,11 @@ class StoreFile:
             with self.connect(write=False) as con:
                 self._schema(con)
                 if block_size:
-                    self._check_blocks(con, block_size)
+                    check_blocks(con, self.path, block_size)
         except BaseException:
             self._state = "unchecked"
             raise
         self._state = "checked"
-
-    def _check_blocks(self, con, block_size: int) -> None:
-        """Refuse a store whose tables use blocks past the end of the file (cut inside its data)."""
-        size = self.path.stat().st_size
-        top = -1
-        for (table,) in con.execute("SELECT table_name FROM duckdb_tables() "
-                                    "WHERE database_name = current_database()").fetchall():
-            quoted = '"' + table.replace('"', '""') + '"'
-            used = con.execute("SELECT max(greatest(block_id, list_max(additional_block_ids))) "
-                               "FROM pragma_storage_info(?)", [quoted]).fetchone()[0]
-            top = max(top, -1 if used is None else used)
-        if size < _DATA_START + (top + 1) * block_size:
-            raise StoreFileError(_truncated_message(self.path, size, f"its tables use block {top}"))
 
     def _load_copy(self) -> None:
         instance = self._instance or locked_instance(self.path.resolve(), self.memory_limit)

@@ -42,8 +42,9 @@ def check_cheaply(resolved: ResolvedSpec, registry: Registry, data: PreparedData
         with tempfile.TemporaryDirectory(prefix="runner-dryrun-") as tmp:
             try:
                 training_arguments(m, resolved, Path(tmp))
-            except Exception as e:  # TrainingArguments' own checks (ValueError, TypeError...)
-                problems.append((_train_loc(m), _first_line(e)))
+            except Exception as e:  # TrainingArguments' own checks (ValueError, TypeError, OSError...)
+                problems.append((_train_loc(m), f"TrainingArguments refused them: {type(e).__name__}: "
+                                                f"{_first_line(e)}{_given(m)}"))
         problems.extend(_seed_problems(m))
     if check_models:
         for m in resolved.members:
@@ -87,7 +88,7 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
         try:
             trainer = make_trainer(m, resolved, inputs, Path(tmp), [])
         except Exception as e:
-            return [(_train_loc(m), f"Trainer refused the arguments: {type(e).__name__}: {_first_line(e)}")]
+            return [(_train_loc(m), f"Trainer refused the arguments: {type(e).__name__}: {_first_line(e)}{_given(m)}")]
         try:
             steps = max(1, math.ceil(len(inputs.train) / m.train.batch_size / m.train.gradient_accumulation_steps))
             trainer.create_optimizer_and_scheduler(num_training_steps=steps * m.train.epochs)
@@ -98,7 +99,7 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
                     gradient_checkpointing_kwargs=trainer.args.gradient_checkpointing_kwargs)
         except Exception as e:
             return [(_train_loc(m), f"the optimizer or LR scheduler cannot be built: {type(e).__name__}: "
-                                    f"{_first_line(e)}")]
+                                    f"{_first_line(e)}{_given(m)}")]
         problems = []
         try:
             batches = [("train", trainer.get_train_dataloader())]
@@ -107,13 +108,48 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
                 batches.append(("test", trainer.get_eval_dataloader(inputs.test)))
         except Exception as e:
             return [(_train_loc(m), f"Trainer cannot load batches with these arguments: {type(e).__name__}: "
-                                    f"{_first_line(e)}")]
+                                    f"{_first_line(e)}{_given(m)}")]
         for split, loader in batches:
             problem = _one_batch(trainer, inputs, loader, split, m, who, data.num_labels, torch)
             if problem is not None:
                 problems.append(problem)
                 break
+        if not problems:
+            problem = _evaluation(trainer, inputs, resolved, m, data.num_labels)
+            if problem is not None:
+                problems.append(problem)
         return problems
+
+
+def _evaluation(trainer, inputs, resolved: ResolvedSpec, m: ResolvedMember, num_labels: int):
+    """Trainer's own evaluation loop over one batch of the validation split, as every epoch runs it:
+    it must return the metrics selection reads, and (n, num_labels) predictions for the store."""
+    import torch
+
+    n = min(len(inputs.valid), trainer.args.per_device_eval_batch_size)
+    subset = torch.utils.data.Subset(inputs.valid, range(n))
+    try:
+        metrics = trainer.evaluate(eval_dataset=subset)
+        out = trainer.predict(subset)
+    except Exception as e:
+        return (_train_loc(m), f"Trainer's evaluation fails with these arguments: {type(e).__name__}: "
+                               f"{_first_line(e)}{_given(m)}")
+    key = f"eval_{resolved.metric}"
+    if key not in metrics:
+        return (_train_loc(m), f"Trainer's evaluation returns no {key}, which selection needs{_given(m)}")
+    shape = getattr(out.predictions, "shape", None)
+    if shape != (n, num_labels):
+        return (_train_loc(m), f"Trainer's prediction returns {type(out.predictions).__name__} of shape {shape}, "
+                               f"not ({n}, {num_labels}); runner stores every example's probabilities{_given(m)}")
+    return None
+
+
+def _given(m: ResolvedMember) -> str:
+    """The member's [train.trainer_args], for messages about what Trainer made of them."""
+    if not m.train.trainer_args:
+        return ""
+    shown = ", ".join(f"{k} = {v!r}" for k, v in m.train.trainer_args.items())
+    return f" (with [train.trainer_args] {shown})"
 
 
 def _one_batch(trainer, inputs, loader, split: str, m: ResolvedMember, who: str, num_labels: int, torch):

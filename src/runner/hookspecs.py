@@ -61,7 +61,8 @@ def register_datasets(register):
 
     Call ``register(name, load, options=None)``. ``load(ctx, options)`` returns a dict that maps split
     names (``train``, and ``valid``/``test`` where the loader provides them) to a list of
-    ``{"text": str, "label": str | int | None}`` rows. ``ctx`` is a :class:`runner.data.LoadContext`
+    ``{"text": str, "label": ...}`` rows (or a :class:`runner.data.RawDataset`); labels follow the
+    rules of :mod:`runner.labels` (text names, integer ids when exactly 0..n-1, None for missing). ``ctx`` is a :class:`runner.data.LoadContext`
     with the spec's ``[data]`` table and the spec file's directory for relative paths. The options
     model validates ``[data.options]``.
     """

@@ -295,7 +295,12 @@ def plugins_dir_for(spec_path: Path | None, given: Path | None) -> Path | None:
     from .errors import InputError
 
     if given is not None:
-        if not Path(given).is_dir():
+        try:
+            is_dir = Path(given).is_dir()
+        except (OSError, ValueError) as e:  # a path too long for the file system, a NUL byte
+            raise InputError(f"--plugins {str(given)[:200]}: not a usable path ({getattr(e, 'strerror', None) or e})"
+                             ) from None
+        if not is_dir:
             raise InputError(f"--plugins {given}: not a directory")
         return Path(given)
     return default_plugins_dir(spec_path) if spec_path is not None else None

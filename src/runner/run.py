@@ -248,5 +248,6 @@ def post_members(p: Plan, store: Store, run_id: str, say) -> None:
         return
     ens = build_ensemble(store, run, p.registry, strategy, spec.ensemble.weights)
     weights = ", ".join(f"{m} {w:.3f}" for m, w in zip(ens.members, ens.weights))
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in ens.metrics.items() if k.endswith("accuracy"))
+    keys = dict.fromkeys([f"eval_{p.resolved.metric}", "eval_accuracy", "test_accuracy", "test_log_loss"])
+    shown = ", ".join(f"{k} {ens.metrics[k]:.4f}" for k in keys if k in ens.metrics)
     say(f"Ensemble over {ens.strategy} ({ens.method} weights: {weights}): {shown}")

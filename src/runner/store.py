@@ -247,6 +247,11 @@ class Store(StoreFile):
             out.setdefault((kind, member, checkpoint), {})[metric_key(split, name)] = value
         return out
 
+    def metric_names(self, run_id: str) -> set[str]:
+        """The names of the metrics stored for a run's members."""
+        return {r[0] for r in self.query("SELECT DISTINCT name FROM metrics WHERE run_id = ? AND kind = 'member'",
+                                         [run_id])[1]}
+
     def label_counts(self, dataset_id: str) -> dict[str, list[int]]:
         """split -> examples per label id, for the splits that have labels."""
         rows = self.query("SELECT split, label, count(*) FROM examples WHERE dataset_id = ? AND label IS NOT NULL "

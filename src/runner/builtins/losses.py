@@ -16,12 +16,12 @@ from runner.losses import LossContext
 
 
 class CrossEntropyOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     class_weights: list[float] | Literal["inverse_frequency"] | None = None
 
 
 class FocalOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     gamma: float = Field(2.0, ge=0.0)
     alpha: list[float] | Literal["inverse_frequency"] | float | None = None
 

@@ -50,9 +50,10 @@ OWNED_TRAINER_ARGS = {
     "label_smoothing_factor": "use [loss].label_smoothing",
     "label_names": "runner tells Trainer the label names itself",
     "remove_unused_columns": "runner builds the model inputs itself",
-    "report_to": None,  # allowed: checked below
+    "prediction_loss_only": "runner stores every example's predictions, so evaluation must return them",
+    "eval_do_concat_batches": "runner stores each split's predictions as one array",
+    "batch_eval_metrics": "runner computes its metrics once per split, from all the probabilities",
 }
-OWNED_TRAINER_ARGS = {k: v for k, v in OWNED_TRAINER_ARGS.items() if v is not None}
 
 
 def _text(value: str) -> str:
@@ -170,11 +171,60 @@ class TrainSpec(Strict):
                 problems.append(f"{key!r} is not a TrainingArguments field of this transformers version{hint}")
             elif isinstance(v[key], float) and not math.isfinite(v[key]):
                 problems.append(f"{key!r} is {v[key]}; give a finite number")
+            else:
+                problem = _trainer_arg_type_problem(key, v[key])
+                if problem:
+                    problems.append(problem)
+                elif isinstance(v[key], int) and not isinstance(v[key], bool) and _is_float_field(key):
+                    v[key] = float(v[key])  # `adam_beta1 = 0` means 0.0; torch refuses a mix of ints and floats
         if "report_to" in v:
             problems.extend(_report_to_problems(v["report_to"]))
         if problems:
             raise ValueError("; ".join(problems))
         return v
+
+
+def _training_argument_types() -> dict[str, Any]:
+    import typing
+
+    from transformers import TrainingArguments
+
+    return typing.get_type_hints(TrainingArguments)
+
+
+def _is_float_field(key: str) -> bool:
+    return _training_argument_types().get(key) is float
+
+
+def _trainer_arg_type_problem(key: str, value) -> str | None:
+    """Why `value` does not fit the TrainingArguments field `key`'s declared type, or None.
+
+    TrainingArguments does not check types: a float where a string belongs, or a string of digits
+    where a number belongs, is only met by the code that uses it, halfway through training.
+    """
+    from pydantic import TypeAdapter, ValidationError
+
+    hint = _training_argument_types().get(key)
+    if hint is None:
+        return None
+    adapter = TypeAdapter(hint)
+    try:
+        adapter.validate_python(value, strict=True)
+        return None
+    except ValidationError:
+        pass
+    except Exception:  # a type pydantic cannot check: leave it to the dry run
+        return None
+    try:
+        converted = adapter.validate_python(value)
+    except ValidationError:
+        converted = None
+    else:
+        # lax mode turns "32" into 32 and true into 1: TOML has real types, so those are mistakes
+        if not (isinstance(value, str) and not isinstance(converted, str)) and not isinstance(value, bool):
+            return None
+    want = str(hint).replace("typing.", "").replace("transformers.training_args.", "")
+    return f"{key!r} must be {want}, not {describe(value)}"
 
 
 def _report_to_problems(value) -> list[str]:
