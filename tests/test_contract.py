@@ -19,11 +19,14 @@ Budgets: `RUNNER_HYPOTHESIS_PROFILE=ci` (the default: derandomized, a fixed numb
 few minutes on two cores) or `deep` (ten times as many, random seeds, for searching).
 `RUNNER_CONTRACT_SCALE=3` multiplies either profile's example counts.
 
-Violations of a root cause that is already known (KNOWN_BUGS, each with its case in tests/bad_inputs/)
-do not fail the search, so that it keeps finding new ones; `RUNNER_CONTRACT_STRICT=1` makes them fail
-too. Every known bug is also an `@example` marked xfail: when it is fixed, that example passes and
-Hypothesis reports it, which is the signal to delete the KNOWN_BUGS entry, the xfail and the
-case's `known_bug` line.
+Every violation the search has found is kept as an `@example` (SPEC_FOUND ... CLI_FOUND) and, where
+the corpus can hold it, as a case in tests/bad_inputs/. While a bug is open it has a KNOWN_BUGS entry:
+its example is xfail, its case has `known_bug`, and the random search does not fail on that root cause
+(so that it keeps finding new ones; `RUNNER_CONTRACT_STRICT=1` makes it fail). When the bug is fixed
+the example passes and Hypothesis reports it: delete the KNOWN_BUGS entry and the case's `known_bug`.
+
+`RUNNER_CONTRACT_REPORT=file.jsonl` is survey mode for long searches: every violation is appended to
+the file (rule, case, command, output, traceback) and none fails the test.
 """
 
 from __future__ import annotations
@@ -174,75 +177,14 @@ def _case(v: Violation, key: str, value=None):
 
 
 KNOWN_BUGS: list[KnownBug] = [
-    # [train.trainer_args]: only TrainingArguments(**args) runs before the first write
-    KnownBug("spec-trainer-args-batch-eval-metrics",
-             "trainer_args values that TrainingArguments accepts fail in Trainer/optimizer/scheduler/DataLoader",
-             lambda v: v.kind == "spec" and v.rule in CRASH and _cmd(v) == "apply" and _touches(v, "trainer_args")),
-    KnownBug("spec-trainer-args-accelerator-config-empty",
-             "TrainingArguments raises something other than ValueError/TypeError: it escapes validate",
-             lambda v: v.kind == "spec" and v.rule in CRASH and _cmd(v) == "validate" and _touches(v, "trainer_args")),
-    KnownBug("spec-trainer-args-accelerator-config-unknown-key",
-             "a TrainingArguments error is filed under trainer_args without the argument's name",
-             lambda v: v.kind == "spec" and v.rule == "exit-2-message" and "trainer_args:" in v.call.stderr
-             and _touches(v, "trainer_args")),
-    # numbers that pass the range checks
-    KnownBug("spec-focal-gamma-inf", "a non-finite spec number makes the loss NaN: exit 1 instead of 2",
-             lambda v: v.rule == "exit-1-predictable" and "non-finite or overflowing" in v.detail),
-    KnownBug("spec-member-seed-too-large", "a seed outside 0..2**32-1 fails in set_seed",
-             lambda v: v.rule in CRASH and "Seed must be between" in _text(v)),
-    KnownBug("spec-warmup-inf", "inf / huge numbers pass the range check and fail inside Trainer or torch",
-             lambda v: v.kind == "spec" and v.rule in CRASH and _cmd(v) == "apply" and _big_value(v)),
-    KnownBug("spec-selection-metric-empty", "selection.metric = \"\" raises IndexError in validate",
-             lambda v: v.rule in CRASH and _touches(v, "metric") and "string index out of range" in _text(v)),
-    KnownBug("spec-member-name-too-long", "a member name (or a model path's last part) longer than a file name",
-             lambda v: v.kind == "spec" and v.rule in CRASH and "File name too long" in _text(v)),
-    KnownBug("contract:member-names-clash", "automatic member names clash: apply exits 0 with fewer members "
-             "(the issue's m1/bert-base, m2/bert-base, m3/bert-base-1; no bad_inputs case: the right exit is 0)",
-             lambda v: v.rule == "exit-0-store" and "members; the store holds" in v.detail),
-    # data
-    KnownBug("data-valid-fraction-rounds-to-empty", "a fraction split that takes no example, or leaves one class: "
-             "IndexError in prepare()",
-             lambda v: v.rule in CRASH and "index 0 is out of bounds for axis 0 with size 0" in _text(v)),
-    KnownBug("data-label-list-jsonl", "list or object labels: TypeError unhashable in _label_mapper",
-             lambda v: v.rule in CRASH and "unhashable type" in _text(v)),
-    KnownBug("contract:integer-labels-are-ids", "integer labels that are not 0..n-1 (years, 10**5) make max+1 "
-             "classes (no bad_inputs case: the right exit is 0 with as many classes as values)",
-             lambda v: v.rule == "exit-0-store" and "label names; the data has" in v.detail),
-    KnownBug("data-csv-delimiter-not-ascii", "a non-ASCII delimiter: pyarrow's error, naming neither file nor key",
-             lambda v: v.rule == "exit-2-message" and "Expecting an ASCII character" in v.call.stderr),
-    KnownBug("data-utf16-bom", "a CSV whose header is not UTF-8 (UTF-16, Latin-1): the loader's UnicodeDecodeError, "
-             "naming neither file nor line",
-             lambda v: v.rule == "exit-2-message" and "dataset loader 'csv'" in v.call.stderr
-             and "UnicodeDecodeError" in v.call.stderr),
-    KnownBug("data-duplicate-header", "a CSV with a duplicate column name: pyarrow's KeyError, naming no file",
-             lambda v: v.rule == "exit-2-message" and "exists 2 times in schema" in v.call.stderr),
-    KnownBug("data-jsonl-not-utf8", "a jsonl file that is not UTF-8: the message names neither file nor line",
-             lambda v: v.rule == "exit-2-message" and "dataset loader 'jsonl'" in v.call.stderr),
-    # stores and arguments
-    KnownBug("store-garbage-bytes", "a store that is not usable exits 1 (StoreError), not 2",
-             lambda v: v.rule == "store-exit-code" and v.call.exit_code == 1 and not v.call.escaped),
-    KnownBug("store-runs-truncated", "a truncated store: duckdb.IOException escapes",
-             lambda v: v.rule in CRASH | {"store-exit-code"} and "Could not read enough bytes" in _text(v)),
-    KnownBug("store-sqlite", "an SQLite file as --store: DuckDB tries to download sqlite_scanner into ~/.duckdb",
-             lambda v: v.kind == "store" and _case(v, "store", "sqlite")
-             and (v.rule == "wrote-home" or "sqlite_scanner" in _text(v))),
-    KnownBug("store-memory", "--store :memory: attaches an in-memory database: CatalogException escapes",
-             lambda v: v.kind == "store" and _case(v, "store", "memory") and v.rule in CRASH | {"store-exit-code"}),
-    KnownBug("contract:path-too-long", "a --store or --plugins path longer than the OS allows: OSError escapes "
-             "(bad_inputs: cli-plugins-path-too-long; a --store case would break that harness's own snapshot)",
-             lambda v: v.kind in ("store", "cli") and v.rule in CRASH | {"store-exit-code"}
-             and "File name too long" in _text(v)),
-    KnownBug("contract:plot-out-unchecked", "plot --out is not checked: \"\" writes .png into the working "
-             "directory with exit 0; a read-only folder, the store's own path or an unknown suffix end in a traceback",
+    KnownBug("cli-plot-out-is-the-store", "plot --out is not checked: the store's own path (or any suffix "
+             "matplotlib does not know) ends in an internal error",
              lambda v: v.kind == "cli" and _case(v, "command", "plot") and _case(v, "out") is not None
-             and v.rule in CRASH | {"exit-0-output", "wrote-outside-store"}),
-    KnownBug("contract:sql-detach-memory", "sql --allow-write 'DETACH DATABASE memory' (or USE) breaks the store "
-             "connection's clean-up: TransactionException escapes, the process's DuckDB instance is left broken",
+             and v.rule in CRASH and "is not supported" in _text(v)),
+    KnownBug("cli-sql-detach-memory", "sql --allow-write 'DETACH DATABASE memory' (or USE another catalog) runs, "
+             "then the store connection's clean-up fails: StoreError exit 1 instead of the statement's error (2)",
              lambda v: v.kind == "cli" and _case(v, "command", "sql") and v.rule in CRASH
              and re.search(r"\b(DETACH|USE)\b", v.case.get("query", ""), re.I) is not None),
-    KnownBug("contract:ensemble-weights-not-finite", "runner ensemble --weights nan,1 stores a NaN ensemble "
-             "with exit 0 (the spec refuses non-finite weights; the CLI does not)",
-             lambda v: v.kind == "cli" and _case(v, "command", "ensemble") and v.rule == "exit-0-store"),
 ]
 
 
@@ -261,7 +203,7 @@ REPORT = os.environ.get("RUNNER_CONTRACT_REPORT")  # survey mode: append violati
 
 def verdict(violations: list[Violation], case: Any) -> None:
     """Fail on the first violation that is not a known bug (all of them under RUNNER_CONTRACT_STRICT)."""
-    explicit = isinstance(case, dict) and case.get("known")
+    explicit = isinstance(case, dict) and case.get("found")
     if REPORT and not explicit:
         with open(REPORT, "a", encoding="utf-8") as f:
             for v in violations:
@@ -1187,10 +1129,9 @@ def ensemble_rows_rules(call: Call, case, store: Path) -> list[Violation]:
 
 
 # -- the properties ----------------------------------------------------------------------------------
-# Every violation the search found, kept as an example (minimal input, known-bug case folder). Each is
-# an xfail: when runner is fixed it passes, Hypothesis reports that, and the entry (with its KNOWN_BUGS
-# line and the case's known_bug) is deleted. A "contract:" name has no bad_inputs case (the right exit
-# is 0, or the case needs a finished run, which the corpus cannot make); the example is its record.
+# Every violation the search found, kept as a permanent example: (minimal input, its case folder in
+# tests/bad_inputs/, or "contract:<name>" where the corpus cannot hold it: the right exit is 0, or the
+# case needs a finished run, which the corpus cannot make). Examples whose bug is still open are xfail.
 
 inf, nan = math.inf, math.nan
 SPEC_FOUND = [
@@ -1248,8 +1189,8 @@ DATA_FOUND = [
       "test": None}, "contract:integer-labels-are-ids"),
     ({"fmt": "jsonl", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["cp949"],
       "valid": 0.25, "test": None}, "data-jsonl-not-utf8"),
-    ({"fmt": "csv", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["utf16"],
-      "valid": 0.25, "test": None}, "data-utf16-bom"),
+    ({"fmt": "csv", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["latin1", "empty"],
+      "valid": 0.25, "test": None}, "data-csv-header-not-utf8"),
     ({"fmt": "csv", "labels": "words", "declared": "none", "rows": 40, "text": "plain", "corrupt": ["dup_header"],
       "valid": 0.25, "test": None}, "data-duplicate-header"),
 ]
@@ -1263,24 +1204,28 @@ STORE_FOUND = [
 ]
 CLI_FOUND = [
     ({"command": "plugins", "format": None, "plugins": cs.LONG}, "cli-plugins-path-too-long"),
-    ({"command": "plot", "run": None, "out": ""}, "contract:plot-out-unchecked"),
-    ({"command": "plot", "run": None, "out": "{read_only}/plot.png"}, "contract:plot-out-unchecked"),
-    ({"command": "plot", "run": None, "out": "{store}"}, "contract:plot-out-unchecked"),
+    ({"command": "plot", "run": None, "out": ""}, "contract:plot-out-empty"),
+    ({"command": "plot", "run": None, "out": "{read_only}/plot.png"}, "contract:plot-out-read-only"),
+    ({"command": "plot", "run": None, "out": "{store}"}, "cli-plot-out-is-the-store"),
     ({"command": "sql", "query": "DETACH DATABASE memory", "allow_write": True, "format": None},
-     "contract:sql-detach-memory"),
+     "cli-sql-detach-memory"),
     ({"command": "ensemble", "run": None, "weights": "nan,1", "members": None, "checkpoint": None, "name": None,
       "format": None}, "contract:ensemble-weights-not-finite"),
 ]
 
 
 def found(examples):
-    """The examples above as xfail `@example`s; `known` makes the verdict strict for them."""
+    """The examples above as `@example`s, judged strictly (KNOWN_BUGS does not excuse them); those whose
+    bug is still open (in KNOWN_BUGS) are xfail, so that fixing one is reported."""
+    open_bugs = {bug.case for bug in KNOWN_BUGS}
 
     def deco(fn):
         for case, bug in reversed(examples):
-            where = f"tests/bad_inputs/{bug}" if not bug.startswith("contract:") else f"KNOWN_BUGS {bug!r}"
-            fn = example(case=dict(case, known=bug)).xfail(reason=f"known bug, see {where}",
-                                                           raises=ContractViolation)(fn)
+            ex = example(case=dict(case, found=bug))
+            if bug in open_bugs:
+                where = f"tests/bad_inputs/{bug}" if not bug.startswith("contract:") else f"KNOWN_BUGS {bug!r}"
+                ex = ex.xfail(reason=f"known bug, see {where}", raises=ContractViolation)
+            fn = ex(fn)
         return fn
 
     return deco
