@@ -336,7 +336,7 @@ def ensemble(
                          "(at most 100 characters)")
     member_list = [m.strip() for m in members.split(",") if m.strip()] if members else None
     registry = _registry(None, plugins)
-    st = Store(store).open()
+    st = Store(store).open(create=False)
     ens = build_ensemble(st, st.run(run), registry, checkpoint, w, member_list, name=name)
     cols = ["ensemble", "strategy", "member", "checkpoint", "weight"]
     rows = [[ens.name, ens.strategy, m, c, float(x)] for m, c, x in zip(ens.members, ens.checkpoints, ens.weights)]
@@ -366,6 +366,10 @@ def plot(
         out = store.parent / f"{record.run_id}.png"
     if out.is_dir():
         raise InputError(f"--out {out}: is a folder; give a file name such as {out / (record.run_id + '.png')}")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise InputError(f"--out {out}: give a .png, .pdf or .svg file name")
+    if out.exists() and out.resolve() == store.resolve():
+        raise InputError(f"--out {out}: is the store itself; give another file name")
     if not out.parent.is_dir():
         raise InputError(f"--out {out}: the folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):

@@ -114,11 +114,37 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
             if problem is not None:
                 problems.append(problem)
                 break
-        if not problems:
-            problem = _evaluation(trainer, inputs, resolved, m, data.num_labels)
-            if problem is not None:
-                problems.append(problem)
+        for check in (_evaluation, _one_step):
+            if not problems:
+                problem = check(trainer, inputs, resolved, m, data.num_labels)
+                if problem is not None:
+                    problems.append(problem)
         return problems
+
+
+def _one_step(trainer, inputs, resolved: ResolvedSpec, m: ResolvedMember, num_labels: int):
+    """One optimizer step through `Trainer.train` itself, on one batch: what Trainer sets up only when
+    training starts (kernels such as Liger, debug hooks, compilation, gradient checkpointing,
+    optimizers that fail on their first step) is met here, not after the run is written. The model
+    is the dry run's own copy; training builds a fresh one."""
+    import dataclasses
+
+    import torch
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    n = min(len(inputs.train), m.train.batch_size * m.train.gradient_accumulation_steps)
+    try:
+        args = dataclasses.replace(trainer.args, max_steps=1, eval_strategy="no", save_strategy="no",
+                                   logging_strategy="no", load_best_model_at_end=False)
+        step = Trainer(model=inputs.model, args=args, train_dataset=torch.utils.data.Subset(inputs.train, range(n)),
+                       processing_class=inputs.tokenizer, data_collator=trainer.data_collator,
+                       compute_loss_func=inputs.compute_loss)
+        step.remove_callback(PrinterCallback)
+        step.train()
+    except Exception as e:
+        return (_train_loc(m), f"the first training step fails: {type(e).__name__}: {_first_line(e)}{_given(m)}")
+    return None
 
 
 def _evaluation(trainer, inputs, resolved: ResolvedSpec, m: ResolvedMember, num_labels: int):

@@ -25,6 +25,7 @@ from .errors import InputError
 from .store import Store
 
 READ_TYPES = {"SELECT", "EXPLAIN"}
+CONNECTION_TYPES = {"ATTACH", "DETACH", "TRANSACTION", "SET"}
 DEFAULT_TIMEOUT_S = 60.0
 # The default memory cap, as a share of the machine's RAM: `runner sql` often runs beside a
 # `runner apply`, whose data loading and checkpoints need host memory; DuckDB's own default (80 %)
@@ -113,9 +114,17 @@ def sql_query(store_path: str | Path, sql: str, allow_write: bool = False, timeo
             raise InputError(
                 f"runner sql is read-only: refused a {bad[0]} statement. Queries (SELECT, WITH, SHOW, DESCRIBE, "
                 "SUMMARIZE, EXPLAIN) are allowed; statements that write to the store (INSERT, UPDATE, DELETE, "
-                "CREATE, DROP, SET...) need --allow-write, and those that reach other files (ATTACH, COPY, "
+                "CREATE, DROP...) need --allow-write, and those that reach other files (ATTACH, COPY, "
                 "INSTALL, LOAD) are refused even with it."
             )
+    # Statements about the connection rather than the store: runner opens, commits and detaches the
+    # store itself, and a DETACH, USE or BEGIN of the user's would leave it unable to.
+    connection = [t for t in types if t in CONNECTION_TYPES]
+    if connection:
+        raise InputError(
+            f"runner sql: refused a {connection[0]} statement, even with --allow-write: runner attaches the store, "
+            "runs each statement in its own transaction and detaches it; give the statements themselves."
+        )
     store = Store(store_path, memory_limit=limit)
     store = store.open(create=False) if allow_write else store.open_read()
     written = "its statement was rolled back" if allow_write else "nothing was written"

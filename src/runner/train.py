@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from . import checkpoints
 from .backbones import BackboneContext, write_runner_json
@@ -24,9 +25,11 @@ from .errors import OptionError, SpecError, TrainingError
 from .evaluation import EncodedSplit, MetricComputer, encode
 from .losses import LossContext
 from .plugins import Registry
+from .progress import TrainingProgress
 from .records import EpochRecord, MemberHistory
 from .selection import best_epoch
 from .spec import ResolvedMember, ResolvedSpec
+from .store import Store
 
 
 def build_loss(member: ResolvedMember, registry: Registry, data: PreparedData, spec_path: Path):
@@ -108,7 +111,7 @@ class MemberInputs:
     """What `Trainer` trains with, built the same way for the dry run and for training."""
 
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     train: EncodedSplit
     valid: EncodedSplit
     test: EncodedSplit | None
@@ -173,9 +176,9 @@ class MemberJob:
     resolved: ResolvedSpec
     data: PreparedData
     registry: Registry
-    store: object  # runner.store.Store
+    store: Store
     owner: checkpoints.MemberDir
-    progress: object = None  # runner.progress.TrainingProgress, or None
+    progress: TrainingProgress | None = None
     resume_from: Path | None = None
     history: dict[int, EpochRecord] = field(default_factory=dict)
     say: Callable[[str], None] = print

@@ -53,6 +53,7 @@ OWNED_TRAINER_ARGS = {
     "prediction_loss_only": "runner stores every example's predictions, so evaluation must return them",
     "eval_do_concat_batches": "runner stores each split's predictions as one array",
     "batch_eval_metrics": "runner computes its metrics once per split, from all the probabilities",
+    "dataloader_drop_last": "runner predicts every example of every split, so no batch may be dropped",
 }
 
 
