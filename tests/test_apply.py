@@ -216,3 +216,20 @@ def test_reapply_does_nothing_and_broken_spec_leaves_store_untouched(applied, tm
     assert "broken.toml: members[0].options.hiden: unknown key" in err
     assert "Traceback" not in err + out
     assert file_digest(store_path) == before
+
+
+def test_a_plugin_checkpoint_names_its_plugin_and_reloads_from_its_folder(applied):
+    """runner.json records the plugin that built the member; without it loaded, the error says which
+    file to load, and `plugins_dir=` loads it the way `apply` did (a checkpoint never makes runner
+    run a Python file by itself)."""
+    from runner.errors import InputError
+
+    _, store_path, _, _ = applied
+    run_id = Store(store_path).query("SELECT run_id FROM runs")[1][0][0]
+    ckpt = store_path.parent / "runs" / run_id / "gru" / "selected"
+    info = json.loads((ckpt / "runner.json").read_text())
+    assert info["backbone"] == "gru" and info["origin"] == str(REPO / "plugins" / "gru_encoder.py")
+    with pytest.raises(InputError, match=r"gru_encoder\.py.*plugins_dir="):
+        load_checkpoint(ckpt)
+    model, _, _ = load_checkpoint(ckpt, plugins_dir=REPO / "plugins")
+    assert type(model).__name__ == "GRUClassifier"
