@@ -1,0 +1,157 @@
+"""The `runner` command line. Every command ends through runner.failures (exit 0, 1 or 2, never a
+traceback on screen); the library raises, the CLI prints.
+
+This module holds the typer app and what every command shares; the commands themselves live in one
+module per group: `cli/training.py` (apply, validate, plugins) and `cli/results.py` (runs, sql, compare,
+ensemble, plot). A new command is a function decorated with `@command` in the module of its group.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .. import failures
+
+app = typer.Typer(
+    help="Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+# Piped output (CI logs, `| less`) gets wide tables rather than rich's 80-column default.
+if not out.is_terminal:
+    out = Console(width=160)
+
+STORE_OPT = typer.Option("results.duckdb", "--store", help="The DuckDB results file.")
+PLUGINS_OPT = typer.Option(None, "--plugins", help="Plugins directory (default: plugins/ beside the spec, or "
+                                                   "beside its folder when that folder is called specs).")
+RUN_ARG = typer.Argument(None, help="Run id, or a run name (its latest run); default: the latest run.")
+GLOBAL_FLAGS = ("--debug", "--verbose")
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def _print_error(text: str) -> None:
+    err.print(Text("error: ", style="bold red") + Text(text), highlight=False, soft_wrap=True)
+
+
+def _print_traceback(text: str) -> None:
+    err.print(Text(text, style="dim"), highlight=False, soft_wrap=True)
+
+
+def command(fn):
+    """Register a CLI command that ends as runner.failures says."""
+    return app.command()(failures.guarded(fn, _print_error, _print_traceback))
+
+
+def say(text: str) -> None:
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def note(text: str | None) -> None:
+    if text:
+        err.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.callback()
+def main_options(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on screen (they always go to a log)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Say more about what runner is doing."),
+):
+    """Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB."""
+    failures.context.debug = debug or os.environ.get("RUNNER_DEBUG", "") not in ("", "0")
+    failures.context.verbose = verbose
+
+
+def _quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="transformers")
+    warnings.filterwarnings("ignore", module="torch")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # "Writing model shards" bars between rich's progress lines
+    except ImportError:
+        pass
+
+
+def _registry(spec: Path | None, plugins: Path | None):
+    from ..plugins import describe_loaded, load_registry, plugins_dir_for
+
+    registry = load_registry(plugins_dir_for(spec, plugins))
+    loaded = describe_loaded(registry)
+    if loaded:
+        say(loaded)
+    return registry
+
+
+def emit(cols, rows, format: Format, title: str | None = None) -> None:
+    if format == Format.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        w.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    elif format == Format.json:
+        sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1) + "\n")
+    else:
+        table = Table(title=title)
+        for c in cols:
+            table.add_column(str(c), overflow="fold")  # long values (plugin paths) wrap, never cut off
+        for r in rows:
+            table.add_row(*[_cell(v) for v in r])
+        out.print(table)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, list):
+        return "[" + ", ".join(_cell(x) for x in v) + "]"
+    return str(v)
+
+
+def main() -> None:
+    # --debug and --verbose are options of `runner` itself; accept them after the command too
+    # (`runner apply x.toml --debug`), as a user types them.
+    argv = sys.argv[1:]
+    flags = [a for a in argv if a in GLOBAL_FLAGS]
+    rest = [a for a in argv if a not in GLOBAL_FLAGS]
+    app(args=flags + rest, prog_name="runner")
+
+
+
+
+# The commands register themselves on `app` when their modules are imported.
+from . import training  # noqa: E402,F401  (first: `runner --help` lists apply first)
+from . import results  # noqa: E402,F401

@@ -1,0 +1,196 @@
+"""Commands that read a store: `runner runs`, `sql`, `compare`, `ensemble` and `plot`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, out, say
+
+
+@command
+def runs(store: Path = STORE_OPT, format: Format = typer.Option(Format.table, "--format")):
+    """One line per run in the store."""
+    from ..store import Store
+
+    st = Store(store).open_read()
+    cols, rows = st.query(
+        """
+        SELECT r.run_id, r.name, r.status,
+               count(m.member) FILTER (WHERE m.status = 'finished') || '/' || count(m.member) AS members,
+               r.dataset_id, strftime(r.started_at, '%Y-%m-%d %H:%M:%S') AS started,
+               CAST(round(epoch(r.finished_at - r.started_at), 1) AS DECIMAL(10, 1)) AS seconds
+        FROM runs r LEFT JOIN members m USING (run_id)
+        GROUP BY r.run_id, r.name, r.status, r.dataset_id, r.started_at, r.finished_at ORDER BY r.started_at
+        """
+    )
+    emit(cols, rows, format, title=f"Runs in {store}")
+    note(st.notice)  # an older store, read through an upgraded copy; said last, so a failure stays one paragraph
+
+
+@command
+def sql(
+    query: str = typer.Argument(..., help="SQL to run against the store (read-only)."),
+    store: Path = STORE_OPT,
+    format: Format = typer.Option(Format.table, "--format"),
+    allow_write: bool = typer.Option(False, "--allow-write", help="Allow statements that change the store."),
+    timeout: float = typer.Option(60.0, "--timeout", help="Stop the query after this many seconds."),
+    memory_limit: Optional[str] = typer.Option(
+        None, "--memory-limit",
+        help="DuckDB memory cap for the query, a size (2GB) or a share of RAM (10%); default 25% of RAM, "
+             "leaving the rest to a training run beside it."),
+):
+    """Run SQL against the store, read-only unless --allow-write, and print the result.
+
+    A table shows the first rows only; csv and json stream every row.
+    """
+    from ..sqlguard import sql_query
+
+    table_rows = 1000
+    with sql_query(store, query, allow_write=allow_write, timeout=timeout, memory=memory_limit) as result:
+        cols = result.columns
+        if format == Format.table:
+            rows = result.fetch(table_rows + 1)
+            emit(cols, rows[:table_rows], format)
+            if len(rows) > table_rows:
+                err.print(f"note: showing the first {table_rows} rows; add a LIMIT, or use --format csv or json "
+                          "for every row.", highlight=False, markup=False)
+        elif format == Format.csv:
+            w = csv.writer(sys.stdout)
+            w.writerow(cols)
+            for batch in result.batches():
+                w.writerows(batch)
+        else:
+            sys.stdout.write("[")
+            sep = "\n "
+            for batch in result.batches():
+                for r in batch:
+                    sys.stdout.write(sep + json.dumps(dict(zip(cols, r)), default=str))
+                    sep = ",\n "
+            sys.stdout.write("\n]\n" if sep != "\n " else "]\n")
+        note(result.notice)  # said last, so that a failure stays one paragraph
+
+
+@command
+def compare(
+    run: Optional[str] = RUN_ARG,
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    strategies: Optional[str] = typer.Option(None, "--strategies",
+                                             help="Comma-separated strategies to show (default: every registered "
+                                                  "one; `runner plugins` lists them)."),
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """The selection-strategy table: each member and the ensemble under every registered strategy."""
+    from ..compare import compare as build, render
+    from ..store import Store
+
+    registry = _registry(None, plugins)
+    st = Store(store).open_read()
+    wanted = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    c = build(st, st.run(run), registry, wanted)
+    if format == Format.table:
+        out.print(render(c))
+    else:
+        records = c.records()
+        cols = list(records[0]) if records else []
+        emit(cols, [list(r.values()) for r in records], format)
+    unregistered = sorted(st.metric_names(c.run_id) - set(registry.names("metrics")) - {"loss"})
+    if unregistered:
+        note(f"run {c.run_id} stored metrics no loaded plugin registers ({', '.join(unregistered)}): their strategies "
+             "are not shown; pass --plugins DIR with the plugins the run was trained with")
+    note(st.notice)  # an older store: ensembles built here went to its in-memory copy, never to the file
+
+
+def parse_weights(weights: str) -> str | list[float]:
+    import math
+
+    if weights in ("equal", "fit"):
+        return weights
+    try:
+        w = [float(x) for x in weights.split(",") if x.strip()]
+    except ValueError:
+        w = []
+    if not w or any(not math.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
+        raise InputError(f"--weights {weights!r}: give 'equal', 'fit', or finite non-negative numbers, not all "
+                         "zero, such as 0.5,0.3,0.2")
+    return w
+
+
+@command
+def ensemble(
+    run: Optional[str] = RUN_ARG,
+    weights: str = typer.Option("equal", "--weights", help="'equal', 'fit', or comma-separated weights."),
+    members: Optional[str] = typer.Option(None, "--members", help="Comma-separated members (default: all)."),
+    checkpoint: str = typer.Option("selected", "--checkpoint",
+                                   help="Which checkpoint of each member: `selected` (the spec's [selection]) or "
+                                        "any registered selection strategy (`runner plugins` lists them)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the ensemble (its `member` in the store)."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """Add an ensemble to a finished run from its stored probabilities (no model is run) and print it."""
+    import re
+
+    from ..ensemble import build_ensemble
+    from ..spec.models import NAME_PATTERN
+    from ..store import Store
+
+    w = parse_weights(weights)
+    if name is not None and not re.match(NAME_PATTERN, name):
+        raise InputError(f"--name {name!r}: a name is a letter or digit, then letters, digits, _ . or - "
+                         "(at most 100 characters)")
+    member_list = [m.strip() for m in members.split(",") if m.strip()] if members else None
+    registry = _registry(None, plugins)
+    st = Store(store).open(create=False)
+    ens = build_ensemble(st, st.run(run), registry, checkpoint, w, member_list, name=name)
+    cols = ["ensemble", "strategy", "member", "checkpoint", "weight"]
+    rows = [[ens.name, ens.strategy, m, c, float(x)] for m, c, x in zip(ens.members, ens.checkpoints, ens.weights)]
+    emit(cols, rows, format, title=f"Ensemble {ens.name} of run {ens.run_id} ({ens.method} weights)")
+    if format == Format.table:
+        mt = Table(title="Metrics")
+        mt.add_column("metric")
+        mt.add_column("value", justify="right")
+        for k, v in ens.metrics.items():
+            mt.add_row(k, f"{v:.4f}")
+        out.print(mt)
+
+
+@command
+def plot(
+    run: Optional[str] = RUN_ARG,
+    store: Path = STORE_OPT,
+    out: Path = typer.Option(None, "--out", help="PNG file to write (default: <run_id>.png beside the store)."),
+):
+    """Learning curves and predicted class shares of a run, as a PNG."""
+    from ..plot import plot_run
+    from ..store import Store
+
+    st = Store(store).open_read()
+    record = st.run(run)
+    if out is None:
+        out = store.parent / f"{record.run_id}.png"
+    if out.is_dir():
+        raise InputError(f"--out {out}: is a folder; give a file name such as {out / (record.run_id + '.png')}")
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise InputError(f"--out {out}: give a .png, .pdf or .svg file name")
+    if out.exists() and out.resolve() == store.resolve():
+        raise InputError(f"--out {out}: is the store itself; give another file name")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: the folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise InputError(f"--out {out}: cannot be written (check the permissions of {out.parent})")
+    path = plot_run(st, record, out)
+    say(f"wrote {path}")
+    note(st.notice)  # an older store, read through an upgraded copy in memory
+
+

@@ -1,0 +1,108 @@
+"""`runner apply`, `runner validate` and `runner plugins`: training, and checking before training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from . import PLUGINS_OPT, STORE_OPT, Format, _quiet_libraries, _registry, command, emit, err, failures, note, out, say
+
+
+@command
+def apply(
+    spec: Path = typer.Argument(..., help="The spec TOML file."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    force: bool = typer.Option(False, "--force", help="Start a new run even if this spec already has one."),
+):
+    """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
+    _quiet_libraries()
+    from ..progress import TrainingProgress
+    from ..run import apply as run_apply
+
+    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
+                       verbose=failures.context.verbose)
+    if result.run_id and result.status != "up-to-date":
+        from ..report import summary_table
+        from ..store import Store
+
+        out.print(summary_table(Store(store), Store(store).run(result.run_id)))
+    if result.status == "failed":
+        raise typer.Exit(1)
+
+
+@command
+def validate(
+    spec: Path = typer.Argument(..., help="The spec TOML file."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    check_models: bool = typer.Option(True, "--check-models/--no-check-models",
+                                      help="Build each member's model and push a batch of each split through "
+                                           "it (the dry run); --no-check-models checks the spec and data only."),
+):
+    """The dry run of `apply` (spec, data, models, Trainer, one batch and one step); writes nothing.
+
+    Builds each member's model, Trainer, optimizer and scheduler, pushes one batch of each split through
+    it and takes one optimizer step, and checks the store and the run's folders; prints the resolved spec.
+    """
+    _quiet_libraries()
+    from ..plugins import describe_loaded
+    from ..run import validate as run_validate
+
+    p = run_validate(spec, store, plugins, check_models=check_models)
+    loaded = describe_loaded(p.registry)
+    if loaded:
+        say(loaded)
+    out.print_json(json.dumps(p.resolved.to_dict()))
+    d = p.data
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in d.splits.items())
+    counts = d.class_counts("train")
+    shares = ", ".join(f"{n} {c / sum(counts):.1%}" for n, c in zip(d.label_names, counts))
+    err.print(f"[green]ok[/] {spec}: {len(p.resolved.members)} members; data {d.dataset_id}: {sizes}; "
+              f"train classes: {shares}; spec hash {p.spec_hash[:12]}", highlight=False)
+
+
+@command
+def plugins(
+    spec: Optional[Path] = typer.Argument(None, help="A spec: list what it would load (its plugins/ folder)."),
+    plugins: Optional[Path] = typer.Option(None, "--plugins", help="Plugins directory to load."),
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """List every registered backbone, loss, dataset, metric and selection strategy, and where it came from."""
+    from ..plugins import KINDS, SINGULAR
+
+    if spec is not None and not spec.is_file():
+        raise InputError(f"SPEC {spec}: no such file")
+    registry = _registry(spec, plugins)
+    rows = []
+    for kind in KINDS:
+        for name in registry.names(kind):
+            c = registry.get(kind, name)
+            options = getattr(c, "options", None)
+            detail = ", ".join(options.model_fields) if options is not None else ""
+            if kind == "metrics":
+                detail = "higher is better" if c.greater_is_better else "lower is better"
+            elif kind == "selections":
+                detail = c.description
+            rows.append([SINGULAR[kind], name, c.origin, detail])
+    cols = ["kind", "name", "origin", "options / details"]
+    if format != Format.table:
+        emit(cols, rows, format)
+    else:
+        # the origin (a plugin file's path) is what a user looks for: it gets the width, details fold
+        table = Table(title="Registered components")
+        widest = max((len(r[2]) for r in rows), default=10)
+        for c in cols:
+            table.add_column(c, overflow="fold", min_width=min(widest, 90) if c == "origin" else None)
+        for r in rows:
+            table.add_row(*r)
+        out.print(table)
+    if spec is None and plugins is None and Path("plugins").is_dir():
+        note("./plugins was not loaded: plugins are loaded from beside a spec (give SPEC) or with --plugins DIR")
+
+
