@@ -145,7 +145,8 @@ def base_doc(base: str) -> dict:
     }
     if base in ("csv", "jsonl"):
         doc["data"] = {"source": base, "train": f"train.{base}", "valid": 0.25, "text_column": "text",
-                       "label_column": "label", "max_length": 16, "options": {"delimiter": ","} if base == "csv" else {}}
+                       "label_column": "label", "max_length": 16,
+                       "options": {"delimiter": ","} if base == "csv" else {}}
     if base == "synthetic2":
         doc["members"].append({"name": "b", "backbone": "scratch", "seed": 4,
                                "options": dict(TINY_SCRATCH, architecture="roberta"),
@@ -272,7 +273,8 @@ SPEC_FIELDS: dict[tuple, st.SearchStrategy] = {
 MEMBER_FIELDS: dict[tuple, st.SearchStrategy] = {
     ("name",): _vals("b", "a", "..", ".", "a" * 300, "a" * 250, "x/y", "한국어", "", "A_b-1.c"),
     ("backbone",): _vals("scratch", "hf", "", "Scratch", "nope"),
-    ("model",): _vals("x", "..", "../", ".", "/", "mdl/sub/..", "a" * 300, "한국어/모델", "org/model", "./missing"),
+    ("model",): _vals("x", "..", "../", ".", "/", "mdl/sub/..", "a" * 300, "한국어/모델", "org/model",
+                      "./missing"),
     ("seed",): _vals(0, -1, 2**32, 2**63 - 1, -(2**63), "1"),
     ("options",): _vals({}, 5, "x", [], {"nope": 1}),
     ("options", "architecture"): _vals("bert", "roberta", "gpt2", ""),
@@ -666,7 +668,8 @@ def store_cases(draw) -> dict:
     return {"store": draw(st.sampled_from(STORE_KINDS)), "command": draw(st.sampled_from(STORE_COMMANDS))}
 
 
-RUN_REFS = ["{run}", "{name}", "", "nope", "{run}x", "{run_prefix}", "x' OR '1'='1", "..", "한국어", LONG, "ensemble",
+RUN_REFS = ["{run}", "{name}", "", "nope", "{run}x", "{run_prefix}", "x' OR '1'='1", "..", "한국어", LONG,
+            "ensemble",
             "%", "*"]
 WEIGHTS = ["equal", "fit", "1,1", "1,2", "nan,1", "inf,1", "-1,2", "1", "1,1,1", "", ",", "1e309,1", "0,0",
            "garbage", "1;1", " 1 , 1 ", "1e308,1e308", "5e-324,0", "0x1,1", "1_0,1", "nan,nan", "FIT"]
@@ -676,7 +679,8 @@ CHECKPOINTS = ["selected", "swa", "last", "best_eval_loss", "best_eval_accuracy"
 ENSEMBLE_NAMES = [None, "mine", "", "..", "a/b", LONG, "한국어", "a", "selected", "best_eval_accuracy", "x\ny"]
 QUERIES = [
     "SELECT 1", "select count(*) from runs", "select * from predictions limit 3", "", "   ", "-- only a comment",
-    ";", "select 1; select 2", "select * from nope", "selec 1", "CREATE TABLE x (a INT)", "INSERT INTO runs SELECT * FROM runs",
+    ";", "select 1; select 2", "select * from nope", "selec 1", "CREATE TABLE x (a INT)",
+    "INSERT INTO runs SELECT * FROM runs",
     "DELETE FROM runs", "DROP TABLE runs", "UPDATE runs SET name = 'x'", "ATTACH 'other.duckdb' AS o",
     "ATTACH ':memory:' AS m", "COPY runs TO 'out.csv'", "COPY (SELECT 1) TO 'out.parquet' (FORMAT parquet)",
     "SELECT * FROM read_csv('/etc/hostname')", "SELECT * FROM read_text('/etc/hostname')",
@@ -709,12 +713,23 @@ def cli_cases(draw) -> dict:
     if command == "sql":
         case["query"] = draw(st.sampled_from(QUERIES))
         case["allow_write"] = draw(st.sampled_from([False, False, True]))
+        case["timeout"] = draw(st.sampled_from([None, None, "0", "-1", "nan", "inf", "1e309", "abc", "0.001", "5"]))
+        case["memory_limit"] = draw(st.sampled_from([None, None, "64MB", "lots", "0", "-1GB", "1TB", "", "10%"]))
+    if command == "compare":
+        case["strategies"] = draw(st.sampled_from([None, None, "last", "nope", "", ",", "last,last",
+                                                   "best_eval_loss,swa", "SWA"]))
+    if command in ("compare", "ensemble") and draw(st.booleans()):
+        case["plugins"] = draw(st.sampled_from(["missing", "file", "empty", LONG]))
+    if command == "validate":
+        case["store"] = draw(st.booleans())
     if command == "plot":
         case["out"] = draw(st.sampled_from(OUTS))
     if command in ("runs", "compare", "ensemble", "sql", "plugins"):
         case["format"] = draw(st.sampled_from(FORMATS))
     if command in ("plugins", "validate", "apply"):
         case["plugins"] = draw(st.sampled_from([None, None, "missing", "file", "empty", LONG]))
+    if command == "plugins" and draw(st.booleans()):
+        case["spec"] = draw(st.sampled_from(["golden", "missing", "directory", "not_utf8"]))
     if command in ("validate", "apply"):
         case["spec"] = draw(st.sampled_from(["golden", "missing", "directory", "empty_file", "not_utf8", "binary",
                                              LONG + ".toml", "unicode", "golden_relative"]))

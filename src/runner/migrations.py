@@ -257,3 +257,47 @@ def m004_ensembles_as_their_own_kind_and_selections_from_the_registry(con) -> No
         GROUP BY run_id, member, epoch;
         """
     )
+
+
+@migration
+def m005_refits_new_inputs_and_calibrations(con) -> None:
+    """What a run becomes after training: refits, predictions on new texts, calibrations.
+
+    - `runs.parent_run_id` / `runs.refit_strategy`: a refit (retrained on train+valid for the number
+      of epochs a strategy chose in its parent) is a run of its own, linked to the run it came from.
+    - `inputs`: one row per file `runner predict` stored. Its texts go to `examples` (the run's
+      `dataset_id`, split `input-<hash>`, the hash of the file's content) and its probabilities to
+      `predictions` under the same split, so SQL compares them with test like any other split.
+    - `calibrations`: temperature scaling (and an optional per-class bias, a prior correction) fitted
+      on the stored validation probabilities of a member's checkpoint or an ensemble, with the
+      validation log-loss before and after.
+    """
+    con.execute(
+        """
+        ALTER TABLE runs ADD COLUMN parent_run_id VARCHAR;
+        ALTER TABLE runs ADD COLUMN refit_strategy VARCHAR;
+        CREATE TABLE inputs (
+            run_id VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            input_hash VARCHAR NOT NULL,
+            source VARCHAR NOT NULL,
+            rows INTEGER NOT NULL,
+            has_labels BOOLEAN NOT NULL,
+            strategy VARCHAR NOT NULL,
+            calibrated BOOLEAN NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE calibrations (
+            run_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            method VARCHAR NOT NULL,
+            temperature DOUBLE NOT NULL,
+            bias DOUBLE[],
+            valid_log_loss_before DOUBLE,
+            valid_log_loss_after DOUBLE,
+            created_at TIMESTAMP NOT NULL
+        );
+        """
+    )

@@ -231,11 +231,13 @@ class ScratchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     architecture: Literal["bert", "roberta"] = "bert"
-    hidden_size: int = Field(default=64, gt=0)
-    layers: int = Field(default=2, gt=0)
-    heads: int = Field(default=2, gt=0)
-    intermediate_size: int | None = Field(default=None, gt=0)  # None: 4 * hidden_size, as in BERT
-    vocab_size: int = Field(default=8000, ge=100)  # an upper bound: small corpora give fewer tokens
+    # upper bounds well above any model trained from scratch on a task's texts: a typo (an extra
+    # digit) is then a spec error instead of an allocation that overflows or exhausts memory
+    hidden_size: int = Field(default=64, gt=0, le=8192)
+    layers: int = Field(default=2, gt=0, le=96)
+    heads: int = Field(default=2, gt=0, le=256)
+    intermediate_size: int | None = Field(default=None, gt=0, le=65536)  # None: 4 * hidden_size, as in BERT
+    vocab_size: int = Field(default=8000, ge=100, le=1_000_000)  # an upper bound: small corpora give fewer tokens
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     lowercase: bool = True
 

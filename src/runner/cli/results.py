@@ -179,6 +179,8 @@ def plot(
     record = st.run(run)
     if out is None:
         out = store.parent / f"{record.run_id}.png"
+    if any(len(part.encode()) > 255 for part in out.parts):
+        raise InputError(f"--out {str(out)[:120]}...: a file or folder name is too long (at most 255 bytes)")
     if out.is_dir():
         raise InputError(f"--out {out}: is a folder; give a file name such as {out / (record.run_id + '.png')}")
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
