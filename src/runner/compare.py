@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from rich.table import Table
 from rich.text import Text
 
-from .ensemble import SPEC_ENSEMBLE, build_ensemble, member_checkpoints
+from .ensemble import SPEC_ENSEMBLE, build_ensemble
+from .selection import materialize
 from .errors import InputError
 from .records import RunRecord
 from .store import Store
@@ -73,13 +74,17 @@ def compare(store: Store, run: RunRecord, registry, strategies: list[str] | None
     wanted = strategies or registered
     k = run.num_labels
     finished = [m.name for m in run.finished]
-    checkpoints = {s: member_checkpoints(store, run, s, registry) for s in wanted}
+    materialize(store, run, registry)
+    picked = store.all_selections(run.run_id)  # strategy -> member -> checkpoint, in one query
+    checkpoints = {s: {m: picked[s][m] for m in finished if picked.get(s, {}).get(m)} for s in wanted}
     if build_missing and len(finished) > 1:
         have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
         memo: dict = {}
-        for s in wanted:
-            if s not in have and len(checkpoints[s]) == len(finished):
-                build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, memo=memo)
+        built = [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
+                                memo=memo, checkpoints=checkpoints[s])
+                 for s in wanted if s not in have and len(checkpoints[s]) == len(finished)]
+        if built:
+            store.log_ensembles(built)
 
     metrics = store.checkpoint_metrics(run.run_id)  # (kind, member, checkpoint) -> {eval_accuracy: ...}
     true_counts = store.label_counts(run.dataset_id)  # split -> [count per label]

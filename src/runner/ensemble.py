@@ -77,50 +77,58 @@ def member_checkpoints(store: Store, run: RunRecord, strategy: str, registry,
 
 
 def load_splits(store: Store, run_id: str, dataset_id: str, splits: Sequence[str],
-                checkpoints: dict[str, str]) -> dict[str, SplitProbs | None]:
+                checkpoints: dict[str, str], cache: dict | None = None) -> dict[str, SplitProbs | None]:
     """Every member's probabilities for each of `splits`, aligned by example index, over one connection.
 
     One query per member and split: an equality filter on (run_id, member, checkpoint, split) lets
     DuckDB skip every row group of the other checkpoints (zone maps), where a single query with an
-    IN list of (member, checkpoint) pairs scans the whole predictions table.
+    IN list of (member, checkpoint) pairs scans the whole predictions table. `cache` (a dict the
+    caller keeps) holds what was read, so strategies that share a member's checkpoint read it once.
     """
     if not checkpoints:
         return {split: None for split in splits}
+    cache = {} if cache is None else cache
     with store.connect(write=False) as con:
-        return {split: _read_split(con, run_id, dataset_id, split, checkpoints) for split in splits}
+        return {split: _read_split(con, run_id, dataset_id, split, checkpoints, cache) for split in splits}
 
 
-def _read_split(con, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str]) -> SplitProbs | None:
-    tables = {
-        m: arrow_result(
+def _read_member(con, run_id: str, member: str, checkpoint: str, split: str, cache: dict):
+    key = (member, checkpoint, split)
+    if key not in cache:
+        table = arrow_result(
             con,
             "SELECT idx, probs FROM predictions WHERE run_id = ? AND kind = 'member' AND member = ? "
             "AND checkpoint = ? AND split = ?",
-            [run_id, m, checkpoint, split],
+            [run_id, member, checkpoint, split],
         )
-        for m, checkpoint in checkpoints.items()
-    }
-    if sum(t.num_rows for t in tables.values()) == 0:
-        return None
-    per_member = []
-    idx0 = None
-    for m, table in tables.items():
         idx = table.column("idx").to_numpy()
         flat = table.column("probs").combine_chunks().flatten().to_numpy()
         probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
         if np.any(idx[1:] <= idx[:-1]):  # rows usually come back in insertion order, already sorted
             order = np.argsort(idx, kind="stable")
             idx, probs = idx[order], probs[order]
+        cache[key] = (idx, probs)
+    return cache[key]
+
+
+def _read_split(con, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str],
+                cache: dict) -> SplitProbs | None:
+    read = {m: _read_member(con, run_id, m, c, split, cache) for m, c in checkpoints.items()}
+    if sum(len(idx) for idx, _ in read.values()) == 0:
+        return None
+    per_member = []
+    idx0 = None
+    for m, (idx, probs) in read.items():
         if idx0 is None:
             idx0 = idx
         elif len(idx) != len(idx0) or not np.array_equal(idx, idx0):
             raise InputError(f"run {run_id}: member {m!r} has predictions for other {split} examples than the rest")
         per_member.append(probs)
-    labels_tbl = arrow_result(
-        con, "SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx", [dataset_id, split]
-    )
-    label_idx = labels_tbl.column("idx").to_numpy()
-    label_col = labels_tbl.column("label")
+    if ("labels", split) not in cache:
+        table = arrow_result(con, "SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx",
+                             [dataset_id, split])
+        cache[("labels", split)] = (table.column("idx").to_numpy(), table.column("label"))
+    label_idx, label_col = cache[("labels", split)]
     labels = None
     if label_col.null_count == 0 and len(label_idx):
         pos = np.searchsorted(label_idx, idx0)
@@ -185,16 +193,20 @@ def resolve_weights(weights, names: list[str], valid: SplitProbs | None, run_id:
 
 def build_ensemble(store: Store, run: RunRecord, registry, strategy: str = SELECTED,
                    weights: str | list[float] = "equal", members: list[str] | None = None,
-                   name: str | None = None, save: bool = True, memo: dict | None = None) -> Ensemble:
+                   name: str | None = None, save: bool = True, memo: dict | None = None,
+                   checkpoints: dict[str, str] | None = None) -> Ensemble:
     """Build (and by default store) an ensemble of a run's members from their stored probabilities.
 
-    `memo` (a dict the caller keeps) lets several calls share work: strategies that pick the same
-    checkpoint of every member give the same ensemble, so `compare` computes it once per distinct
-    set of checkpoints and only stores it under each strategy's name.
+    `memo` (a dict the caller keeps) lets several calls share work: a member checkpoint is read once,
+    and strategies that pick the same checkpoint of every member give the same ensemble, so `compare`
+    computes it once per distinct set of checkpoints and only stores it under each strategy's name.
+    With `save=False` the caller stores it (`Store.log_ensembles`, several in one transaction).
+    `checkpoints` (member -> checkpoint) skips looking them up when the caller has them.
     """
     if strategy == SELECTED:
         strategy = run.selected_strategy
-    checkpoints = member_checkpoints(store, run, strategy, registry, members)
+    if checkpoints is None:  # `compare` passes the ones it already has
+        checkpoints = member_checkpoints(store, run, strategy, registry, members)
     if not checkpoints:
         raise InputError(f"run {run.run_id}: no finished member has a {strategy!r} checkpoint")
     names = list(checkpoints)
@@ -202,7 +214,8 @@ def build_ensemble(store: Store, run: RunRecord, registry, strategy: str = SELEC
     if memo is not None and key in memo:
         w, method, probs, idx, values = memo[key]
     else:
-        loaded = load_splits(store, run.run_id, run.dataset_id, ("valid", "test"), checkpoints)
+        loaded = load_splits(store, run.run_id, run.dataset_id, ("valid", "test"), checkpoints,
+                             memo.setdefault("probabilities", {}) if memo is not None else None)
         w, method = resolve_weights(weights, names, loaded["valid"], run.run_id)
         probs, idx, values = {}, {}, {}
         for split in ("valid", "test"):
@@ -226,7 +239,7 @@ def build_ensemble(store: Store, run: RunRecord, registry, strategy: str = SELEC
                    metrics={metric_key(split, metric): v for (split, metric), v in values.items()},
                    probs=dict(probs), idx=dict(idx))
     if save:
-        store.log_ensemble(ens, [(split, metric, v) for (split, metric), v in values.items()])
+        store.log_ensembles([ens])
     return ens
 
 
