@@ -2,8 +2,8 @@
 traceback on screen); the library raises, the CLI prints.
 
 This module holds the typer app and what every command shares; the commands themselves live in one
-module per group: `cli/training.py` (apply, validate, plugins) and `cli/results.py` (runs, sql, compare,
-ensemble, plot). A new command is a function decorated with `@command` in the module of its group.
+module per group: `cli/training.py` (apply, validate, plugins), `cli/results.py` (runs, sql, compare,
+ensemble, plot), `cli/use.py` (predict, export), `cli/refit.py` and `cli/calibrate.py`. A new command is a function decorated with `@command` in the module of its group.
 """
 
 from __future__ import annotations
@@ -155,3 +155,4 @@ def main() -> None:
 # The commands register themselves on `app` when their modules are imported.
 from . import training  # noqa: E402,F401  (first: `runner --help` lists apply first)
 from . import results  # noqa: E402,F401
+from . import calibrate, refit, use  # noqa: E402,F401
