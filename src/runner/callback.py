@@ -4,7 +4,8 @@ It hooks into Trainer's own events: `on_log` picks up the epoch's train loss, `o
 validation pass) predicts the test split too, and `on_save` (after the checkpoint is on disk) writes
 the epoch's metrics and predictions to the store in one transaction, then prunes checkpoints that
 neither selection nor SWA can need. A checkpoint is therefore always on disk before its rows are
-committed, which is what makes resuming after a crash safe.
+committed, which is what makes resuming after a crash safe. Without a validation split (a refit on
+train+valid) Trainer does not evaluate, and `on_save` predicts the test split itself.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class StoreCallback(TrainerCallback):
     """
 
     def __init__(self, *, store, run_id: str, owner: checkpoints.MemberDir, metric_fns: dict[str, Callable],
-                 computer: MetricComputer, valid: EncodedSplit, test: EncodedSplit | None, num_labels: int,
+                 computer: MetricComputer, valid: EncodedSplit | None, test: EncodedSplit | None, num_labels: int,
                  selection_key: str, greater_is_better: bool, swa_k: int, history: dict[int, EpochRecord],
                  on_epoch: Callable[[EpochRecord], None] | None = None, progress=None):
         self.store, self.run_id, self.owner = store, run_id, owner
@@ -75,19 +76,26 @@ class StoreCallback(TrainerCallback):
         if not math.isfinite(eval_loss):
             raise TrainingError(f"member {self.member}: the validation loss became {eval_loss} in epoch {epoch}; "
                                 "lower the learning rate or check the data and the loss options")
-        values = {"train_loss": self._train_loss, "eval_loss": eval_loss}
+        values = {"eval_loss": eval_loss}
         values.update({f"eval_{k}": float(metrics[f"eval_{k}"]) for k in self.metric_fns if f"eval_{k}" in metrics})
-        predictions = [("valid", self.valid.order, self.computer.last_probs)]
+        self._pending = self._pending_epoch(epoch, values, [("valid", self.valid.order, self.computer.last_probs)])
+
+    def _pending_epoch(self, epoch: int, values: dict, predictions: list) -> PendingEpoch:
+        """The epoch's record: the train loss, what the validation pass gave, and the test split."""
+        values = {"train_loss": self._train_loss, **values}
         if self.test is not None:
             test_probs, test_values = predict_split(self.trainer, self.test, self.metric_fns, "test", self.num_labels,
                                                     self.member)
             values.update(test_values)
             predictions.append(("test", self.test.order, test_probs))
         self._train_loss = None
-        self._pending = PendingEpoch(EpochRecord(epoch, {k: v for k, v in values.items() if v is not None}),
-                                     predictions)
+        return PendingEpoch(EpochRecord(epoch, {k: v for k, v in values.items() if v is not None}), predictions)
 
     def on_save(self, args, state, control, **kwargs):
+        if self._pending is None and self.valid is None:
+            # No validation split (a refit on train+valid): Trainer does not evaluate, so the epoch is
+            # recorded here, once its checkpoint is saved, from the train loss and the test split.
+            self._pending = self._pending_epoch(int(round(state.epoch)), {}, [])
         pending, self._pending = self._pending, None
         if pending is None:  # a save without an evaluation (never with runner's arguments)
             return

@@ -11,7 +11,7 @@ so SQL sees it too.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.table import Table
 from rich.text import Text
@@ -36,6 +36,7 @@ class Comparison:
     columns: tuple[str, ...]
     lower_is_better: frozenset[str]
     rows: list[dict]
+    calibrations: list = field(default_factory=list)  # runner calibrate's results for these rows (calibrate_run)
 
     def records(self) -> list[dict]:
         """Flat rows for CSV/JSON."""
@@ -110,7 +111,13 @@ def compare(store: Store, run: RunRecord, registry, strategies: list[str] | None
                    "tvd": 0.5 * sum(abs(p - t) for p, t in zip(shares, true_shares)), "pred_shares": shares}
             row.update({c: m.get(c) for c in columns if c != "tvd"})
             rows.append(row)
-    return Comparison(run.run_id, list(run.label_names), dist_split, true_shares, columns, lower, rows)
+    from .calibrate_run import stored_for
+
+    calibrated = stored_for(store, run, [(r["kind"], r["member"], r["checkpoint"]) for r in rows])
+    from .refit import add_refit_rows
+
+    add_refit_rows(store, run, rows, columns, dist_split, true_shares, strategies)  # `refit:<strategy>` blocks
+    return Comparison(run.run_id, list(run.label_names), dist_split, true_shares, columns, lower, rows, calibrated)
 
 
 def _epoch(checkpoint: str) -> int | None:
@@ -119,8 +126,9 @@ def _epoch(checkpoint: str) -> int | None:
     return checkpoint_epoch(checkpoint)
 
 
-def render(c: Comparison) -> Table:
-    """A rich table, one block per strategy; the best value of each column in bold green."""
+def render(c: Comparison):
+    """A rich table, one block per strategy; the best value of each column in bold green. A calibrated
+    run gets a second table: each calibration's numbers before and after (runner.calibrate_run)."""
     best = {}
     for col in c.columns:
         vals = [r[col] for r in c.rows if r[col] is not None]
@@ -154,4 +162,11 @@ def render(c: Comparison) -> Table:
             cells.append(Text(text, style="bold green") if best.get(col) == v else text)
         cells += [f"{s:.1%}" for s in r["pred_shares"]]
         table.add_row(*cells, style="italic" if r["kind"] == "ensemble" else None)
+    if c.calibrations:  # a calibrated run: `runner calibrate`'s before/after table under the strategies'
+        from rich.console import Group
+
+        from .calibrate_run import render as render_calibrations
+
+        return Group(table, render_calibrations(c.calibrations, c.label_names, c.true_shares, c.dist_split,
+                                                f"Run {c.run_id}: calibrations fitted on valid (runner calibrate)"))
     return table

@@ -101,6 +101,12 @@ class RunRecord:
     selection_metric: str  # e.g. "eval_accuracy"
     greater_is_better: bool
     members: tuple[MemberRecord, ...]
+    parent_run_id: str | None = None  # set on a refit: the run it retrained on train+valid
+    refit_strategy: str | None = None  # ... and the parent's strategy whose epoch counts it trained for
+
+    @property
+    def is_refit(self) -> bool:
+        return self.parent_run_id is not None
 
     @property
     def num_labels(self) -> int:
@@ -153,6 +159,7 @@ class RunRecord:
                 )
                 for m in members
             ),
+            parent_run_id=run.get("parent_run_id"), refit_strategy=run.get("refit_strategy"),
         )
 
 

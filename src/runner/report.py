@@ -11,11 +11,15 @@ from .store import Store
 def summary_table(store: Store, run: RunRecord) -> Table:
     """Per member: status, epochs, the selected epoch and its validation and test numbers."""
     metric = run.selection_metric
-    shown = list(dict.fromkeys([metric, "test_accuracy", "test_f1_macro", "test_log_loss"]))
+    tested = ["test_accuracy", "test_f1_macro", "test_log_loss"]
+    # a refit has no validation split: nothing was selected, each member trained for its parent's epochs
+    shown = tested if run.is_refit else list(dict.fromkeys([metric, *tested]))
     values = store.checkpoint_metrics(run.run_id)
     epochs = store.epoch_counts(run.run_id)
-    table = Table(title=f"Run {run.run_id} ({run.status}) · selection by {metric}")
-    for col in ("member", "backbone", "status", "epochs", "selected", *shown):
+    how = (f"refit of {run.parent_run_id} on train+valid, epochs by {run.refit_strategy}" if run.is_refit
+           else f"selection by {metric}")
+    table = Table(title=f"Run {run.run_id} ({run.status}) · {how}")
+    for col in ("member", "backbone", "status", "epochs", "checkpoint" if run.is_refit else "selected", *shown):
         table.add_column(col, justify="right" if col not in ("member", "backbone", "status") else "left")
     rows = [(m, values.get(("member", m.name, m.selected_checkpoint), {}) if m.selected_checkpoint else {})
             for m in run.members]

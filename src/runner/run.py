@@ -45,6 +45,7 @@ class ApplyResult:
     run_id: str | None
     status: str  # finished | failed | up-to-date
     failed: dict[str, str] = field(default_factory=dict)
+    refit: "ApplyResult | None" = None  # the refit's result, when [refit] strategy is set
 
 
 def plan(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True) -> Plan:
@@ -103,7 +104,8 @@ def _check_paths(store: Store, run_id: str, members: list[ResolvedMember]) -> No
 def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
           force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
           verbose: bool = False) -> ApplyResult:
-    """Train every member of the spec that the store does not yet hold as finished."""
+    """Train every member of the spec that the store does not yet hold as finished; then, with
+    `[refit] strategy`, the run's refit on train+valid (runner.refit)."""
     p = plan(spec_path, plugins_dir)
     store = Store(store_path)
     check_store_writable(store)
@@ -115,8 +117,9 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
         existing = None
     if existing is not None and existing["status"] == "finished":
         say(f"Run {existing['run_id']} of this spec is already finished in {store.path}; nothing to do "
-            "(use --force to train it again as a new run).")
-        return ApplyResult(existing["run_id"], "up-to-date")
+            "(use --force to train it again as a new run)." if resolved.spec.refit.strategy is None else
+            f"Run {existing['run_id']} of this spec is already finished in {store.path}.")
+        return then_refit(p, store, ApplyResult(existing["run_id"], "up-to-date"), progress, say, verbose)
     done = {m["member"] for m in store.members(existing["run_id"]) if m["status"] == "finished"} if existing else set()
     _check_paths(store, _run_id_for(p, store, existing), resolved.members)
     dry_run(resolved, p.registry, p.data, [m for m in resolved.members if m.name not in done])
@@ -131,7 +134,8 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
             run_id = _find_or_create_run(p, store, force, say)
             held.enter_context(file_lock(runs_root / run_id / ".lock", f"run {run_id}"))
         failures.context.run_dir = runs_root / run_id
-        return _train_run(p, store, run_id, progress, say, verbose)
+        result = train_run(p, store, run_id, progress, say, verbose)
+    return then_refit(p, store, result, progress, say, verbose)
 
 
 def _find_or_create_run(p: Plan, store: Store, force: bool, say) -> str:
@@ -153,7 +157,9 @@ def _find_or_create_run(p: Plan, store: Store, force: bool, say) -> str:
     return run_id
 
 
-def _train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool) -> ApplyResult:
+def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool) -> ApplyResult:
+    """Train every member of the run not yet finished (resuming an interrupted one), then its
+    ensemble; `apply` and `refit` share it."""
     from .train import MemberJob, train_member
 
     resolved = p.resolved
@@ -232,6 +238,25 @@ def _member_failed(p: Plan, store: Store, run_id: str, member: str, error: str, 
     except StoreError:
         pass  # the store itself is what failed; the member stays 'running' and a re-run resumes it
     p.registry.hook.on_member_end(run_id=run_id, member=member, status="failed", selected_epoch=None)
+
+
+def then_refit(p: Plan, store: Store, result: ApplyResult, progress, say, verbose: bool) -> ApplyResult:
+    """`[refit] strategy`: once the run is finished, its refit on train+valid (runner.refit)."""
+    strategy = p.resolved.spec.refit.strategy
+    if strategy is None or result.run_id is None:
+        return result
+    if result.status == "failed":
+        say(f"[refit] skipped: run {result.run_id} did not finish.")
+        return result
+    from .refit import refit
+
+    fresh = type(progress)(progress.console) if progress is not None else None  # the refit's own progress lines
+    result.refit = refit(store.path, result.run_id, strategy, registry=p.registry, progress=fresh, say=say,
+                         verbose=verbose, source=f"{p.spec_path}: refit.strategy")
+    if result.refit.status == "failed":
+        result.status = "failed"
+        result.failed.update({f"refit {m}": e for m, e in result.refit.failed.items()})
+    return result
 
 
 def post_members(p: Plan, store: Store, run_id: str, say) -> None:

@@ -112,8 +112,10 @@ def run_swa(job, trainer, inputs) -> list[int]:
     elif job.verbose:
         job.say(f"{name}: SWA averaged epochs {epochs}; the model has no BatchNorm layers, "
                 "so there are no statistics to recompute")
-    valid_probs, values = predict_split(trainer, inputs.valid, inputs.metric_fns, "valid", num_labels, name)
-    predictions = [("valid", inputs.valid.order, valid_probs)]
+    values, predictions = {}, []
+    if inputs.valid is not None:  # a refit on train+valid has no validation split
+        valid_probs, values = predict_split(trainer, inputs.valid, inputs.metric_fns, "valid", num_labels, name)
+        predictions.append(("valid", inputs.valid.order, valid_probs))
     if inputs.test is not None:
         test_probs, test_values = predict_split(trainer, inputs.test, inputs.metric_fns, "test", num_labels, name)
         values.update(test_values)

@@ -66,8 +66,9 @@ def precision_args(precision: str) -> dict[str, bool]:
     return {}
 
 
-def training_arguments(member: ResolvedMember, resolved: ResolvedSpec, output_dir: Path):
-    """`TrainingArguments` for a member: the spec's fields, then `[train.trainer_args]` on top."""
+def training_arguments(member: ResolvedMember, resolved: ResolvedSpec, output_dir: Path, evaluate: bool = True):
+    """`TrainingArguments` for a member: the spec's fields, then `[train.trainer_args]` on top.
+    `evaluate=False` (no validation split: a refit on train+valid) turns Trainer's evaluation off."""
     from transformers import TrainingArguments
 
     t = member.train
@@ -83,7 +84,7 @@ def training_arguments(member: ResolvedMember, resolved: ResolvedSpec, output_di
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         max_grad_norm=t.max_grad_norm,
         seed=member.seed,
-        eval_strategy="epoch",
+        eval_strategy="epoch" if evaluate else "no",
         save_strategy="epoch",
         logging_strategy="epoch",
         logging_nan_inf_filter=False,  # a NaN loss must reach our check, not be averaged away
@@ -113,7 +114,7 @@ class MemberInputs:
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     train: EncodedSplit
-    valid: EncodedSplit
+    valid: EncodedSplit | None  # None for a refit on train+valid, which has no validation split
     test: EncodedSplit | None
     metric_fns: dict[str, Callable]
     computer: MetricComputer
@@ -128,7 +129,7 @@ def prepare_member(member: ResolvedMember, resolved: ResolvedSpec, data: Prepare
     num_labels = data.num_labels
     max_len = resolved.spec.data.max_length
     train_ds = encode(tokenizer, data.splits["train"], max_len, sort_by_length=False)
-    valid_ds = encode(tokenizer, data.splits["valid"], max_len, sort_by_length=True)
+    valid_ds = encode(tokenizer, data.splits["valid"], max_len, sort_by_length=True) if "valid" in data.splits else None
     test_ds = encode(tokenizer, data.splits["test"], max_len, sort_by_length=True) if "test" in data.splits else None
     metric_fns = registry.metric_fns()
 
@@ -150,11 +151,11 @@ def make_trainer(member: ResolvedMember, resolved: ResolvedSpec, inputs: MemberI
     from transformers.trainer_callback import PrinterCallback
 
     patience = resolved.spec.selection.early_stopping_patience
-    if patience:
+    if patience and inputs.valid is not None:
         callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=patience)]
     trainer = Trainer(
         model=inputs.model,
-        args=training_arguments(member, resolved, output_dir),
+        args=training_arguments(member, resolved, output_dir, evaluate=inputs.valid is not None),
         train_dataset=inputs.train,
         eval_dataset=inputs.valid,
         processing_class=inputs.tokenizer,
@@ -213,7 +214,10 @@ def train_member(job: MemberJob) -> int:
     trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
 
     history = MemberHistory.of(m.name, job.history.values())
-    selected = best_epoch(history, key, resolved.greater_is_better)
+    if inputs.valid is None:  # nothing to select on (a refit on train+valid): the last epoch
+        selected = max(job.history, default=None)
+    else:
+        selected = best_epoch(history, key, resolved.greater_is_better)
     if selected is None:
         raise TrainingError(f"member {m.name}: no epoch produced a finite {key}")
     if swa_k:

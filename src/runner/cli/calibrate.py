@@ -1,3 +1,58 @@
 """`runner calibrate`: temperature scaling and prior correction from stored probabilities (issue 9)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, out, say
+
+
+@command
+def calibrate(
+    run: Optional[str] = RUN_ARG,
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy",
+        help="Calibrate each member's checkpoint under this selection strategy (and their SWA checkpoints, and "
+             "the spec's ensemble over it); default: the strategy the run selected with (its spec's selection "
+             "metric); `runner plugins` lists them."),
+    method: str = typer.Option(
+        "temperature", "--method",
+        help="`temperature` (one scalar T: softmax(log p / T)) or `temperature+bias` (T and a per-class bias, a "
+             "prior correction: softmax(log p / T + b))."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """Fit a calibration on a finished run's stored validation probabilities (no model is run), store it,
+    and print validation and test log-loss, ECE and class shares before and after."""
+    from ..calibrate_run import calibrate as fit_all, check_method, plan, render, stored, true_shares
+    from ..store import Store
+
+    check_method(method)
+    registry = _registry(None, plugins)
+    p = plan(Store(store).open_read(), run, strategy, registry)  # every bad input is found before a write
+    st = Store(store).open(create=False)
+    if p.build_ensemble:
+        say(f"building the spec's ensemble over {p.strategy} from the stored probabilities first")
+    done = fit_all(st, p, method, registry)
+    say(f"stored {len(done)} calibration{'s' if len(done) != 1 else ''} of run {p.run.run_id} in {store}: table "
+        f"`calibrations`, and `metrics` rows named <metric>@{method} (and <metric>@none, before)")
+    keys = {(c.kind, c.member, c.checkpoint, c.method) for c in done}
+    rows = [c for c in stored(st, p.run) if (c.kind, c.member, c.checkpoint, c.method) in keys]
+    if format == Format.table:
+        true = true_shares(st, p.run)
+        split = "test" if "test" in true else "valid"
+        out.print(render(rows, p.run.label_names, list(true[split]), split,
+                         f"Run {p.run.run_id}: {method} calibration fitted on valid ({p.strategy})"))
+    else:
+        records = []
+        for c in rows:
+            rec = {"kind": c.kind, "member": c.member, "checkpoint": c.checkpoint, "method": c.method,
+                   "temperature": c.temperature, "bias": c.bias}
+            rec.update(c.metrics)
+            records.append(rec)
+        cols = list(dict.fromkeys(k for r in records for k in r))
+        emit(cols, [[r.get(k) for k in cols] for r in records], format)

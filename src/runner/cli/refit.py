@@ -1,3 +1,42 @@
 """`runner refit`: retrain a run's members on train+valid for the epochs a strategy chose (issue 9)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import PLUGINS_OPT, STORE_OPT, _quiet_libraries, _registry, command, err, failures, out, say
+
+
+@command
+def refit(
+    run: Optional[str] = typer.Argument(None, help="Run id, or a run name (its latest run); default: the latest run."),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy",
+        help="Whose epoch counts to train for: `selected` (the run's own selection, the default) or any registered "
+             "selection strategy (`runner plugins` lists them); `swa` trains and averages each member's SWA window."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+):
+    """Retrain a finished run's members on train+valid, each for the epochs the strategy chose; a linked run.
+
+    Each member trains again from scratch with the same seed and settings; test predictions are stored
+    every epoch; the ensemble takes the weights fitted on validation in the parent. `runner compare
+    PARENT` shows the refit beside it. A killed refit continues when the same command runs again.
+    """
+    _quiet_libraries()
+    from ..progress import TrainingProgress
+    from ..refit import refit as run_refit
+
+    registry = _registry(None, plugins)
+    result = run_refit(store, run, strategy, registry=registry, progress=TrainingProgress(err), say=say,
+                       verbose=failures.context.verbose)
+    if result.status != "up-to-date":
+        from ..report import summary_table
+        from ..store import Store
+
+        out.print(summary_table(Store(store), Store(store).run(result.run_id)))
+    if result.status == "failed":
+        raise typer.Exit(1)

@@ -27,11 +27,14 @@ def apply(
 
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
                        verbose=failures.context.verbose)
-    if result.run_id and result.status != "up-to-date":
-        from ..report import summary_table
-        from ..store import Store
+    from ..report import summary_table
+    from ..store import Store
 
+    if result.run_id and result.status != "up-to-date":
         out.print(summary_table(Store(store), Store(store).run(result.run_id)))
+    refit = result.refit  # [refit] strategy: the refit's own table, when it trained now
+    if refit is not None and refit.run_id and refit.status != "up-to-date":
+        out.print(summary_table(Store(store), Store(store).run(refit.run_id)))
     if result.status == "failed":
         raise typer.Exit(1)
 

@@ -298,6 +298,14 @@ class EnsembleSpec(Strict):
         return v
 
 
+class RefitSpec(Strict):
+    """`[refit]`: after the run, retrain every member on train+valid for the number of epochs this
+    selection strategy chose for it (None = no refit). A refit is a run of its own, linked to its
+    parent; the strategy is checked against the registered ones in resolve.py."""
+
+    strategy: str | None = Field(None, min_length=1, max_length=200)
+
+
 class MemberSpec(Strict):
     name: str | None = Field(None, pattern=NAME_PATTERN)
     backbone: str
@@ -317,6 +325,7 @@ class Spec(Strict):
     selection: SelectionSpec = Field(default_factory=SelectionSpec)
     swa: SwaSpec = Field(default_factory=SwaSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
+    refit: RefitSpec = Field(default_factory=RefitSpec)
     members: list[MemberSpec] = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")

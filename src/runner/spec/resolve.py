@@ -84,6 +84,10 @@ class ResolvedSpec:
         # The strategy is derived from the metric and its direction, which the hash already covers;
         # leaving it out keeps the hashes of runs stored before strategies were recorded.
         del d["selection"]["resolved"]["strategy"]
+        # [refit] says what happens after the run, not how it trains: with or without it the spec names
+        # the same run, so adding [refit] to a finished spec refits that run instead of training a new
+        # one, and every hash stored before [refit] existed stays valid.
+        d.pop("refit", None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -128,6 +132,7 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
     elif forced is None:
         greater = comp.greater_is_better
     strategy = strategy_for(registry, metric, greater)
+    problems.extend(refit_problems(spec, registry))
 
     names = member_names(spec.members)
     top_train = spec.train.model_dump(exclude_unset=True)
@@ -181,6 +186,19 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
     if problems:
         raise SpecError(path, dedupe(problems))
     return ResolvedSpec(path, spec, members, metric, bool(greater), strategy, data_options)
+
+
+def refit_problems(spec: Spec, registry) -> list[Problem]:
+    """`[refit] strategy`: `selected` (the spec's own [selection]) or a registered strategy; `swa` needs SWA."""
+    name = spec.refit.strategy
+    if name is None:
+        return []
+    if name != "selected" and registry.selection(name) is None:
+        return [("refit.strategy", unknown("selection strategy", name, ["selected"] + registry.names("selections")))]
+    if name == "swa" and not spec.swa.k:
+        return [("refit.strategy", "'swa' refits each member's SWA window, but [swa] k = 0 (no SWA); "
+                                   "set [swa] k, or refit another strategy")]
+    return []
 
 
 def model_path(model: str | None, spec_path: Path) -> str | None:
