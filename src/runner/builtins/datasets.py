@@ -288,3 +288,12 @@ def register_datasets(register):
     register("jsonl", _file_loader("jsonl"), options=JsonlOptions)
     register("parquet", _file_loader("parquet"), options=NoOptions)
     register("synthetic", load_synthetic, options=SyntheticOptions)
+
+
+FILE_FORMATS = ("csv", "jsonl", "parquet")
+
+
+def read_file(path: Path, fmt: str, ctx: LoadContext, options) -> list[dict]:
+    """One csv/jsonl/parquet file's `{"text", "label"}` rows, the label column optional (None labels when
+    it is absent), read as a split of a spec is: what `runner predict` reads its INPUT with."""
+    return _rows(path, fmt, ctx, options, "test")

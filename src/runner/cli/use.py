@@ -1,3 +1,203 @@
 """Commands that take a run out of the store: `runner predict` and `runner export` (issue 9)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import InputError
+from . import PLUGINS_OPT, _quiet_libraries, _registry, command, err, note, out, say
+
+PROGRESS_FROM = 10_000  # texts; below this a bar shows only on a terminal
+
+
+@command
+def predict(
+    source: str = typer.Argument(..., metavar="RUN|DIR",
+                                 help="A run (id or name) in the store, or a folder written by `runner export`."),
+    input_file: Path = typer.Argument(..., metavar="INPUT",
+                                      help="The texts: a .csv, .jsonl or .parquet file (or what --source reads)."),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy",
+        help="Which checkpoint of each member: `selected` (the default: the one the spec's selection metric "
+             "chose), `swa`, or any strategy whose checkpoints runner kept on disk. An export has the one it "
+             "was made with."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: csv on stdout)."),
+    format: Optional[str] = typer.Option(None, "--format",
+                                         help="csv, jsonl or parquet (default: from --output's extension, else csv)."),
+    data_source: Optional[str] = typer.Option(None, "--source",
+                                              help="The dataset loader that reads INPUT (default: by its extension)."),
+    text_column: str = typer.Option("text", "--text-column", help="INPUT's text column."),
+    label_column: str = typer.Option("label", "--label-column",
+                                     help="INPUT's label column; optional: with labels, the metrics are printed."),
+    members: bool = typer.Option(False, "--members", help="Add each member's probabilities (<member>.p_<label>)."),
+    calibrated: bool = typer.Option(False, "--calibrated",
+                                    help="Apply the calibration `runner calibrate` stored (exit 2 if there is none)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=65536,
+                                             help="Texts per forward pass (default: the run's evaluation batch size)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="The DuckDB results file (default results.duckdb)."),
+    plugins: Optional[Path] = PLUGINS_OPT,
+    no_store: bool = typer.Option(False, "--no-store", help="Do not keep the predictions in the store."),
+):
+    """Apply a run's ensemble (or an exported folder's) to the texts of INPUT.
+
+    Writes one row per text: `row` (its 0-based position in INPUT), `label` (the predicted label),
+    `p_<label>` for every class. The texts and every member's and the ensemble's probabilities go into
+    the store as the split `input-<hash of the content>` (predicting it again replaces them); stored
+    probabilities are never calibrated, like every prediction in the store.
+    """
+    from ..inputs import check_output, output_columns, output_format, read_input, write_output
+    from ..choice import check_calibrated, choose
+    from ..predict import Predictor
+    from ..store import Store
+
+    _quiet_libraries()
+    fmt = output_format(output, format)
+    as_dir = _is_dir(source)
+    store_path = store if store is not None else Path("results.duckdb")
+    check_output(output, input_file, None if as_dir else store_path)
+    registry = _registry(None, plugins)
+    writer = None
+    if as_dir:
+        from ..export import choice_from_manifest, load, read_manifest
+
+        choice = choice_from_manifest(Path(source), read_manifest(Path(source)))
+        if strategy not in (None, "selected", choice.strategy):
+            raise InputError(f"--strategy {strategy!r}: the export {source} holds strategy {choice.strategy!r} "
+                             "only; export the run again with --strategy to use another")
+        labels = choice.labels
+    else:
+        reader = Store(store_path).open_read()
+        run = reader.run(source)
+        labels = list(run.label_names)
+    inp = read_input(input_file, labels, registry, data_source, text_column, label_column)
+    if not as_dir:
+        choice = choose(reader, run, registry, "selected" if strategy is None else strategy)
+        if not no_store:
+            writer = Store(store_path)
+            writer.check_writable()
+    elif store is not None or no_store:
+        note(f"{source} is an exported folder: it has no store, so nothing is stored")
+    if calibrated:
+        check_calibrated(choice, members)
+    if as_dir:
+        predictor = load(Path(source), plugins_dir=plugins, batch_size=batch_size, registry=registry)
+    else:
+        predictor = Predictor.load(choice, registry=registry, batch_size=batch_size)
+    prediction = _run(predictor, inp.texts, calibrated)
+
+    if writer is not None:
+        writer.open(create=False)
+        if choice.built is not None:  # the ensemble of this strategy was not in the store yet: as compare does
+            writer.log_ensembles([choice.built])
+        # the models' own probabilities, never calibrated, like every other prediction row (so SQL compares
+        # them with test); `inputs.calibrated` says whether the file written was, `calibrations` holds how
+        rows = [("member", m.name, m.checkpoint, prediction.raw_members[m.name]) for m in choice.members]
+        if len(choice.members) > 1:
+            rows.append(("ensemble", "ensemble", choice.strategy, prediction.raw_probs))
+        writer.log_input(run.run_id, run.dataset_id, inp.split, inp.content_hash, inp.source, inp.texts, inp.labels,
+                         rows, choice.strategy, calibrated)
+    write_output(output_columns(prediction, choice.labels, members), output, fmt)
+
+    what = f"run {choice.run.get('run_id')}" if not as_dir else f"export {source}"
+    weights = ", ".join(f"{m.name} {w:.3f}" for m, w in zip(choice.members, choice.weights))
+    say(f"{len(inp.texts)} texts from {input_file} predicted with {what}, strategy {choice.strategy} "
+        f"({choice.method} weights: {weights}){', calibrated' if calibrated else ''}"
+        + (f"; written to {output}" if output is not None else ""))
+    if writer is not None:
+        say(f"stored in {store_path} as split {inp.split!r} (SQL: SELECT * FROM predictions WHERE split = "
+            f"'{inp.split}')")
+    if inp.labels is not None:
+        console = out if output is not None else err
+        console.print(_summary(prediction, inp.labels, choice, registry, members))
+
+
+def _is_dir(source: str) -> bool:
+    """Whether RUN|DIR names a folder; a name the file system cannot hold (too long) is a run reference."""
+    try:
+        return Path(source).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _run(predictor, texts: list[str], calibrated: bool):
+    """Predict, with a progress bar on stderr when it is a terminal or the input is long."""
+    total = len(texts) * len(predictor.members)
+    if not (err.is_terminal or len(texts) >= PROGRESS_FROM):
+        return predictor.run(texts, calibrated=calibrated)
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    what = f"predicting {len(texts)} texts with {len(predictor.members)} member(s)"
+    with Progress(TextColumn(what), BarColumn(bar_width=30), TaskProgressColumn(), TimeElapsedColumn(),
+                  console=err, transient=err.is_terminal) as progress:
+        task = progress.add_task("", total=total)
+        return predictor.run(texts, calibrated=calibrated, progress=lambda k: progress.advance(task, k))
+
+
+def _summary(prediction, labels, choice, registry, members: bool) -> Table:
+    """Metrics and predicted class shares against the input's labels, as `compare` shows them."""
+    import numpy as np
+
+    names = choice.labels
+    k = len(names)
+    true = np.bincount(labels, minlength=k) / len(labels)
+    fns = registry.metric_fns()
+    table = Table(title=f"Against the labels of the input ({len(labels)} rows)",
+                  caption="tvd: total variation distance between predicted and true class distribution; class "
+                          "columns: share predicted (true share in the header)")
+    table.add_column("member")
+    table.add_column("checkpoint")
+    for name in fns:
+        table.add_column(name, justify="right")
+    table.add_column("tvd", justify="right")
+    for name, t in zip(names, true):
+        table.add_column(f"{name.replace('_', ' ')}\n(true {t:.1%})", justify="right")
+    rows = [("ensemble" if len(choice.members) > 1 else choice.members[0].name, choice.strategy, prediction.probs)]
+    if members and len(choice.members) > 1:
+        rows += [(m.name, m.checkpoint, prediction.members[m.name]) for m in choice.members]
+    for name, checkpoint, probs in rows:
+        shares = np.bincount(probs.argmax(axis=1), minlength=k) / len(probs)
+        cells = [name, checkpoint] + [f"{float(fn(probs, labels)):.4f}" for fn in fns.values()]
+        cells += [f"{0.5 * float(np.abs(shares - true).sum()):.4f}"] + [f"{s:.1%}" for s in shares]
+        table.add_row(*cells, style="italic" if name == "ensemble" else None)
+    return table
+
+
+@command
+def export(
+    run: str = typer.Argument(..., metavar="RUN", help="Run id, or a run name (its latest run)."),
+    directory: Path = typer.Argument(..., metavar="DIR", help="The folder to write (new, or empty)."),
+    strategy: str = typer.Option("selected", "--strategy",
+                                 help="Which checkpoint of each member: `selected`, `swa`, or any strategy whose "
+                                      "checkpoints runner kept on disk."),
+    store: Path = typer.Option("results.duckdb", "--store", help="The DuckDB results file."),
+    plugins: Optional[Path] = PLUGINS_OPT,
+):
+    """Write a run's ensemble as a self-contained folder (manifest, weights, tokenizers).
+
+    DIR gets manifest.json and each member's safetensors, config, tokenizer and runner.json; `runner
+    predict DIR INPUT` and `runner.load(DIR)` use it without the store, the spec or runs/.
+    """
+    from ..choice import choose
+    from ..export import check_target, export as write, size_of
+    from ..store import Store
+
+    check_target(directory)
+    registry = _registry(None, plugins)
+    reader = Store(store).open_read()
+    choice = choose(reader, reader.run(run), registry, strategy)
+    manifest = write(choice, directory)
+    table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
+    for col in ("member", "checkpoint", "backbone", "weight", "calibrated"):
+        table.add_column(col, justify="right" if col == "weight" else "left")
+    for m in manifest["members"]:
+        table.add_row(m["name"], m["checkpoint"], m["backbone"] or "", f"{m['weight']:.3f}",
+                      m["calibration"]["method"] if m["calibration"] else "")
+    out.print(table)
+    cal = manifest["ensemble"]["calibration"]
+    say(f"{size_of(directory) / 1e6:.1f} MB; ensemble calibration: {cal['method'] if cal else 'none'}; "
+        f"use it with `runner predict {directory} INPUT` or `runner.load({str(directory)!r})`")
+    note(reader.notice)
