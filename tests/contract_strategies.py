@@ -660,7 +660,7 @@ def materialize_data(case: dict, folder: Path) -> tuple[dict, dict]:
 STORE_KINDS = ("none", "empty", "golden", "garbage", "zero_bytes", "truncated_head", "truncated_half", "sqlite",
                "foreign", "text", "directory", "read_only_folder", "memory", "missing_folder", "long_name",
                "unicode_name", "wal_garbage")
-STORE_COMMANDS = ("apply", "runs", "sql", "compare", "ensemble", "plot")
+STORE_COMMANDS = ("apply", "runs", "sql", "compare", "ensemble", "plot", "predict", "export", "calibrate", "refit")
 
 
 @st.composite
@@ -696,13 +696,55 @@ QUERIES = [
 OUTS = [None, "plot.png", "missing/plot.png", "plot.txt", "plot", "", ".", "plot.pdf", "plot.svg", LONG + ".png",
         "{read_only}/plot.png", "{store}", "{spec}"]
 FORMATS = [None, "table", "csv", "json"]
+# runner predict / export / calibrate / refit (issue 9)
+SOURCES = RUN_REFS + ["{export}", "{folder}", "{spec}", "{store}"]
+INPUTS = ["good", "good", "unlabelled", "jsonl", "parquet", "other_column", "empty", "header_only", "no_text_column",
+          "missing", "folder", "txt", "binary", "latin1", "unknown_label", "some_labels", "empty_text", "unicode",
+          "long_text", "{store}", "{spec}", "crlf_bom"]
+PREDICT_OUTS = [None, None, "pred.csv", "pred.jsonl", "pred.parquet", "pred.txt", "missing/pred.csv",
+                "{read_only}/pred.csv", "{store}", "{input}", "", ".", LONG + ".csv", "예측.csv"]
+PREDICT_FORMATS = [None, None, "csv", "jsonl", "parquet", "xml", "", "CSV"]
+EXPORT_DIRS = ["new", "new", "nested/new", "empty_folder", "a_file", "not_empty", "{read_only}/model", "", ".",
+               LONG, "모델 dir", "{store}"]
+STRATEGIES = [None, None, "selected", "swa", "last", "best_eval_loss", "best_eval_accuracy", "epoch-1", "epoch-2",
+              "epoch-99", "", "nope", "SWA", "epoch-", "epoch-0"]
+METHODS = [None, None, "temperature", "temperature+bias", "nope", "", "TEMPERATURE", "bias"]
 
 
 @st.composite
 def cli_cases(draw) -> dict:
     command = draw(st.sampled_from(["runs", "compare", "ensemble", "ensemble", "sql", "sql", "plot", "plugins",
-                                    "validate", "apply"]))
+                                    "validate", "apply", "predict", "predict", "predict", "export", "export",
+                                    "calibrate", "calibrate", "refit"]))
     case: dict[str, Any] = {"command": command}
+    def mostly(good: list, bad: list):
+        """A value from `good` three times in four, so that a case with several options often runs through."""
+        return draw(st.sampled_from(good if draw(st.integers(0, 3)) else bad))
+
+    if command == "predict":
+        case["source"] = mostly(["{run}", "{name}", "{export}"], SOURCES)
+        case["input"] = mostly(["good", "unlabelled", "jsonl", "parquet", "unicode", "crlf_bom", "long_text"], INPUTS)
+        case["strategy"] = mostly([None, "selected", "swa", "best_eval_accuracy"], STRATEGIES)
+        case["output"] = mostly([None, "pred.csv", "pred.jsonl", "pred.parquet", "예측.csv"], PREDICT_OUTS)
+        case["predict_format"] = mostly([None, None, "csv", "jsonl"], PREDICT_FORMATS)
+        case["text_column"] = mostly([None], [None, "text", "review", "nope", ""])
+        case["flags"] = draw(st.lists(st.sampled_from(["--members", "--calibrated", "--no-store"]), max_size=2,
+                                      unique=True))
+        case["batch_size"] = mostly([None, "1", "7"], ["0", "-1", "abc", "100000"])
+    if command == "export":
+        case["run"] = mostly(["{run}", "{name}"], RUN_REFS)
+        case["dir"] = mostly(["new", "nested/new", "empty_folder", "모델 dir"], EXPORT_DIRS)
+        case["strategy"] = mostly([None, "selected", "swa", "best_eval_loss"], STRATEGIES)
+    if command == "calibrate":
+        case["run"] = mostly([None, "{run}", "{name}"], RUN_REFS)
+        case["strategy"] = mostly([None, "selected", "swa", "best_eval_loss"], STRATEGIES)
+        case["method"] = mostly([None, "temperature", "temperature+bias"], METHODS)
+        case["format"] = draw(st.sampled_from(FORMATS))
+    if command == "refit":
+        case["run"] = mostly([None, "{run}", "{name}"], RUN_REFS)
+        case["strategy"] = mostly([None, "selected", "swa", "last"], STRATEGIES)
+    if command in ("predict", "export", "calibrate", "refit") and draw(st.integers(0, 4)) == 0:
+        case["plugins"] = draw(st.sampled_from(["missing", "file", "empty"]))
     if command in ("compare", "ensemble", "plot"):
         case["run"] = draw(st.sampled_from([None, None] + RUN_REFS))
     if command == "ensemble":
