@@ -2,7 +2,7 @@
 
 Every output block the README shows is preceded by a marker line `<!-- output: NAME -->`; this script
 runs the quickstart exactly as a user does (`runner apply specs/quickstart.toml` in a fresh folder
-holding copies of `specs/` and `plugins/`), then the command or query each block shows, and writes
+holding copies of `specs/`, `plugins/` and `examples/`), then the command or query each block shows, and writes
 what they print into the README. SQL blocks run the ```sql block just above the marker.
 
     python scripts/readme_outputs.py           # rewrite README.md's output blocks
@@ -24,6 +24,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -34,12 +35,13 @@ TOLERANCE = 0.003
 
 @contextmanager
 def quickstart_folder():
-    """A fresh folder with specs/ and plugins/ copied in, as a user's clone has them; cwd inside."""
+    """A fresh folder with specs/, plugins/ and examples/ copied in, as a user's clone has them; cwd inside."""
     old = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="runner-readme-") as tmp:
         root = Path(tmp)
         shutil.copytree(REPO / "specs", root / "specs")
         shutil.copytree(REPO / "plugins", root / "plugins")
+        shutil.copytree(REPO / "examples", root / "examples")
         os.chdir(root)
         try:
             yield root
@@ -81,23 +83,78 @@ def sql_before(readme: str, name: str) -> str:
     return blocks[-1].group(1)
 
 
+def load_example(folder: str) -> str:
+    """What README's `runner.load` example prints (it runs in this process, as a user's script would)."""
+    import runner
+
+    model = runner.load(folder)
+    texts = ["The plot was absolutely amazing, a must-see.", "Sure, the cast was rather dull, but the ending "
+             "was stunning.", "The dialogue was mostly solid, but the action scenes were awful."]
+    lines = [f"labels: {model.labels}", f"weights: {', '.join(f'{m} {w:.3f}' for m, w in model.weights.items())}",
+             f"predict: {model.predict(texts)}"]
+    lines += [f"predict_proba[{i}]: [{', '.join(f'{x:.4f}' for x in row)}]"
+              for i, row in enumerate(model.predict_proba(texts))]
+    return "\n".join(lines) + "\n"
+
+
+def steps() -> dict[str, Callable[[], str]]:
+    """Block name -> what produces it. They run in the order the README shows them, as a reader types
+    them, so a later section's runs (quickstart-alpha, the refit) are not yet in the store when an
+    earlier block runs."""
+    def apply():
+        out, err = cli("apply", "specs/quickstart.toml")
+        return next(line for line in err.splitlines() if line.startswith("Ensemble over")) + "\n" + out
+
+    def predict():
+        out, err = cli("predict", "quickstart", "examples/new_reviews.csv", "--output", "predictions.csv")
+        return err + out
+
+    def export():
+        out, err = cli("export", "quickstart", "model")
+        return out + err
+
+    def apply_alpha():
+        out, err = cli("apply", "specs/quickstart_alpha.toml")
+        return next(line for line in err.splitlines() if line.startswith("Ensemble over")) + "\n"
+
+    def calibrate():
+        out, err = cli("calibrate", "quickstart-alpha", "--method", "temperature+bias")
+        return err + out
+
+    def refit():
+        out, err = cli("refit", "quickstart")
+        said = [line for line in err.splitlines() if line.startswith(("Refit ", "Ensemble"))]
+        return "\n".join(said) + "\n" + out
+
+    return {
+        "apply": apply,
+        "compare": lambda: cli("compare", "quickstart", "--strategies",
+                               "best_eval_loss,best_eval_accuracy,best_eval_accuracy_smoothed,swa")[0],
+        "ensemble": lambda: cli("ensemble", "quickstart", "--weights", "0.5,0.3,0.2")[0],
+        "predict": predict,
+        "predict-csv": lambda: "".join(Path("predictions.csv").read_text().splitlines(True)[:4]),
+        "export": export,
+        "load": lambda: load_example("model"),
+        "apply-alpha": apply_alpha,
+        "calibrate": calibrate,
+        "refit": refit,
+        "compare-refit": lambda: cli("compare", "quickstart", "--strategies", "best_eval_accuracy,swa")[0],
+    }
+
+
 def outputs(readme: str) -> dict[str, str]:
-    """Run the quickstart and everything the README shows; {block name: text}."""
+    """Run the quickstart and everything the README shows, in README order; {block name: text}."""
     from runner.store import Store
 
     found = {}
+    produce = steps()
     with quickstart_folder():
-        out, err = cli("apply", "specs/quickstart.toml")
-        ensemble_line = next(line for line in err.splitlines() if line.startswith("Ensemble over"))
-        found["apply"] = ensemble_line + "\n" + out
-        found["compare"], _ = cli("compare", "quickstart", "--strategies",
-                                  "best_eval_loss,best_eval_accuracy,best_eval_accuracy_smoothed,swa")
-        out, _ = cli("ensemble", "quickstart", "--weights", "0.5,0.3,0.2")
-        found["ensemble"] = out
-        store = Store("results.duckdb").open_read()
-        for name in re.findall(r"<!-- output: (sql-[\w-]+) -->", readme):
-            cols, rows = store.query(sql_before(readme, name))
-            found[name] = plain(cols, rows)
+        for name in re.findall(r"<!-- output: ([\w-]+) -->", readme):
+            if name.startswith("sql-"):
+                cols, rows = Store("results.duckdb").open_read().query(sql_before(readme, name))
+                found[name] = plain(cols, rows)
+            elif name in produce:
+                found[name] = produce[name]()
     return {k: "\n".join(line.rstrip() for line in v.splitlines()) + "\n" for k, v in found.items()}
 
 

@@ -47,3 +47,31 @@ def test_the_contributor_map_names_real_modules_and_every_module_is_on_it():
     missing = sorted(m for m in modules if m not in named and not m.startswith("builtins/"))
     assert not missing, f"modules missing from docs/contributing.md: {missing}"
     assert "`builtins/`" in doc
+
+
+def test_the_alpha_spec_is_the_quickstart_but_for_its_name_and_alpha():
+    """README's calibration section compares specs/quickstart_alpha.toml with the quickstart."""
+    import tomllib
+
+    quick = tomllib.loads((REPO / "specs" / "quickstart.toml").read_text())
+    alpha = tomllib.loads((REPO / "specs" / "quickstart_alpha.toml").read_text())
+    assert (alpha.pop("name"), alpha["loss"].pop("alpha")) == ("quickstart-alpha", "inverse_frequency")
+    quick.pop("name")
+    quick["loss"].pop("alpha")
+    assert alpha == quick
+
+
+def test_the_example_reviews_are_the_generator_s_with_seed_2026():
+    """examples/new_reviews.csv (README's `runner predict` example): 300 synthetic reviews the
+    quickstart never saw, as runner.synthetic.generate(300, seed=2026) makes them."""
+    import csv
+
+    from runner import synthetic
+
+    texts, labels = synthetic.generate(300, seed=2026)
+    with open(REPO / "examples" / "new_reviews.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["text"] for r in rows] == texts
+    assert [r["label"] for r in rows] == [synthetic.LABEL_NAMES[i] for i in labels]
+    quickstart_texts = set(synthetic.generate(3000, seed=13)[0])
+    assert not set(texts) & quickstart_texts  # the quickstart (seed 13) never saw one of them
