@@ -18,7 +18,8 @@ from runner.errors import StoreError
 from runner.migrations import MIGRATIONS
 from runner.store import Store
 
-TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "_migrations"}
+TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
+          "calibrations", "sweeps", "trials", "trial_params", "_migrations"}
 VIEWS = {"epochs"}
 
 

@@ -301,3 +301,50 @@ def m005_refits_new_inputs_and_calibrations(con) -> None:
         );
         """
     )
+
+
+@migration
+def m006_sweeps_and_trials(con) -> None:
+    """Sweeps (issue 10): a search over spec keys whose every trial is an ordinary run.
+
+    - `sweeps`: one row per sweep: its id (the spec's name and a hash of the spec without the
+      number of trials and the timeout, so that adding trials continues it), the spec, the Optuna
+      study's storage, the objective (a selection strategy, on the ensemble or one member) and its
+      direction.
+    - `trials`: one row per Optuna trial: its number, the run it trained (NULL until created),
+      status (running | finished | pruned | failed), the objective's value, the params as JSON.
+    - `trial_params`: the params again, one row per param (`value` numeric, `value_text` as TOML
+      would print it), so that SQL can group by a param.
+    """
+    con.execute(
+        """
+        CREATE TABLE sweeps (
+            sweep_id VARCHAR PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            spec JSON NOT NULL,
+            storage VARCHAR NOT NULL,
+            objective VARCHAR NOT NULL,
+            objective_member VARCHAR,
+            direction VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE trials (
+            sweep_id VARCHAR NOT NULL,
+            number INTEGER NOT NULL,
+            run_id VARCHAR,
+            status VARCHAR NOT NULL,
+            value DOUBLE,
+            params JSON NOT NULL,
+            retry_of INTEGER,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP
+        );
+        CREATE TABLE trial_params (
+            sweep_id VARCHAR NOT NULL,
+            number INTEGER NOT NULL,
+            param VARCHAR NOT NULL,
+            value DOUBLE,
+            value_text VARCHAR NOT NULL
+        );
+        """
+    )

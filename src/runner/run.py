@@ -18,13 +18,14 @@ from . import checkpoints, failures
 from .failures import DISK_FULL
 from .data import PreparedData, load_raw, prepare
 from .dryrun import check_cheaply, dry_run
-from .errors import DiskFullError, InputError, StoreError, TrainingError
+from .errors import DiskFullError, InputError, SpecError, StoreError, TrainingError
 from .locks import file_lock
 from .plugins import Registry, load_registry, plugins_dir_for
 from .records import MemberHistory
 from .selection import pick_all
 from .spec import ResolvedMember, ResolvedSpec, load_and_resolve
 from .store import Store
+from .sweep import TrialPruned
 
 @dataclass
 class Plan:
@@ -48,22 +49,31 @@ class ApplyResult:
     refit: "ApplyResult | None" = None  # the refit's result, when [refit] strategy is set
 
 
-def plan(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True) -> Plan:
-    """Parse, resolve and check a spec and its data, without building any model or writing anything."""
+def plan(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True,
+         overrides: tuple = ()) -> Plan:
+    """Parse, resolve and check a spec (with `--set` overrides: (key, value) pairs) and its data,
+    without building any model or writing anything."""
     spec_path = Path(spec_path)
     registry = load_registry(plugins_dir_for(spec_path, Path(plugins_dir) if plugins_dir is not None else None))
-    resolved = load_and_resolve(spec_path, registry)
+    resolved = load_and_resolve(spec_path, registry, tuple(overrides))
     spec = resolved.spec
     raw = load_raw(spec.data, registry, spec_path, spec.seed, resolved.data_options)
     data = prepare(spec.data, raw, spec.seed)
+    p = Plan(spec_path, registry, resolved, data)
+    if spec.sweep is not None:
+        from .sweep import check_space
+
+        problems = check_space(p, tuple(overrides))
+        if problems:
+            raise SpecError(spec_path, problems)
     check_cheaply(resolved, registry, data, check_models=check_models)
-    return Plan(spec_path, registry, resolved, data)
+    return p
 
 
 def validate(spec_path: str | Path, store_path: str | Path, plugins_dir: str | Path | None = None,
-             check_models: bool = True) -> Plan:
+             check_models: bool = True, overrides: tuple = ()) -> Plan:
     """`runner validate`: the plan, the dry run of every member, and the store and run folders checked."""
-    p = plan(spec_path, plugins_dir, check_models=check_models)
+    p = plan(spec_path, plugins_dir, check_models=check_models, overrides=overrides)
     store = Store(store_path)
     check_store_writable(store)
     _check_paths(store, _run_id_for(p, store, None), p.resolved.members)
@@ -103,12 +113,29 @@ def _check_paths(store: Store, run_id: str, members: list[ResolvedMember]) -> No
 
 def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
           force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
-          verbose: bool = False) -> ApplyResult:
+          verbose: bool = False, overrides: tuple = ()) -> ApplyResult:
     """Train every member of the spec that the store does not yet hold as finished; then, with
-    `[refit] strategy`, the run's refit on train+valid (runner.refit)."""
-    p = plan(spec_path, plugins_dir)
+    `[refit] strategy`, the run's refit on train+valid (runner.refit). `overrides`: `--set` pairs."""
+    p = plan(spec_path, plugins_dir, overrides=overrides)
     store = Store(store_path)
     check_store_writable(store)
+    if p.resolved.spec.sweep is not None:
+        from .sweep import run_sweep, sweep_plan
+
+        sp = sweep_plan(p, tuple(overrides))
+        _check_paths(store, new_run_id(store, p.resolved.name, p.spec_hash), p.resolved.members)
+        dry_run(p.resolved, p.registry, p.data, p.resolved.members)
+        store.open()
+        store.refresh_views(p.registry.names("metrics"))
+        return run_sweep(sp, store, progress, say, verbose)
+    return apply_plan(p, store, force, progress, say, verbose)
+
+
+def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
+               verbose: bool = False, on_epoch: Callable | None = None,
+               on_run: Callable[[str], None] | None = None) -> ApplyResult:
+    """`apply` of a checked plan (a sweep's trials come here too): `on_epoch(member, record)` is called
+    after each stored epoch, `on_run(run_id)` once the run is found or created."""
     resolved = p.resolved
 
     existing = None if force else store.latest_run_for(p.spec_hash)
@@ -133,8 +160,10 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
         with file_lock(runs_root / ".apply.lock", f"store {store.path}", wait_s=30):
             run_id = _find_or_create_run(p, store, force, say)
             held.enter_context(file_lock(runs_root / run_id / ".lock", f"run {run_id}"))
+        if on_run is not None:
+            on_run(run_id)
         failures.context.run_dir = runs_root / run_id
-        result = train_run(p, store, run_id, progress, say, verbose)
+        result = train_run(p, store, run_id, progress, say, verbose, on_epoch=on_epoch)
     return then_refit(p, store, result, progress, say, verbose)
 
 
@@ -157,7 +186,8 @@ def _find_or_create_run(p: Plan, store: Store, force: bool, say) -> str:
     return run_id
 
 
-def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool) -> ApplyResult:
+def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
+              on_epoch: Callable | None = None) -> ApplyResult:
     """Train every member of the run not yet finished (resuming an interrupted one), then its
     ensemble; `apply` and `refit` share it."""
     from .train import MemberJob, train_member
@@ -186,9 +216,14 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool) 
             store.start_member(run_id, m.name, m.backbone, m.model, m.seed, m.options_dict())
             job = MemberJob(run_id=run_id, member=m, resolved=resolved, data=p.data, registry=p.registry,
                             store=store, owner=owner, progress=progress, resume_from=resume_from,
-                            history=history, say=say, verbose=verbose)
+                            history=history, say=say, verbose=verbose, on_epoch=on_epoch)
             try:
                 selected = train_member(job)
+            except TrialPruned as e:  # a sweep's pruner stopped the trial: its epochs stay stored
+                store.finish_member(run_id, m.name, "pruned", error=str(e))
+                store.set_run_status(run_id, "pruned", error=f"{m.name}: {e}")
+                result.status = "pruned"
+                return result
             except TrainingError as e:
                 _member_failed(p, store, run_id, m.name, str(e), result)
                 say(f"{m.name}: failed: {e}")

@@ -305,6 +305,33 @@ class Store(StoreFile):
         return self.query_dicts("SELECT run_id, refit_strategy, status FROM runs WHERE parent_run_id = ? "
                                 "ORDER BY started_at, run_id", [parent_run_id])
 
+    # -- sweeps (issue 10): one row per sweep and per trial (runner.sweep) -------------------------
+
+    def put_sweep(self, sweep_id: str, name: str, spec: dict, storage: str, objective: str, member: str | None,
+                  direction: str) -> None:
+        """The sweep's row, once (a sweep applied again keeps its first row)."""
+        with self.transaction() as con:
+            if not con.execute("SELECT 1 FROM sweeps WHERE sweep_id = ?", [sweep_id]).fetchall():
+                con.execute("INSERT INTO sweeps VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [sweep_id, name, json.dumps(spec), storage, objective, member, direction, now()])
+
+    def put_trial(self, sweep_id: str, number: int, status: str, params: dict, run_id: str | None = None,
+                  value: float | None = None, retry_of: int | None = None) -> None:
+        """Create or update a trial's row and its `trial_params` rows, in one transaction."""
+        with self.transaction() as con:
+            old = con.execute("SELECT started_at FROM trials WHERE sweep_id = ? AND number = ?",
+                              [sweep_id, number]).fetchall()
+            con.execute("DELETE FROM trials WHERE sweep_id = ? AND number = ?", [sweep_id, number])
+            con.execute("DELETE FROM trial_params WHERE sweep_id = ? AND number = ?", [sweep_id, number])
+            done = now() if status != "running" else None
+            con.execute("INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [sweep_id, number, run_id, status, value, json.dumps(params), retry_of,
+                         old[0][0] if old else now(), done])
+            rows = [[sweep_id, number, k, float(v) if isinstance(v, (int, float)) else None,
+                     json.dumps(v) if not isinstance(v, str) else v] for k, v in params.items()]
+            if rows:
+                con.executemany("INSERT INTO trial_params VALUES (?, ?, ?, ?, ?)", rows)
+
     # -- calibrations (issue 9): fitted on stored validation probabilities (runner.calibrate_run) ---
 
     def log_calibrations(self, calibrations) -> None:

@@ -184,6 +184,7 @@ class MemberJob:
     history: dict[int, EpochRecord] = field(default_factory=dict)
     say: Callable[[str], None] = print
     verbose: bool = False
+    on_epoch: Callable[[str, EpochRecord], None] | None = None  # after each stored epoch (a sweep's pruner)
 
 
 def train_member(job: MemberJob) -> int:
@@ -199,6 +200,8 @@ def train_member(job: MemberJob) -> int:
                                        metrics=dict(record.metrics))
         if job.progress is not None:
             job.progress.epoch_done(m.name, record.epoch, dict(record.metrics), resolved.metric)
+        if job.on_epoch is not None:
+            job.on_epoch(m.name, record)
 
     inputs = prepare_member(m, resolved, data, job.registry)
     callback = StoreCallback(

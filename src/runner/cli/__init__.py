@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import failures
+from ..errors import InputError
 
 app = typer.Typer(
     help="Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB.",
@@ -38,6 +39,25 @@ if not out.is_terminal:
 STORE_OPT = typer.Option("results.duckdb", "--store", help="The DuckDB results file.")
 PLUGINS_OPT = typer.Option(None, "--plugins", help="Plugins directory (default: plugins/ beside the spec, or "
                                                    "beside its folder when that folder is called specs).")
+SET_OPT = typer.Option(None, "--set", metavar="KEY=VALUE",
+                       help="Override one spec key, as a dotted key and a TOML value (loss.gamma=2.5, "
+                            "train.epochs=3, members.NAME.train.learning_rate=1e-4); repeatable. The run records "
+                            "the result, and a different value is a different spec hash.")
+
+
+def overrides_of(assignments: list[str] | None) -> tuple:
+    """`--set` arguments as (key, value) pairs; exit 2 naming the one that is not KEY=VALUE."""
+    from ..spec.keys import KeyPathError, split_assignment
+
+    pairs = []
+    for text in assignments or []:
+        try:
+            pairs.append(split_assignment(text))
+        except KeyPathError as e:
+            raise InputError(f"--set {text}: {e}") from None
+    return tuple(pairs)
+
+
 RUN_ARG = typer.Argument(None, help="Run id, or a run name (its latest run); default: the latest run.")
 GLOBAL_FLAGS = ("--debug", "--verbose")
 
@@ -155,4 +175,4 @@ def main() -> None:
 # The commands register themselves on `app` when their modules are imported.
 from . import training  # noqa: E402,F401  (first: `runner --help` lists apply first)
 from . import results  # noqa: E402,F401
-from . import calibrate, refit, use  # noqa: E402,F401
+from . import calibrate, refit, sweep, use  # noqa: E402,F401

@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from . import PLUGINS_OPT, STORE_OPT, Format, _quiet_libraries, _registry, command, emit, err, failures, note, out, say
+from . import (PLUGINS_OPT, SET_OPT, STORE_OPT, Format, _quiet_libraries, _registry, command, emit, err, failures,
+               note, out, overrides_of, say)
 
 
 @command
@@ -19,17 +20,29 @@ def apply(
     store: Path = STORE_OPT,
     plugins: Optional[Path] = PLUGINS_OPT,
     force: bool = typer.Option(False, "--force", help="Start a new run even if this spec already has one."),
+    set_: Optional[list[str]] = SET_OPT,
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
     _quiet_libraries()
     from ..progress import TrainingProgress
     from ..run import apply as run_apply
 
+    overrides = overrides_of(set_)
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
-                       verbose=failures.context.verbose)
+                       verbose=failures.context.verbose, overrides=overrides)
     from ..report import summary_table
     from ..store import Store
 
+    from ..sweep import SweepResult
+
+    if isinstance(result, SweepResult):  # a spec with [sweep]: the sweep's table, as `runner sweep` shows it
+        from ..sweep_view import load_view, render
+
+        reader = Store(store).open_read()
+        out.print(render(load_view(reader, result.sweep_id, _registry(spec, plugins))))
+        if result.status == "failed":
+            raise typer.Exit(1)
+        return
     if result.run_id and result.status != "up-to-date":
         out.print(summary_table(Store(store), Store(store).run(result.run_id)))
     refit = result.refit  # [refit] strategy: the refit's own table, when it trained now
@@ -47,6 +60,7 @@ def validate(
     check_models: bool = typer.Option(True, "--check-models/--no-check-models",
                                       help="Build each member's model and push a batch of each split through "
                                            "it (the dry run); --no-check-models checks the spec and data only."),
+    set_: Optional[list[str]] = SET_OPT,
 ):
     """The dry run of `apply` (spec, data, models, Trainer, one batch and one step); writes nothing.
 
@@ -57,7 +71,7 @@ def validate(
     from ..plugins import describe_loaded
     from ..run import validate as run_validate
 
-    p = run_validate(spec, store, plugins, check_models=check_models)
+    p = run_validate(spec, store, plugins, check_models=check_models, overrides=overrides_of(set_))
     loaded = describe_loaded(p.registry)
     if loaded:
         say(loaded)

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..errors import SpecError
+from .keys import KeyPathError, set_key
 from .models import Spec
 from .problems import LocatedError, Problem, dedupe, loc_text, pydantic_problems
 from .resolve import ResolvedSpec, resolve
@@ -37,15 +38,41 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise SpecError(path, [("", "invalid TOML: nested too deeply")]) from None
 
 
-def load_spec(path: str | Path) -> Spec:
+Overrides = tuple[tuple[str, object], ...]  # (dotted key, value) pairs from `--set KEY=VALUE`
+
+
+def read_document(path: Path, overrides: Overrides = ()) -> tuple[dict[str, Any], list[Problem]]:
+    """The spec file's TOML with the `--set` overrides applied (runner.spec.keys), and a problem for
+    each override whose key names no place in the spec (that override is left out)."""
+    data = read_toml(path)
+    problems = []
+    for key, value in overrides:
+        try:
+            data = set_key(data, key, value)
+        except KeyPathError as e:
+            problems.append((key, f"from --set: {e}"))
+    return data, problems
+
+
+def _blame(problems: list[Problem], overrides: Overrides) -> list[Problem]:
+    """Say which problems come from a `--set` rather than from the file."""
+    out = []
+    for loc, msg in problems:
+        key = next((k for k, _ in overrides if loc == k or loc.startswith((k + ".", k + "["))
+                    or k.startswith((loc + ".", loc + "["))), None)
+        out.append((loc, f"{msg} (set by --set {key})" if key else msg))
+    return out
+
+
+def load_spec(path: str | Path, overrides: Overrides = ()) -> Spec:
     """Parse and validate the structure of a spec file; raise SpecError listing every problem."""
     path = Path(path)
-    data = read_toml(path)
+    data, key_problems = read_document(path, overrides)
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(path, pydantic_problems(e)) from None
-    problems = member_problems(spec)
+        raise SpecError(path, key_problems + _blame(pydantic_problems(e), overrides)) from None
+    problems = key_problems + member_problems(spec)
     if problems:
         raise SpecError(path, problems)
     return spec
@@ -69,19 +96,23 @@ def member_problems(spec: Spec) -> list[Problem]:
     return problems
 
 
-def load_and_resolve(path: str | Path, registry) -> ResolvedSpec:
+def load_and_resolve(path: str | Path, registry, overrides: Overrides = ()) -> ResolvedSpec:
     """Both steps; on a structural problem, every problem the registry checks find too."""
     path = Path(path)
     try:
-        spec = load_spec(path)
+        spec = load_spec(path, overrides)
     except SpecError as e:
-        if any(loc == "" for loc, _ in e.problems):  # unreadable file or bad TOML: nothing more to check
-            raise
-        raise SpecError(path, dedupe(e.problems + _problems_beyond_structure(path, registry))) from None
-    return resolve(spec, registry, path)
+        if any(loc == "" for loc, _ in e.problems):
+            raise  # unreadable file or bad TOML: nothing more to check
+        more = _blame(_problems_beyond_structure(path, registry, overrides), overrides)
+        raise SpecError(path, dedupe(e.problems + more)) from None
+    try:
+        return resolve(spec, registry, path)
+    except SpecError as e:
+        raise SpecError(path, _blame(e.problems, overrides)) from None
 
 
-def _problems_beyond_structure(path: Path, registry) -> list[Problem]:
+def _problems_beyond_structure(path: Path, registry, overrides: Overrides = ()) -> list[Problem]:
     """Problems hidden behind structural ones: cross-field checks, member names, registry lookups.
 
     Each value pydantic rejects is removed (so its default applies) and the spec validated again, a
@@ -89,7 +120,7 @@ def _problems_beyond_structure(path: Path, registry) -> list[Problem]:
     for it. Checks that compare a removed value with another one are dropped: they would be about
     the default, not about the file.
     """
-    data = read_toml(path)
+    data, _ = read_document(path, overrides)
     pruned: list[str] = []
     problems: list[Problem] = []
     for round_ in range(5):

@@ -326,6 +326,7 @@ class Spec(Strict):
     swa: SwaSpec = Field(default_factory=SwaSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     refit: RefitSpec = Field(default_factory=RefitSpec)
+    sweep: SweepSpec | None = None  # runner.spec.sweep: a search whose trials are runs of this spec
     members: list[MemberSpec] = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")
@@ -336,3 +337,8 @@ class Spec(Strict):
                 f"{len(self.ensemble.weights)} weights for {len(self.members)} members; give one weight per member",
             )
         return self
+
+
+from .sweep import SweepSpec  # noqa: E402  (it builds on Strict, defined above)
+
+Spec.model_rebuild()

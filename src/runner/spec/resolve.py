@@ -58,6 +58,8 @@ class ResolvedSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec with every default filled in and plugin options expanded (what `validate` prints)."""
         d = self.spec.model_dump(mode="json")
+        if d.get("sweep") is None:  # a spec without [sweep] reads (and hashes) as before sweeps existed
+            d.pop("sweep", None)
         if self.data_options is not None:
             d["data"]["options"] = self.data_options.model_dump(mode="json")
         d["selection"]["resolved"] = {"metric": f"eval_{self.metric}", "greater_is_better": self.greater_is_better,

@@ -1,0 +1,33 @@
+"""`runner sweep`: a stored sweep's trials, best params, importances and re-scoring table (issue 10)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import PLUGINS_OPT, STORE_OPT, Format, _registry, command, emit, note, out
+
+
+@command
+def sweep(
+    ref: Optional[str] = typer.Argument(None, metavar="[SWEEP]",
+                                        help="Sweep id, or the spec's name (its latest sweep); default: the latest."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    format: Format = typer.Option(Format.table, "--format"),
+):
+    """The trials of a sweep sorted by objective, the best params, Optuna's parameter importances, and
+    which trial each selection strategy would pick (re-scored from stored predictions, no training)."""
+    from ..store import Store
+    from ..sweep_view import load_view, render
+
+    reader = Store(store).open_read()
+    view = load_view(reader, ref, _registry(None, plugins))
+    if format == Format.table:
+        out.print(render(view))
+    else:
+        cols = ["number", "status", "value", "run_id", "params"]
+        emit(cols, [[t[c] for c in cols] for t in view.trials], format)
+    note(reader.notice)

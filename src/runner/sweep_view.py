@@ -1,0 +1,157 @@
+"""What `runner sweep` shows of a stored sweep: its trials, the best params, parameter importances,
+and the re-scoring table (which trial each selection strategy would pick, from stored predictions).
+
+Everything comes from the store (`sweeps`, `trials`, the trials' runs) except the importances, which
+are Optuna's own evaluator run on the sweep's study (its storage is named in `sweeps.storage`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+
+from rich.console import Group
+from rich.table import Table
+
+from .errors import InputError
+
+
+@dataclass
+class SweepView:
+    sweep: dict  # the `sweeps` row
+    trials: list[dict]  # `trials` rows, best first (finished), then pruned, failed, running
+    importances: dict[str, float] = field(default_factory=dict)
+    rescoring: list[dict] = field(default_factory=list)  # strategy, trial, eval value, test accuracy
+    note: str = ""
+
+
+def find_sweep(store, ref: str | None) -> dict:
+    """A sweep by id, or by name (its latest); the latest sweep when `ref` is None."""
+    rows = store.query_dicts("SELECT * FROM sweeps ORDER BY created_at DESC")
+    if not rows:
+        raise InputError(f"--store {store.path}: holds no sweep (a spec with [sweep] makes one with runner apply)")
+    if ref is None:
+        return rows[0]
+    for r in rows:
+        if ref in (r["sweep_id"], r["name"]):
+            return r
+    raise InputError(f"SWEEP {ref!r}: no sweep with that id or name in {store.path} (sweeps: "
+                     f"{', '.join(r['sweep_id'] for r in rows[:10])})")
+
+
+def load_view(store, ref: str | None, registry) -> SweepView:
+    sweep = find_sweep(store, ref)
+    greater = sweep["direction"] == "maximize"
+    trials = store.query_dicts("SELECT * FROM trials WHERE sweep_id = ? ORDER BY number", [sweep["sweep_id"]])
+    for t in trials:
+        t["params"] = json.loads(t["params"]) if isinstance(t["params"], str) else t["params"]
+    order = {"finished": 0, "pruned": 1, "running": 2, "failed": 3}
+
+    def key(t):
+        v = t["value"] if t["value"] is not None else math.nan
+        return (order.get(t["status"], 4), -v if greater and not math.isnan(v) else (v if not math.isnan(v) else 0),
+                t["number"])
+
+    trials.sort(key=key)
+    view = SweepView(sweep, trials)
+    view.importances, view.note = importances(sweep)
+    view.rescoring = rescoring(store, sweep, [t for t in trials if t["status"] == "finished" and t["run_id"]],
+                               registry)
+    return view
+
+
+def importances(sweep: dict) -> tuple[dict[str, float], str]:
+    """Optuna's parameter importances of the sweep's study ({} and why, when they cannot be had)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = sweep["storage"]
+    try:
+        if "://" not in storage:
+            from optuna.storages import JournalStorage
+            from optuna.storages.journal import JournalFileBackend
+
+            storage = JournalStorage(JournalFileBackend(storage))
+        study = optuna.load_study(study_name=sweep["sweep_id"], storage=storage)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "importances will be equal" on a small sweep: the table says it
+            return dict(optuna.importance.get_param_importances(study)), ""
+    except Exception as e:  # too few finished trials, a storage moved away: the rest still shows
+        return {}, f"parameter importances: not available ({type(e).__name__}: {e})"
+
+
+def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
+    """For each registered strategy: the trial whose ensemble (or member) under that strategy has the
+    best validation value of the strategy's metric, and that trial's test accuracy under it."""
+    from .ensemble import SPEC_ENSEMBLE, build_ensemble
+
+    out = []
+    runs = {t["run_id"]: store.run(t["run_id"]) for t in finished}
+    for comp in registry.selections():
+        metric = (comp.metric or "eval_accuracy").removeprefix("eval_")
+        metric = "log_loss" if metric == "loss" else metric  # an ensemble has no training loss: its NLL
+        greater = comp.greater_is_better if comp.metric else True
+        scored = []
+        for t in finished:
+            run = runs[t["run_id"]]
+            try:
+                ens = build_ensemble(store, run, registry, comp.name, run.ensemble_weights, name=SPEC_ENSEMBLE,
+                                     save=False)
+            except InputError:  # no member has a checkpoint under it (swa without SWA)
+                continue
+            v = ens.metrics.get(f"eval_{metric}")
+            if v is not None and math.isfinite(v):
+                scored.append((v, t["number"], ens.metrics.get("test_accuracy")))
+        if not scored:
+            continue
+        v, number, test = (max if greater else min)(scored, key=lambda x: (x[0], -x[1]))
+        out.append({"strategy": comp.name, "trial": number, "metric": f"eval_{metric}", "value": v,
+                    "test_accuracy": test, "objective": comp.name == sweep["objective"]})
+    return out
+
+
+def render(view: SweepView) -> Group:
+    sw = view.sweep
+    params = list(dict.fromkeys(k for t in view.trials for k in t["params"]))
+    table = Table(title=f"Sweep {sw['sweep_id']}: objective {sw['objective']} "
+                        f"({sw['direction']}, {'member ' + sw['objective_member'] if sw['objective_member'] else 'ensemble'})",
+                  caption="best first; value: the objective on the validation split")
+    for col in ("trial", "status", "value", *params, "run"):
+        table.add_column(col, justify="right" if col in ("trial", "value") or col in params else "left")
+    for i, t in enumerate(view.trials):
+        cells = [str(t["number"]), t["status"], "" if t["value"] is None else f"{t['value']:.4f}"]
+        cells += [_fmt(t["params"].get(k)) for k in params] + [t["run_id"] or ""]
+        table.add_row(*cells, style="bold green" if i == 0 and t["status"] == "finished" else None)
+    parts: list = [table]
+    best = next((t for t in view.trials if t["status"] == "finished"), None)
+    if best is not None:
+        parts.append(f"best: trial {best['number']} ({best['value']:.4f}): "
+                     + ", ".join(f"{k} = {_fmt(v)}" for k, v in best["params"].items())
+                     + f"; run {best['run_id']} (runner predict/export/compare take it)")
+    if view.importances:
+        imp = Table(title="Parameter importances (Optuna)")
+        imp.add_column("param")
+        imp.add_column("importance", justify="right")
+        for k, v in view.importances.items():
+            imp.add_row(k, f"{v:.3f}")
+        parts.append(imp)
+    elif view.note:
+        parts.append(view.note)
+    if view.rescoring:
+        rs = Table(title="Re-scoring: the trial each selection strategy would pick (stored predictions only)",
+                   caption="each trial's ensemble under the strategy, compared on the strategy's validation metric")
+        for col in ("strategy", "picks trial", "by", "value", "its test_accuracy"):
+            rs.add_column(col, justify="left" if col in ("strategy", "by") else "right")
+        for r in view.rescoring:
+            rs.add_row(r["strategy"] + (" (objective)" if r["objective"] else ""), str(r["trial"]), r["metric"],
+                       f"{r['value']:.4f}", "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}")
+        parts.append(rs)
+    return Group(*parts)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
