@@ -139,6 +139,7 @@ def steps() -> dict[str, Callable[[], str]]:
         "calibrate": calibrate,
         "refit": refit,
         "compare-refit": lambda: cli("compare", "quickstart", "--strategies", "best_eval_accuracy,swa")[0],
+        "apply-sweep": lambda: cli("apply", "specs/sweep_quickstart.toml")[0],
     }
 
 

@@ -708,6 +708,12 @@ EXPORT_DIRS = ["new", "new", "nested/new", "empty_folder", "a_file", "not_empty"
                LONG, "모델 dir", "{store}"]
 STRATEGIES = [None, None, "selected", "swa", "last", "best_eval_loss", "best_eval_accuracy", "epoch-1", "epoch-2",
               "epoch-99", "", "nope", "SWA", "epoch-", "epoch-0"]
+# `--set KEY=VALUE` (issue 10): keys that exist, that do not, malformed pairs, values of every type
+SETS = ["loss.label_smoothing=0.05", "train.epochs=1", "train.epochs=0", "train.epochs=abc", "nope.x=1",
+        "loss.gamma", "=", "=1", "members[0].seed=5", "members[9].seed=5", "members.a.seed=-1",
+        "members.zz.seed=1", "train.learning_rate=nan", "loss.alpha[1]=2", "data.options.size=1e309",
+        "train.batch_size=[1,2]", "name=other", "name=../x", "seed=1", "train..epochs=1", "train.epochs[0]=1",
+        "ensemble.weights=\"fit\"", "loss.name=nope", LONG + "=1"]
 METHODS = [None, None, "temperature", "temperature+bias", "nope", "", "TEMPERATURE", "bias"]
 
 
@@ -715,7 +721,7 @@ METHODS = [None, None, "temperature", "temperature+bias", "nope", "", "TEMPERATU
 def cli_cases(draw) -> dict:
     command = draw(st.sampled_from(["runs", "compare", "ensemble", "ensemble", "sql", "sql", "plot", "plugins",
                                     "validate", "apply", "predict", "predict", "predict", "export", "export",
-                                    "calibrate", "calibrate", "refit"]))
+                                    "calibrate", "calibrate", "refit", "sweep", "validate", "apply"]))
     case: dict[str, Any] = {"command": command}
     def mostly(good: list, bad: list):
         """A value from `good` three times in four, so that a case with several options often runs through."""
@@ -777,6 +783,11 @@ def cli_cases(draw) -> dict:
                                              LONG + ".toml", "unicode", "golden_relative"]))
     if command == "apply":
         case["force"] = draw(st.booleans())
+    if command in ("validate", "apply") and draw(st.integers(0, 2)) == 0:
+        case["sets"] = draw(st.lists(st.sampled_from(SETS), min_size=1, max_size=3))
+    if command == "sweep":
+        case["run"] = draw(st.sampled_from([None, "golden"] + RUN_REFS))
+        case["format"] = draw(st.sampled_from(FORMATS))
     return case
 
 

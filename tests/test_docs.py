@@ -75,3 +75,15 @@ def test_the_example_reviews_are_the_generator_s_with_seed_2026():
     assert [r["label"] for r in rows] == [synthetic.LABEL_NAMES[i] for i in labels]
     quickstart_texts = set(synthetic.generate(3000, seed=13)[0])
     assert not set(texts) & quickstart_texts  # the quickstart (seed 13) never saw one of them
+
+
+def test_the_sweep_spec_is_the_quickstart_but_for_its_name_and_sweep():
+    """README's Sweeps section searches around the quickstart itself."""
+    import tomllib
+
+    quick = tomllib.loads((REPO / "specs" / "quickstart.toml").read_text())
+    sweep = tomllib.loads((REPO / "specs" / "sweep_quickstart.toml").read_text())
+    assert sweep.pop("name") == "quickstart-sweep" and set(sweep.pop("sweep")["space"]) == {
+        "loss.gamma", "loss.label_smoothing", "loss.alpha[1]"}
+    quick.pop("name")
+    assert sweep == quick

@@ -269,3 +269,51 @@ def test_set_overrides_are_validated_recorded_and_change_the_hash(tmp_path):
     first, second = json.loads(stored[0][0]), json.loads(stored[1][0])
     assert first["members"][0]["loss"]["gamma"] == 2.5 and second["members"][0]["loss"]["gamma"] == 2.0
     assert first["train"]["epochs"] == 1 and stored[0][1] != stored[1][1]
+
+
+def test_two_workers_on_one_store_finish_every_trial_without_lost_rows(tmp_path):
+    spec = write_spec(tmp_path, name="two", size=300, sweep='trials = 4\nsampler = "random"\npruner = "none"')
+    store = tmp_path / "results.duckdb"
+    cmd = [sys.executable, "-m", "runner.cli", "apply", str(spec), "--store", str(store), "--workers", "2"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "2 workers on sweep" in result.stderr
+    logs = list((tmp_path / "runs" / "_sweeps").glob("*/worker-1.log"))
+    assert len(logs) == 1 and "trial" in logs[0].read_text()  # the second worker ran trials too
+    trials = rows(store, "SELECT number, status, run_id FROM trials ORDER BY number")
+    assert [t[1] for t in trials] == ["finished"] * 4, trials
+    assert len({t[2] for t in trials}) == 4 and rows(store, "SELECT count(*) FROM runs")[0][0] == 4
+    assert {r[0] for r in rows(store, "SELECT status FROM runs")} == {"finished"}
+    for table, key in (("metrics", "run_id, kind, member, checkpoint, epoch, split, name"),
+                       ("predictions", "run_id, kind, member, checkpoint, epoch, split, idx")):
+        total, distinct = rows(store, f"SELECT count(*), count(DISTINCT ({key})) FROM {table}")[0]
+        assert total == distinct, table
+    # every run has all its epochs and predictions: nothing lost
+    n_valid = rows(store, "SELECT count(*) FROM examples e JOIN (SELECT DISTINCT dataset_id FROM runs) USING "
+                          "(dataset_id) WHERE split = 'valid'")[0][0]
+    for _, _, run_id in trials:
+        assert rows(store, "SELECT count(*) FROM predictions WHERE run_id = ? AND kind = 'member' AND "
+                           "split = 'valid' AND epoch IS NOT NULL", [run_id])[0][0] == 2 * n_valid
+
+
+def test_workers_need_a_sweep(tmp_path):
+    spec = write_spec(tmp_path, sweep="trials = 1", space='"loss.gamma" = { low = 0.5, high = 4.0 }')
+    text = spec.read_text()
+    plain = tmp_path / "plain.toml"
+    plain.write_text(text[:text.index("[sweep]")] + text[text.index("[[members]]"):])
+    code, _, err = cli("apply", plain, "--store", tmp_path / "r.duckdb", "--workers", "2")
+    assert code == 2 and "--workers 2" in err and "[sweep]" in err
+    assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_predict_and_export_take_a_sweep_as_its_best_trial(swept, tmp_path):
+    folder, spec, store, _, _ = swept
+    best = rows(store, "SELECT run_id FROM trials WHERE status = 'finished' ORDER BY value DESC, number LIMIT 1")[0][0]
+    texts = tmp_path / "new.csv"
+    texts.write_text("text\nthe film was superb\nthe plot was awful\n")
+    code, out, err = cli("predict", "sw", texts, "--store", store, "--no-store")
+    assert code == 0, err
+    assert best in err and out.startswith("row,label,")
+    code, out, err = cli("export", "sw", tmp_path / "model", "--store", store)
+    assert code == 0, err
+    assert json.loads((tmp_path / "model" / "manifest.json").read_text())["run"]["run_id"] == best

@@ -6,7 +6,8 @@ is the one loss every member, SWA checkpoint and ensemble has; the training obje
 as each member's `loss`), and how far the predicted class distribution is from the true one (total
 variation distance, and each class's predicted share beside its true share). An ensemble over a
 strategy that was not built at `apply` time is built here from the stored probabilities, and stored,
-so SQL sees it too.
+so SQL sees it too. A run with replicas (`repeats = N`) also gets each strategy's test numbers over
+its seeds and paired bootstrap intervals (runner.compare_seeds).
 """
 
 from __future__ import annotations
@@ -37,9 +38,11 @@ class Comparison:
     lower_is_better: frozenset[str]
     rows: list[dict]
     calibrations: list = field(default_factory=list)  # runner calibrate's results for these rows (calibrate_run)
+    seeds: object = None  # a replica's numbers over its repeat group (compare_seeds.SeedComparison), else None
 
     def records(self) -> list[dict]:
-        """Flat rows for CSV/JSON."""
+        """Flat rows for CSV/JSON; a replica's rows over seeds (kind `seeds` and `bootstrap`) come last,
+        with columns of their own (compare_seeds.SeedComparison.records)."""
         out = []
         for r in self.rows:
             rec = {k: r[k] for k in ("strategy", "kind", "member", "checkpoint", "epoch", *self.columns)}
@@ -47,7 +50,7 @@ class Comparison:
                 rec[f"pred_share_{name}"] = pred
                 rec[f"true_share_{name}"] = true
             out.append(rec)
-        return out
+        return out + (self.seeds.records() if self.seeds is not None else [])
 
 
 def columns_for(run: RunRecord, registry) -> tuple[tuple[str, ...], frozenset[str]]:
@@ -75,17 +78,9 @@ def compare(store: Store, run: RunRecord, registry, strategies: list[str] | None
     wanted = strategies or registered
     k = run.num_labels
     finished = [m.name for m in run.finished]
-    materialize(store, run, registry)
-    picked = store.all_selections(run.run_id)  # strategy -> member -> checkpoint, in one query
-    checkpoints = {s: {m: picked[s][m] for m in finished if picked.get(s, {}).get(m)} for s in wanted}
-    if build_missing and len(finished) > 1:
-        have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
-        memo: dict = {}
-        built = [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
-                                memo=memo, checkpoints=checkpoints[s])
-                 for s in wanted if s not in have and len(checkpoints[s]) == len(finished)]
-        if built:
-            store.log_ensembles(built)
+    checkpoints = strategy_checkpoints(store, run, registry, wanted)
+    if build_missing:
+        build_missing_ensembles(store, run, registry, checkpoints)
 
     metrics = store.checkpoint_metrics(run.run_id)  # (kind, member, checkpoint) -> {eval_accuracy: ...}
     true_counts = store.label_counts(run.dataset_id)  # split -> [count per label]
@@ -117,7 +112,38 @@ def compare(store: Store, run: RunRecord, registry, strategies: list[str] | None
     from .refit import add_refit_rows
 
     add_refit_rows(store, run, rows, columns, dist_split, true_shares, strategies)  # `refit:<strategy>` blocks
-    return Comparison(run.run_id, list(run.label_names), dist_split, true_shares, columns, lower, rows, calibrated)
+    seeds = None
+    if run.repeat_group is not None:  # a replica of `repeats = N`: the tables over seeds (compare_seeds)
+        from .compare_seeds import over_seeds
+
+        seeds = over_seeds(store, run, registry, wanted, build_missing)
+    return Comparison(run.run_id, list(run.label_names), dist_split, true_shares, columns, lower, rows, calibrated,
+                      seeds)
+
+
+def strategy_checkpoints(store: Store, run: RunRecord, registry, wanted: list[str]) -> dict[str, dict[str, str]]:
+    """strategy -> finished member -> the checkpoint the strategy picks, for each of `wanted`
+    (registered strategies); picks of strategies registered since the run trained are stored first."""
+    finished = [m.name for m in run.finished]
+    materialize(store, run, registry)
+    picked = store.all_selections(run.run_id)  # strategy -> member -> checkpoint, in one query
+    return {s: {m: picked[s][m] for m in finished if picked.get(s, {}).get(m)} for s in wanted}
+
+
+def build_missing_ensembles(store: Store, run: RunRecord, registry, checkpoints: dict[str, dict[str, str]]) -> None:
+    """Build and store, in one transaction, the spec's ensemble of every strategy in `checkpoints`
+    (from `strategy_checkpoints`) that has none yet and picks a checkpoint of every finished member;
+    nothing for a run of one member (it has no ensemble)."""
+    finished = [m.name for m in run.finished]
+    if len(finished) < 2:
+        return
+    have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
+    memo: dict = {}
+    built = [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
+                            memo=memo, checkpoints=picks)
+             for s, picks in checkpoints.items() if s not in have and len(picks) == len(finished)]
+    if built:
+        store.log_ensembles(built)
 
 
 def _epoch(checkpoint: str) -> int | None:
@@ -128,7 +154,9 @@ def _epoch(checkpoint: str) -> int | None:
 
 def render(c: Comparison):
     """A rich table, one block per strategy; the best value of each column in bold green. A calibrated
-    run gets a second table: each calibration's numbers before and after (runner.calibrate_run)."""
+    run gets a second table: each calibration's numbers before and after (runner.calibrate_run); a
+    replica of `repeats = N` two more: each strategy over seeds, and intervals of its difference from
+    the run's selection (runner.compare_seeds)."""
     best = {}
     for col in c.columns:
         vals = [r[col] for r in c.rows if r[col] is not None]
@@ -162,11 +190,16 @@ def render(c: Comparison):
             cells.append(Text(text, style="bold green") if best.get(col) == v else text)
         cells += [f"{s:.1%}" for s in r["pred_shares"]]
         table.add_row(*cells, style="italic" if r["kind"] == "ensemble" else None)
+    parts = [table]
     if c.calibrations:  # a calibrated run: `runner calibrate`'s before/after table under the strategies'
-        from rich.console import Group
-
         from .calibrate_run import render as render_calibrations
 
-        return Group(table, render_calibrations(c.calibrations, c.label_names, c.true_shares, c.dist_split,
-                                                f"Run {c.run_id}: calibrations fitted on valid (runner calibrate)"))
-    return table
+        parts.append(render_calibrations(c.calibrations, c.label_names, c.true_shares, c.dist_split,
+                                         f"Run {c.run_id}: calibrations fitted on valid (runner calibrate)"))
+    if c.seeds is not None:  # a replica of `repeats = N`: means over seeds, intervals of differences
+        parts.extend(c.seeds.render())
+    if len(parts) == 1:
+        return table
+    from rich.console import Group
+
+    return Group(*parts)

@@ -348,3 +348,20 @@ def m006_sweeps_and_trials(con) -> None:
         );
         """
     )
+
+
+@migration
+def m007_repeats(con) -> None:
+    """Seeds as an axis (issue 10): `repeats = N` trains a spec N times with other member seeds and
+    the same data. Each replica is a run; `repeat_group` (the spec's name and a hash of it without the
+    seeds) ties them together and `repeat_index` (0 .. N-1) orders them; replica 0 is the run the
+    spec makes without `repeats`. NULL for a run that is not part of a group.
+    """
+    con.execute(
+        """
+        ALTER TABLE runs ADD COLUMN repeat_group VARCHAR;
+        ALTER TABLE runs ADD COLUMN repeat_index INTEGER;
+        ALTER TABLE trials ADD COLUMN value_sd DOUBLE;
+        ALTER TABLE trials ADD COLUMN repeats INTEGER;
+        """
+    )

@@ -1,11 +1,49 @@
-"""`runner plot`: a run's learning curves and class distributions as one PNG (matplotlib, no display)."""
+"""`runner plot`: what its argument names (a run or a sweep), and a run's learning curves and class
+distributions as one PNG (matplotlib, no display). A sweep's figure is runner.sweep_plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import InputError
 from .records import RunRecord
 from .store import Store
+
+
+def target(store: Store, ref: str | None, sweep: bool = False) -> tuple[str, RunRecord | dict, str]:
+    """What `runner plot [REF] [--sweep]` draws: ("run", RunRecord, note) or ("sweep", sweeps row, note).
+
+    With `sweep`, REF is a sweep id or name (the latest sweep when None). Without it, no REF is the
+    latest run; a REF is a run when a run has that id or name, else a sweep with that id or name (a
+    trial's run is named `<sweep name>-t<N>`, so the two rarely meet; when they do, the note says how
+    to get the sweep). Neither: InputError naming REF.
+    """
+    from .sweep_view import find_sweep
+
+    if sweep:
+        if ref is not None and not store.query("SELECT 1 FROM sweeps LIMIT 1")[1]:
+            raise InputError(f"SWEEP {ref!r}: {store.path} holds no sweep (a spec with [sweep] makes one with "
+                             "runner apply)")
+        return "sweep", find_sweep(store, ref), ""
+    if ref is None:
+        return "run", store.run(None), ""
+    runs = store.query_dicts("SELECT run_id FROM runs WHERE run_id = ? OR name = ? LIMIT 1", [ref, ref])
+    sweeps = store.query_dicts("SELECT sweep_id FROM sweeps WHERE sweep_id = ? OR name = ? "
+                               "ORDER BY created_at DESC LIMIT 1", [ref, ref])
+    if runs:
+        note = (f"{ref!r} names a run and sweep {sweeps[0]['sweep_id']}; this is the run's plot, add --sweep for "
+                "the sweep's" if sweeps else "")
+        return "run", store.run(ref), note
+    if sweeps:
+        return "sweep", find_sweep(store, sweeps[0]["sweep_id"]), ""
+
+    def some(sql: str) -> str:
+        ids = [r[0] for r in store.query(sql)[1]]
+        return (", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")) or "none"
+
+    raise InputError(f"RUN|SWEEP {ref!r}: no run or sweep with that id or name in {store.path} (runs: "
+                     f"{some('SELECT run_id FROM runs ORDER BY started_at DESC')}; sweeps: "
+                     f"{some('SELECT sweep_id FROM sweeps ORDER BY created_at DESC')})")
 
 
 def plot_run(store: Store, run: RunRecord, out: Path) -> Path:

@@ -103,6 +103,8 @@ class RunRecord:
     members: tuple[MemberRecord, ...]
     parent_run_id: str | None = None  # set on a refit: the run it retrained on train+valid
     refit_strategy: str | None = None  # ... and the parent's strategy whose epoch counts it trained for
+    repeat_group: str | None = None  # `repeats = N`: the replicas of one spec over member seeds
+    repeat_index: int | None = None  # 0 .. N-1 (0: the run the spec makes without repeats)
 
     @property
     def is_refit(self) -> bool:
@@ -160,6 +162,7 @@ class RunRecord:
                 for m in members
             ),
             parent_run_id=run.get("parent_run_id"), refit_strategy=run.get("refit_strategy"),
+            repeat_group=run.get("repeat_group"), repeat_index=run.get("repeat_index"),
         )
 
 

@@ -47,6 +47,7 @@ class ApplyResult:
     status: str  # finished | failed | up-to-date
     failed: dict[str, str] = field(default_factory=dict)
     refit: "ApplyResult | None" = None  # the refit's result, when [refit] strategy is set
+    replicas: list = field(default_factory=list)  # `repeats = N`: replicas 1 .. N-1 (runner.repeats)
 
 
 def plan(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True,
@@ -113,21 +114,43 @@ def _check_paths(store: Store, run_id: str, members: list[ResolvedMember]) -> No
 
 def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
           force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
-          verbose: bool = False, overrides: tuple = ()) -> ApplyResult:
+          verbose: bool = False, overrides: tuple = (), workers: int = 1,
+          worker_argv: list[str] | None = None) -> ApplyResult:
     """Train every member of the spec that the store does not yet hold as finished; then, with
     `[refit] strategy`, the run's refit on train+valid (runner.refit). `overrides`: `--set` pairs."""
     p = plan(spec_path, plugins_dir, overrides=overrides)
     store = Store(store_path)
     check_store_writable(store)
+    if workers > 1 and p.resolved.spec.sweep is None:
+        raise InputError(f"--workers {workers}: runs the trials of a sweep at once, and {spec_path} has no [sweep]")
     if p.resolved.spec.sweep is not None:
-        from .sweep import run_sweep, sweep_plan
+        from . import sweep_workers
+        from .sweep import run_sweep, sweep_folder, sweep_plan
 
         sp = sweep_plan(p, tuple(overrides))
         _check_paths(store, new_run_id(store, p.resolved.name, p.spec_hash), p.resolved.members)
         dry_run(p.resolved, p.registry, p.data, p.resolved.members)
         store.open()
         store.refresh_views(p.registry.names("metrics"))
-        return run_sweep(sp, store, progress, say, verbose)
+        procs = []
+        if workers > 1:
+            folder = sweep_folder(store.path, sp.sweep_id)
+            procs = sweep_workers.start(worker_argv or [], workers, folder)
+            say(f"{workers} workers on sweep {sp.sweep_id} (this one and {workers - 1} more; their output: "
+                f"{folder}/worker-*.log)")
+        try:
+            result = run_sweep(sp, store, progress, say, verbose)
+        finally:
+            problems = sweep_workers.wait(procs)
+        if problems:
+            for line in problems:
+                say(line)
+            result.status = "failed"
+        return result
+    from . import repeats
+
+    if repeats.count(p.resolved) > 1:
+        return repeats.apply_all(p, store, force, progress, say, verbose, apply_plan, repeats.count(p.resolved))
     return apply_plan(p, store, force, progress, say, verbose)
 
 

@@ -305,6 +305,19 @@ class Store(StoreFile):
         return self.query_dicts("SELECT run_id, refit_strategy, status FROM runs WHERE parent_run_id = ? "
                                 "ORDER BY started_at, run_id", [parent_run_id])
 
+    # -- repeats (issue 10): replicas of a spec over member seeds -------------------------------------
+
+    def set_repeat(self, run_id: str, group: str, index: int) -> None:
+        """Mark a run as replica `index` of `group` (runs.repeat_group / repeat_index)."""
+        with self.transaction() as con:
+            con.execute("UPDATE runs SET repeat_group = ?, repeat_index = ? WHERE run_id = ?", [group, index, run_id])
+
+    def replicas(self, run_id: str) -> list[str]:
+        """The run ids of the run's repeat group, by repeat_index (just the run when it has no group)."""
+        rows = self.query("SELECT r.run_id FROM runs r JOIN runs me ON r.repeat_group = me.repeat_group "
+                          "WHERE me.run_id = ? ORDER BY r.repeat_index, r.run_id", [run_id])[1]
+        return [r[0] for r in rows] or [run_id]
+
     # -- sweeps (issue 10): one row per sweep and per trial (runner.sweep) -------------------------
 
     def put_sweep(self, sweep_id: str, name: str, spec: dict, storage: str, objective: str, member: str | None,
@@ -316,7 +329,8 @@ class Store(StoreFile):
                             [sweep_id, name, json.dumps(spec), storage, objective, member, direction, now()])
 
     def put_trial(self, sweep_id: str, number: int, status: str, params: dict, run_id: str | None = None,
-                  value: float | None = None, retry_of: int | None = None) -> None:
+                  value: float | None = None, retry_of: int | None = None, value_sd: float | None = None,
+                  repeats: int | None = None) -> None:
         """Create or update a trial's row and its `trial_params` rows, in one transaction."""
         with self.transaction() as con:
             old = con.execute("SELECT started_at FROM trials WHERE sweep_id = ? AND number = ?",
@@ -324,9 +338,10 @@ class Store(StoreFile):
             con.execute("DELETE FROM trials WHERE sweep_id = ? AND number = ?", [sweep_id, number])
             con.execute("DELETE FROM trial_params WHERE sweep_id = ? AND number = ?", [sweep_id, number])
             done = now() if status != "running" else None
-            con.execute("INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            con.execute("INSERT INTO trials (sweep_id, number, run_id, status, value, params, retry_of, started_at, "
+                        "finished_at, value_sd, repeats) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [sweep_id, number, run_id, status, value, json.dumps(params), retry_of,
-                         old[0][0] if old else now(), done])
+                         old[0][0] if old else now(), done, value_sd, repeats])
             rows = [[sweep_id, number, k, float(v) if isinstance(v, (int, float)) else None,
                      json.dumps(v) if not isinstance(v, str) else v] for k, v in params.items()]
             if rows:

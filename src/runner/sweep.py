@@ -161,7 +161,7 @@ def make_study(sp: SweepPlan, storage):
     else:
         sampler = optuna.samplers.TPESampler(seed=seed)
     if sw.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=sw.pruner_startup, n_warmup_steps=0)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=sw.pruner_startup, n_warmup_steps=sw.pruner_warmup)
     elif sw.pruner == "hyperband":
         pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sum(
             m.train.epochs for m in sp.base.resolved.members))
@@ -333,6 +333,10 @@ def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbos
                 break
             trial = study.ask()
             trial.set_user_attr("worker_lock", str(lock.path))
+            if _surplus(study, trial, sw.trials):  # another worker asked at the same moment for the last one
+                study._storage.set_trial_user_attr(trial._trial_id, "stale", True)
+                study.tell(trial, state=TrialState.FAIL)
+                break
             params = suggest(trial, sw)
             number = trial.user_attrs.get("retry_of", trial.number)
             _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply_plan, TrialState)
@@ -368,25 +372,59 @@ def _one_trial(sp, store, study, trial, params, number, progress, say, verbose, 
             raise TrialPruned(f"pruned by the {sp.sweep.pruner} pruner after epoch {record.epoch} of {member} "
                               f"(eval_{sp.metric} {value:.4f})")
 
-    fresh = type(progress)(progress.console) if progress is not None else None  # each trial's own lines
-    result = apply_plan(p, store, progress=fresh, say=say, verbose=verbose, on_epoch=on_epoch,
-                        on_run=lambda run_id: (trial.set_user_attr("run_id", run_id),
-                                               store.put_trial(sp.sweep_id, trial.number, "running", params,
-                                                               run_id=run_id, retry_of=retry)))
-    if result.status == "pruned":
-        study.tell(trial, state=TrialState.PRUNED)
-        store.put_trial(sp.sweep_id, trial.number, "pruned", params, run_id=result.run_id, retry_of=retry)
-        say(f"trial {trial.number}: pruned")
-        return
-    value = objective_value(sp, store, result.run_id) if result.status in ("finished", "up-to-date") else None
-    if value is None:
-        study.tell(trial, state=TrialState.FAIL)
-        store.put_trial(sp.sweep_id, trial.number, "failed", params, run_id=result.run_id, retry_of=retry)
-        say(f"trial {trial.number}: failed ({'; '.join(result.failed.values()) or 'no objective value'})")
-        return
+    from . import repeats
+
+    n = sp.sweep.repeats or sp.base.resolved.spec.repeats
+    group = repeats.group_id(p)
+    values, run_id = [], None
+    for k in range(n):
+        rp = repeats.replica_plan(p, k)
+        fresh = type(progress)(progress.console) if progress is not None else None  # each run's own lines
+
+        def on_run(rid: str, k: int = k) -> None:
+            if n > 1:
+                store.set_repeat(rid, group, k)
+            if k == 0:
+                trial.set_user_attr("run_id", rid)
+                store.put_trial(sp.sweep_id, trial.number, "running", params, run_id=rid, retry_of=retry)
+
+        # the pruner watches replica 0; once it has let a trial through, the other replicas run whole
+        result = apply_plan(rp, store, progress=fresh, say=say, verbose=verbose,
+                            on_epoch=on_epoch if k == 0 else None, on_run=on_run)
+        if k == 0:
+            run_id = result.run_id
+        if n > 1 and result.run_id is not None:
+            store.set_repeat(result.run_id, group, k)
+        if result.status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+            store.put_trial(sp.sweep_id, trial.number, "pruned", params, run_id=run_id, retry_of=retry)
+            say(f"trial {trial.number}: pruned")
+            return
+        value = objective_value(sp, store, result.run_id) if result.status in ("finished", "up-to-date") else None
+        if value is None:
+            study.tell(trial, state=TrialState.FAIL)
+            store.put_trial(sp.sweep_id, trial.number, "failed", params, run_id=run_id, retry_of=retry)
+            say(f"trial {trial.number}: failed ({'; '.join(result.failed.values()) or 'no objective value'})")
+            return
+        values.append(value)
+    value = sum(values) / n
+    sd = (sum((v - value) ** 2 for v in values) / (n - 1)) ** 0.5 if n > 1 else None
     study.tell(trial, value)
-    store.put_trial(sp.sweep_id, trial.number, "finished", params, run_id=result.run_id, value=value, retry_of=retry)
-    say(f"trial {trial.number}: {sp.objective} eval_{sp.metric} {value:.4f}")
+    store.put_trial(sp.sweep_id, trial.number, "finished", params, run_id=run_id, value=value, retry_of=retry,
+                    value_sd=sd, repeats=n)
+    spread = f" ± {sd:.4f} over {n} seeds" if sd is not None else ""
+    say(f"trial {trial.number}: {sp.objective} eval_{sp.metric} {value:.4f}{spread}")
+
+
+def _surplus(study, trial, wanted: int) -> bool:
+    """Whether `trial` would make the study run more than `wanted` trials: when workers ask at once, the
+    running trials with the lowest numbers keep the places left."""
+    from optuna.trial import TrialState
+
+    c = counts(study)
+    room = wanted - c["finished"] - c["pruned"] - c["failed"]
+    running = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    return trial.number not in running[:max(room, 0)]
 
 
 def _grid_done(study, sw) -> bool:

@@ -41,6 +41,19 @@ def find_sweep(store, ref: str | None) -> dict:
                      f"{', '.join(r['sweep_id'] for r in rows[:10])})")
 
 
+def best_run(store, ref: str) -> str | None:
+    """The run of the best finished trial of sweep `ref` (id or name), or None when `ref` names no sweep
+    or the sweep has no finished trial: what `runner predict`/`export` take for a sweep."""
+    try:
+        sweep = find_sweep(store, ref)
+    except InputError:
+        return None
+    order = "DESC" if sweep["direction"] == "maximize" else "ASC"
+    rows = store.query(f"SELECT run_id FROM trials WHERE sweep_id = ? AND status = 'finished' AND run_id IS NOT NULL "
+                       f"ORDER BY value {order}, number LIMIT 1", [sweep["sweep_id"]])[1]
+    return rows[0][0] if rows else None
+
+
 def load_view(store, ref: str | None, registry) -> SweepView:
     sweep = find_sweep(store, ref)
     greater = sweep["direction"] == "maximize"
@@ -121,7 +134,10 @@ def render(view: SweepView) -> Group:
     for col in ("trial", "status", "value", *params, "run"):
         table.add_column(col, justify="right" if col in ("trial", "value") or col in params else "left")
     for i, t in enumerate(view.trials):
-        cells = [str(t["number"]), t["status"], "" if t["value"] is None else f"{t['value']:.4f}"]
+        value = "" if t["value"] is None else f"{t['value']:.4f}"
+        if t.get("value_sd") is not None:  # `repeats`: the mean over the trial's seeds, and their spread
+            value += f" ± {t['value_sd']:.4f} ({t['repeats']} seeds)"
+        cells = [str(t["number"]), t["status"], value]
         cells += [_fmt(t["params"].get(k)) for k in params] + [t["run_id"] or ""]
         table.add_row(*cells, style="bold green" if i == 0 and t["status"] == "finished" else None)
     parts: list = [table]

@@ -89,7 +89,11 @@ def compare(
                                                   "one; `runner plugins` lists them)."),
     format: Format = typer.Option(Format.table, "--format"),
 ):
-    """The selection-strategy table: each member and the ensemble under every registered strategy."""
+    """The selection-strategy table: each member and the ensemble under every registered strategy.
+
+    A run with replicas (`repeats = N`) also gets each strategy over its seeds (mean ± sd) and paired
+    bootstrap intervals of its test accuracy minus the run's selected strategy's.
+    """
     from ..compare import compare as build, render
     from ..store import Store
 
@@ -101,7 +105,8 @@ def compare(
         out.print(render(c))
     else:
         records = c.records()
-        cols = list(records[0]) if records else []
+        cols = list(dict.fromkeys(k for r in records for k in r))  # a replica's rows over seeds add columns
+        records = [{k: r.get(k) for k in cols} for r in records]
         emit(cols, [list(r.values()) for r in records], format)
     unregistered = sorted(st.metric_names(c.run_id) - set(registry.names("metrics")) - {"loss"})
     if unregistered:
@@ -167,22 +172,32 @@ def ensemble(
 
 @command
 def plot(
-    run: Optional[str] = RUN_ARG,
+    ref: Optional[str] = typer.Argument(
+        None, metavar="RUN|SWEEP",
+        help="A run id or run name (its latest run), else a sweep id or the sweep spec's name (its latest "
+             "sweep): a run is tried first, then a sweep. Default: the latest run (with --sweep, the latest sweep)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Read the argument as a sweep only (for a sweep whose name a "
+                                                      "run also has); with no argument, the latest sweep."),
     store: Path = STORE_OPT,
-    out: Path = typer.Option(None, "--out", help="PNG file to write (default: <run_id>.png beside the store)."),
+    out: Path = typer.Option(None, "--out", help="PNG file to write (default: <run_id>.png, or <sweep_id>.png, "
+                                                 "beside the store); .pdf and .svg work too."),
 ):
-    """Learning curves and predicted class shares of a run, as a PNG."""
-    from ..plot import plot_run
+    """Learning curves and predicted class shares of a run, or a sweep's objective by trial and one slice per
+    parameter, as a PNG."""
+    from ..plot import plot_run, target
     from ..store import Store
+    from ..sweep_plot import load, plot_sweep
 
     st = Store(store).open_read()
-    record = st.run(run)
+    kind, record, aside = target(st, ref, sweep)
+    stem = record.run_id if kind == "run" else record["sweep_id"]
+    data = load(st, record) if kind == "sweep" else None  # a sweep with no finished trial: exit 2, before --out
     if out is None:
-        out = store.parent / f"{record.run_id}.png"
+        out = store.parent / f"{stem}.png"
     if any(len(part.encode()) > 255 for part in out.parts):
         raise InputError(f"--out {str(out)[:120]}...: a file or folder name is too long (at most 255 bytes)")
     if out.is_dir():
-        raise InputError(f"--out {out}: is a folder; give a file name such as {out / (record.run_id + '.png')}")
+        raise InputError(f"--out {out}: is a folder; give a file name such as {out / (stem + '.png')}")
     if out.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise InputError(f"--out {out}: give a .png, .pdf or .svg file name")
     if out.exists() and out.resolve() == store.resolve():
@@ -191,8 +206,9 @@ def plot(
         raise InputError(f"--out {out}: the folder {out.parent} does not exist")
     if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
         raise InputError(f"--out {out}: cannot be written (check the permissions of {out.parent})")
-    path = plot_run(st, record, out)
+    path = plot_run(st, record, out) if kind == "run" else plot_sweep(data, out)
     say(f"wrote {path}")
+    note(aside)
     note(st.notice)  # an older store, read through an upgraded copy in memory
 
 

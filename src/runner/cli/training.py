@@ -21,6 +21,9 @@ def apply(
     plugins: Optional[Path] = PLUGINS_OPT,
     force: bool = typer.Option(False, "--force", help="Start a new run even if this spec already has one."),
     set_: Optional[list[str]] = SET_OPT,
+    workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                help="Run a sweep's trials in this many processes at once (on GPUs, one "
+                                     "device each); the spec must have [sweep]."),
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
     _quiet_libraries()
@@ -28,8 +31,11 @@ def apply(
     from ..run import apply as run_apply
 
     overrides = overrides_of(set_)
+    # what each extra worker runs: this command without --workers (runner.sweep_workers)
+    argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
+    argv += [x for text in (set_ or []) for x in ("--set", text)]
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
-                       verbose=failures.context.verbose, overrides=overrides)
+                       verbose=failures.context.verbose, overrides=overrides, workers=workers, worker_argv=argv)
     from ..report import summary_table
     from ..store import Store
 
@@ -45,6 +51,9 @@ def apply(
         return
     if result.run_id and result.status != "up-to-date":
         out.print(summary_table(Store(store), Store(store).run(result.run_id)))
+    for replica in result.replicas:  # `repeats = N`: one table per replica that trained now
+        if replica.run_id and replica.status != "up-to-date":
+            out.print(summary_table(Store(store), Store(store).run(replica.run_id)))
     refit = result.refit  # [refit] strategy: the refit's own table, when it trained now
     if refit is not None and refit.run_id and refit.status != "up-to-date":
         out.print(summary_table(Store(store), Store(store).run(refit.run_id)))

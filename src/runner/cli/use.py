@@ -17,7 +17,8 @@ PROGRESS_FROM = 10_000  # texts; below this a bar shows only on a terminal
 @command
 def predict(
     source: str = typer.Argument(..., metavar="RUN|DIR",
-                                 help="A run (id or name) in the store, or a folder written by `runner export`."),
+                                 help="A run (id or name) in the store, a sweep (its best trial's run), or a folder "
+                                      "written by `runner export`."),
     input_file: Path = typer.Argument(..., metavar="INPUT",
                                       help="The texts: a .csv, .jsonl or .parquet file (or what --source reads)."),
     strategy: Optional[str] = typer.Option(
@@ -71,7 +72,7 @@ def predict(
         labels = choice.labels
     else:
         reader = Store(store_path).open_read()
-        run = reader.run(source)
+        run = run_or_sweep(reader, source)
         labels = list(run.label_names)
     inp = read_input(input_file, labels, registry, data_source, text_column, label_column)
     if not as_dir:
@@ -113,6 +114,20 @@ def predict(
     if inp.labels is not None:
         console = out if output is not None else err
         console.print(_summary(prediction, inp.labels, choice, registry, members))
+
+
+def run_or_sweep(reader, ref: str):
+    """A run by id or name, or for a sweep's id or name the run of its best finished trial."""
+    try:
+        return reader.run(ref)
+    except InputError:
+        from ..sweep_view import best_run
+
+        best = best_run(reader, ref)
+        if best is None:
+            raise
+        note(f"{ref} is a sweep: using its best trial's run {best}")
+        return reader.run(best)
 
 
 def _is_dir(source: str) -> bool:
@@ -168,7 +183,8 @@ def _summary(prediction, labels, choice, registry, members: bool) -> Table:
 
 @command
 def export(
-    run: str = typer.Argument(..., metavar="RUN", help="Run id, or a run name (its latest run)."),
+    run: str = typer.Argument(..., metavar="RUN",
+                              help="Run id, or a run name (its latest run), or a sweep (its best trial's run)."),
     directory: Path = typer.Argument(..., metavar="DIR", help="The folder to write (new, or empty)."),
     strategy: str = typer.Option("selected", "--strategy",
                                  help="Which checkpoint of each member: `selected`, `swa`, or any strategy whose "
@@ -188,7 +204,7 @@ def export(
     check_target(directory)
     registry = _registry(None, plugins)
     reader = Store(store).open_read()
-    choice = choose(reader, reader.run(run), registry, strategy)
+    choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
     manifest = write(choice, directory)
     table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
     for col in ("member", "checkpoint", "backbone", "weight", "calibrated"):

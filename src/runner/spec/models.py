@@ -327,6 +327,8 @@ class Spec(Strict):
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     refit: RefitSpec = Field(default_factory=RefitSpec)
     sweep: SweepSpec | None = None  # runner.spec.sweep: a search whose trials are runs of this spec
+    # runner.repeats: train the spec this many times with other member seeds (the data stays the same)
+    repeats: int = Field(1, ge=1, le=100)
     members: list[MemberSpec] = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")

@@ -90,6 +90,9 @@ class ResolvedSpec:
         # the same run, so adding [refit] to a finished spec refits that run instead of training a new
         # one, and every hash stored before [refit] existed stays valid.
         d.pop("refit", None)
+        # `repeats` says how many replicas to train, not how one trains: replica 0 is the run the spec
+        # names without it (each other replica has its own member seeds, so its own hash)
+        d.pop("repeats", None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

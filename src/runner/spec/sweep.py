@@ -5,6 +5,8 @@
     sampler = "tpe"                 # tpe | random | grid (Optuna's samplers)
     objective = "best_eval_accuracy" # a registered selection strategy: its metric and direction
     pruner = "median"               # median | hyperband | none, fed each epoch's validation metric
+    pruner_startup = 2              # trials that complete before any is pruned
+    pruner_warmup = 0               # epochs reported (over the members, in order) before a trial may be pruned
 
     [sweep.space]
     "loss.gamma" = { low = 0.5, high = 4.0 }
@@ -88,7 +90,9 @@ class SweepSpec(Strict):
     member: str | None = Field(None, min_length=1, max_length=100)  # the objective on one member, else the ensemble
     pruner: Literal["median", "hyperband", "none"] = "median"
     pruner_startup: int = Field(2, ge=0, le=100_000)  # trials that complete before the pruner prunes
+    pruner_warmup: int = Field(0, ge=0, le=100_000)  # epochs a trial reports before it may be pruned
     storage: str | None = Field(None, min_length=1, max_length=4096)  # Optuna storage: journal file or URL
+    repeats: int | None = Field(None, ge=1, le=100)  # replicas per trial (default: the spec's `repeats`)
     space: dict[str, Distribution] = Field(min_length=1, max_length=200)
 
     @model_validator(mode="after")
