@@ -67,3 +67,8 @@ def test_a_sweep_trial_with_repeats_scores_the_mean_over_its_seeds(tmp_path):
         assert value == pytest.approx(sum(vals) / 2)
         assert sd == pytest.approx(abs(vals[0] - vals[1]) / 2 ** 0.5)
     assert "seeds)" in out
+    # the re-scoring table averages each strategy over the trial's seeds, with the spread
+    code, out, err = cli("sweep", "rs", "--store", store)
+    assert code == 0, err
+    line = next(x for x in out.splitlines() if "best_eval_loss " in x or "best_eval_loss│" in x.replace(" ", ""))
+    assert "±" in line and "[" in line  # test accuracy ± sd, and the interval against the objective's pick

@@ -317,3 +317,21 @@ def test_predict_and_export_take_a_sweep_as_its_best_trial(swept, tmp_path):
     code, out, err = cli("export", "sw", tmp_path / "model", "--store", store)
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "manifest.json").read_text())["run"]["run_id"] == best
+
+
+def test_an_rdb_storage_url_holds_the_study(tmp_path):
+    """`[sweep] storage` as a database URL (Optuna's RDBStorage, with heartbeats): how workers on
+    several machines share one study. SQLite stands in for PostgreSQL here."""
+    db = tmp_path / "optuna.db"
+    spec = write_spec(tmp_path, name="rdb", sweep=f'trials = 2\nsampler = "random"\npruner = "none"\n'
+                                                  f'storage = "sqlite:///{db}"')
+    store = tmp_path / "results.duckdb"
+    code, out, err = cli("apply", spec, "--store", store)
+    assert code == 0, err
+    assert rows(store, "SELECT storage FROM sweeps") == [(f"sqlite:///{db}",)] and db.is_file()
+    assert [r[0] for r in rows(store, "SELECT status FROM trials")] == ["finished", "finished"]
+    assert not list((tmp_path / "runs" / "_sweeps").glob("*/journal.log"))  # no journal file beside it
+    import optuna
+
+    study = optuna.load_study(study_name=rows(store, "SELECT sweep_id FROM sweeps")[0][0], storage=f"sqlite:///{db}")
+    assert len(study.trials) == 2

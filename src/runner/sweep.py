@@ -25,16 +25,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
-import uuid
+import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from .errors import InputError, SpecError
+from .sweep_study import (WorkerLock, counts, grid_done, heartbeat_enabled, make_study, surplus,
+                          retry_stale, storage_for, suggest, sweep_folder)
 
-SWEEPS_FOLDER = "_sweeps"
 
 
 class TrialPruned(Exception):
@@ -118,140 +117,6 @@ def sweep_plan(p, overrides: tuple = ()) -> SweepPlan:
     return SweepPlan(p, doc, f"{resolved.name}-sweep-{h[:8]}", strategy, metric, greater)
 
 
-# -- Optuna ------------------------------------------------------------------------------------
-
-
-def storage_for(sp: SweepPlan, store_path: Path):
-    """Optuna's storage: a journal file (default beside the store), or an RDB URL with heartbeats."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    given = sp.sweep.storage
-    if given and "://" in given:
-        return optuna.storages.RDBStorage(
-            given, heartbeat_interval=30, grace_period=120,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3)), given
-    path = Path(given) if given else sweep_folder(store_path, sp.sweep_id) / "journal.log"
-    if not path.is_absolute() and given:
-        path = sp.base.spec_path.parent / path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path))), str(path)
-
-
-def sweep_folder(store_path: Path, sweep_id: str) -> Path:
-    return Path(store_path).resolve().parent / "runs" / SWEEPS_FOLDER / sweep_id
-
-
-def make_study(sp: SweepPlan, storage):
-    import optuna
-
-    sw = sp.sweep
-    seed = sw.seed if sw.seed is not None else sp.base.resolved.spec.seed
-    if sw.sampler == "grid":
-        class AskTellGridSampler(optuna.samplers.GridSampler):
-            # GridSampler calls study.stop() once the grid is covered, which only works inside
-            # study.optimize; this loop asks and tells, and stops by itself (_grid_done)
-            def after_trial(self, study, trial, state, values) -> None:
-                pass
-
-        sampler = AskTellGridSampler({k: d.grid() for k, d in sw.space.items()}, seed=seed)
-    elif sw.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    if sw.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=sw.pruner_startup, n_warmup_steps=sw.pruner_warmup)
-    elif sw.pruner == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sum(
-            m.train.epochs for m in sp.base.resolved.members))
-    else:
-        pruner = optuna.pruners.NopPruner()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=sp.sweep_id, storage=storage, sampler=sampler, pruner=pruner,
-                               direction="maximize" if sp.greater else "minimize", load_if_exists=True)
-
-
-def suggest(trial, sw) -> dict[str, Any]:
-    params = {}
-    for key, d in sw.space.items():
-        if d.choices is not None:
-            params[key] = trial.suggest_categorical(key, d.choices)
-        elif d.is_int:
-            params[key] = trial.suggest_int(key, d.low, d.high, step=d.step or 1, log=d.log)
-        else:
-            params[key] = trial.suggest_float(key, float(d.low), float(d.high), step=d.step, log=d.log)
-    return params
-
-
-class WorkerLock:
-    """This worker's lock file, held while it lives: a running trial whose worker's lock is free was
-    left by a worker that died, and is retried."""
-
-    def __init__(self, folder: Path):
-        import fcntl
-
-        folder.mkdir(parents=True, exist_ok=True)
-        self.path = folder / f"{uuid.uuid4().hex}.lock"
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(self.fd, f"pid {os.getpid()}".encode())
-
-    def close(self) -> None:
-        os.close(self.fd)
-        self.path.unlink(missing_ok=True)
-
-    @staticmethod
-    def is_dead(path: str | None) -> bool:
-        import fcntl
-
-        if not path or not Path(path).exists():
-            return bool(path)
-        fd = os.open(path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-        Path(path).unlink(missing_ok=True)
-        return True
-
-
-def retry_stale(study, store, sp: SweepPlan, say) -> None:
-    """Trials left running by a dead worker: failed in the study, their params queued again."""
-    from optuna.trial import TrialState
-
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not WorkerLock.is_dead(t.user_attrs.get("worker_lock")):
-            continue
-        original = t.user_attrs.get("retry_of", t.number)
-        study._storage.set_trial_user_attr(t._trial_id, "stale", True)
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": original}, skip_if_exists=False)
-        store.put_trial(sp.sweep_id, t.number, "failed", t.params, run_id=t.user_attrs.get("run_id"),
-                        retry_of=t.user_attrs.get("retry_of"))
-        say(f"trial {t.number} was interrupted: it is retried with the same params (its run resumes).")
-
-
-def counts(study) -> dict[str, int]:
-    from optuna.trial import TrialState
-
-    out = {"finished": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
-    for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.COMPLETE:
-            out["finished"] += 1
-        elif t.state == TrialState.PRUNED:
-            out["pruned"] += 1
-        elif t.state == TrialState.FAIL and not t.user_attrs.get("stale"):
-            out["failed"] += 1
-        elif t.state == TrialState.RUNNING:
-            out["running"] += 1
-        elif t.state == TrialState.WAITING:
-            out["waiting"] += 1
-    return out
-
-
 # -- running ------------------------------------------------------------------------------------
 
 
@@ -301,6 +166,7 @@ def objective_value(sp: SweepPlan, store, run_id: str) -> float | None:
 
 def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbose: bool) -> SweepResult:
     """Run trials until the study has `trials` finished, pruned or failed ones (or the timeout)."""
+    import optuna
     from optuna.trial import TrialState
 
     from .run import apply_plan
@@ -329,17 +195,31 @@ def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbos
             if sw.timeout is not None and time.monotonic() - start > sw.timeout:
                 say(f"[sweep] timeout of {sw.timeout:g} s reached: no new trial starts.")
                 break
-            if sw.sampler == "grid" and c["waiting"] == 0 and _grid_done(study, sw):
+            if sw.sampler == "grid" and c["waiting"] == 0 and grid_done(study, sw):
                 break
-            trial = study.ask()
+            heartbeat = heartbeat_enabled(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeats are experimental, and "meant for Study.optimize"
+                if heartbeat:  # RDB storage: trials whose worker stopped beating are failed and queued again
+                    optuna.storages.fail_stale_trials(study)
+                trial = study.ask()
             trial.set_user_attr("worker_lock", str(lock.path))
-            if _surplus(study, trial, sw.trials):  # another worker asked at the same moment for the last one
+            if surplus(study, trial, sw.trials):  # another worker asked at the same moment for the last one
                 study._storage.set_trial_user_attr(trial._trial_id, "stale", True)
                 study.tell(trial, state=TrialState.FAIL)
                 break
             params = suggest(trial, sw)
-            number = trial.user_attrs.get("retry_of", trial.number)
-            _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply_plan, TrialState)
+            # a retried trial keeps the number of the one it replaces: the same name, so the same run resumes
+            system = study._storage.get_trial_system_attrs(trial._trial_id)
+            number = trial.user_attrs.get("retry_of", system.get("failed_trial", trial.number))
+            if heartbeat:
+                from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize wraps a trial in
+
+                with get_heartbeat_thread(trial._trial_id, study._storage):
+                    _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply_plan,
+                               TrialState)
+            else:
+                _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply_plan, TrialState)
     finally:
         lock.close()
     failed = counts(study)["failed"]
@@ -414,28 +294,6 @@ def _one_trial(sp, store, study, trial, params, number, progress, say, verbose, 
                     value_sd=sd, repeats=n)
     spread = f" ± {sd:.4f} over {n} seeds" if sd is not None else ""
     say(f"trial {trial.number}: {sp.objective} eval_{sp.metric} {value:.4f}{spread}")
-
-
-def _surplus(study, trial, wanted: int) -> bool:
-    """Whether `trial` would make the study run more than `wanted` trials: when workers ask at once, the
-    running trials with the lowest numbers keep the places left."""
-    from optuna.trial import TrialState
-
-    c = counts(study)
-    room = wanted - c["finished"] - c["pruned"] - c["failed"]
-    running = sorted(t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    return trial.number not in running[:max(room, 0)]
-
-
-def _grid_done(study, sw) -> bool:
-    from optuna.trial import TrialState
-
-    total = 1
-    for d in sw.space.values():
-        total *= len(d.grid())
-    seen = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(deepcopy=False)
-            if t.state != TrialState.FAIL or not t.user_attrs.get("stale")}
-    return len(seen) >= total
 
 
 def _result(sp: SweepPlan, study, status: str) -> SweepResult:

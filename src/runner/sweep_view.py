@@ -97,31 +97,67 @@ def importances(sweep: dict) -> tuple[dict[str, float], str]:
 
 def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
     """For each registered strategy: the trial whose ensemble (or member) under that strategy has the
-    best validation value of the strategy's metric, and that trial's test accuracy under it."""
+    best validation value of the strategy's metric (the mean over the trial's seeds with `repeats`),
+    that trial's test accuracy (mean and spread over its seeds), and a paired bootstrap interval
+    (runner.stats) for its test accuracy minus that of the trial the sweep's objective picks, over the
+    test examples and the seeds."""
     from .ensemble import SPEC_ENSEMBLE, build_ensemble
+    import numpy as np
 
-    out = []
-    runs = {t["run_id"]: store.run(t["run_id"]) for t in finished}
-    for comp in registry.selections():
-        metric = (comp.metric or "eval_accuracy").removeprefix("eval_")
-        metric = "log_loss" if metric == "loss" else metric  # an ensemble has no training loss: its NLL
-        greater = comp.greater_is_better if comp.metric else True
-        scored = []
-        for t in finished:
-            run = runs[t["run_id"]]
+    from .stats import correct, paired_bootstrap, spread
+
+    replicas = {t["number"]: store.replicas(t["run_id"]) for t in finished}
+    runs = {rid: store.run(rid) for ids in replicas.values() for rid in ids}
+    labels = {}
+
+    def test_labels(run):
+        if run.dataset_id not in labels:
+            rows = store.query("SELECT idx, label FROM examples WHERE dataset_id = ? AND split = 'test' ORDER BY idx",
+                               [run.dataset_id])[1]
+            labels[run.dataset_id] = dict(rows)
+        return labels[run.dataset_id]
+
+    def scored(comp, metric: str, number: int):
+        """(mean eval value, test accuracy Spread, per-example correctness (replicas, n) or None)."""
+        values, accs, rows = [], [], []
+        for rid in replicas[number]:
+            run = runs[rid]
             try:
                 ens = build_ensemble(store, run, registry, comp.name, run.ensemble_weights, name=SPEC_ENSEMBLE,
                                      save=False)
             except InputError:  # no member has a checkpoint under it (swa without SWA)
-                continue
-            v = ens.metrics.get(f"eval_{metric}")
-            if v is not None and math.isfinite(v):
-                scored.append((v, t["number"], ens.metrics.get("test_accuracy")))
-        if not scored:
+                return None
+            values.append(ens.metrics.get(f"eval_{metric}"))
+            accs.append(ens.metrics.get("test_accuracy"))
+            if "test" in ens.probs:
+                truth = test_labels(run)
+                y = [truth.get(int(i)) for i in ens.idx["test"]]
+                rows.append(None if any(v is None for v in y) else correct(ens.probs["test"], y))
+        value = spread(values)
+        if value.mean is None:
+            return None
+        ok = rows and all(r is not None for r in rows) and len({len(r) for r in rows}) == 1
+        return value.mean, spread(accs), (np.stack(rows) if ok else None)
+
+    out = []
+    for comp in registry.selections():
+        metric = (comp.metric or "eval_accuracy").removeprefix("eval_")
+        metric = "log_loss" if metric == "loss" else metric  # an ensemble has no training loss: its NLL
+        greater = comp.greater_is_better if comp.metric else True
+        found = [(s, t["number"]) for t in finished if (s := scored(comp, metric, t["number"])) is not None]
+        if not found:
             continue
-        v, number, test = (max if greater else min)(scored, key=lambda x: (x[0], -x[1]))
-        out.append({"strategy": comp.name, "trial": number, "metric": f"eval_{metric}", "value": v,
-                    "test_accuracy": test, "objective": comp.name == sweep["objective"]})
+        (value, test, rows), number = (max if greater else min)(found, key=lambda x: (x[0][0], -x[1]))
+        out.append({"strategy": comp.name, "trial": number, "metric": f"eval_{metric}", "value": value,
+                    "test_accuracy": test.mean, "test_accuracy_sd": test.sd, "seeds": test.n,
+                    "objective": comp.name == sweep["objective"], "_rows": rows})
+    objective = next((r for r in out if r["objective"]), None)
+    base = objective["_rows"] if objective is not None else None
+    for r in out:
+        rows = r.pop("_rows")
+        r["delta"] = None
+        if r is not objective and rows is not None and base is not None and rows.shape == base.shape:
+            r["delta"] = paired_bootstrap(rows, base)
     return out
 
 
@@ -157,12 +193,19 @@ def render(view: SweepView) -> Group:
         parts.append(view.note)
     if view.rescoring:
         rs = Table(title="Re-scoring: the trial each selection strategy would pick (stored predictions only)",
-                   caption="each trial's ensemble under the strategy, compared on the strategy's validation metric")
-        for col in ("strategy", "picks trial", "by", "value", "its test_accuracy"):
+                   caption="each trial's ensemble under the strategy, compared on the strategy's validation metric "
+                           "(the mean over its seeds with repeats); Δ: its test accuracy minus the objective's pick's, "
+                           "with a 95% paired bootstrap interval over test examples and seeds (runner.stats)")
+        for col in ("strategy", "picks trial", "by", "value", "its test_accuracy", "Δ vs objective's pick"):
             rs.add_column(col, justify="left" if col in ("strategy", "by") else "right")
         for r in view.rescoring:
+            test = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
+            if r.get("test_accuracy_sd") is not None:
+                test += f" ± {r['test_accuracy_sd']:.4f}"
+            d = r.get("delta")
+            delta = "" if d is None else f"{d.estimate:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
             rs.add_row(r["strategy"] + (" (objective)" if r["objective"] else ""), str(r["trial"]), r["metric"],
-                       f"{r['value']:.4f}", "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}")
+                       f"{r['value']:.4f}", test, delta)
         parts.append(rs)
     return Group(*parts)
 
