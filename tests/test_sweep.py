@@ -335,3 +335,28 @@ def test_an_rdb_storage_url_holds_the_study(tmp_path):
 
     study = optuna.load_study(study_name=rows(store, "SELECT sweep_id FROM sweeps")[0][0], storage=f"sqlite:///{db}")
     assert len(study.trials) == 2
+
+
+@pytest.mark.parametrize("member", [None, "a"])
+def test_a_loss_objective_minimises_on_the_ensemble_or_one_member(tmp_path, member):
+    """The direction comes from the strategy; an ensemble has no training loss, so best_eval_loss
+    scores it by its log-loss, and a member by its own validation loss."""
+    sweep = 'trials = 2\nsampler = "random"\npruner = "none"\nobjective = "best_eval_loss"'
+    if member:
+        sweep += f'\nmember = "{member}"'
+    spec = write_spec(tmp_path, name="lo", members=("a", "b"), sweep=sweep)
+    store = tmp_path / "results.duckdb"
+    code, _, err = cli("apply", spec, "--store", store)
+    assert code == 0, err
+    assert rows(store, "SELECT direction, objective_member FROM sweeps") == [("minimize", member)]
+    for value, run_id in rows(store, "SELECT value, run_id FROM trials"):
+        if member:
+            checkpoint = Store(store).selections(run_id, "best_eval_loss")[member]
+            expected = rows(store, "SELECT value FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? "
+                                   "AND checkpoint = ? AND split = 'valid' AND name = 'loss'",
+                            [run_id, member, checkpoint])[0][0]
+        else:
+            expected = rows(store, "SELECT value FROM metrics WHERE run_id = ? AND kind = 'ensemble' AND member = "
+                                   "'ensemble' AND checkpoint = 'best_eval_loss' AND split = 'valid' AND "
+                                   "name = 'log_loss'", [run_id])[0][0]
+        assert value == pytest.approx(expected)

@@ -160,7 +160,8 @@ def objective_value(sp: SweepPlan, store, run_id: str) -> float | None:
         value = rows[0][0] if rows else None
     else:
         ens = build_ensemble(store, run, sp.base.registry, sp.objective, run.ensemble_weights, name=SPEC_ENSEMBLE)
-        value = ens.metrics.get(key)
+        # an ensemble has no training loss: best_eval_loss scores it by its NLL, eval_log_loss
+        value = ens.metrics.get("eval_log_loss" if sp.metric == "loss" else key)
     return None if value is None or not math.isfinite(value) else float(value)
 
 
