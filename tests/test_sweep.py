@@ -360,3 +360,12 @@ def test_a_loss_objective_minimises_on_the_ensemble_or_one_member(tmp_path, memb
                                    "'ensemble' AND checkpoint = 'best_eval_loss' AND split = 'valid' AND "
                                    "name = 'log_loss'", [run_id])[0][0]
         assert value == pytest.approx(expected)
+
+
+def test_no_trial_starts_after_the_timeout(tmp_path):
+    spec = write_spec(tmp_path, name="to", sweep='trials = 5\nsampler = "random"\npruner = "none"\ntimeout = 0.5')
+    store = tmp_path / "results.duckdb"
+    code, _, err = cli("apply", spec, "--store", store)
+    assert code == 0, err
+    assert "timeout of 0.5 s reached" in err
+    assert [r[0] for r in rows(store, "SELECT status FROM trials")] == ["finished"]  # one trial outlasts 0.5 s
