@@ -21,6 +21,10 @@ class TrainingProgress:
         self.tasks: dict[str, int] = {}
         self.steps: int | None = None
 
+    def fresh(self) -> "TrainingProgress":
+        """A new display on the same console: the lines of another run (a refit, a replica, a trial)."""
+        return type(self)(self.console)
+
     def start(self, members) -> None:
         self.progress.start()
         for m in members:

@@ -41,9 +41,7 @@ def replica_plan(p, k: int, name: str | None = None):
             raise SpecError(resolved.path, [(f"members[{m.index}].seed",
                                              f"replica {k} of `repeats` would use seed {seed}, above {MAX_SEED}")])
         members.append(replace(m, seed=seed))
-    # the resolved spec keeps each member's own seed: what training and the spec hash read
-    spec = spec.model_copy(update={"members": [ms.model_copy(update={"seed": rm.seed})
-                                               for ms, rm in zip(spec.members, members)]})
+    # training, the stored spec and its hash read each member's seed from the resolved members
     return replace(p, resolved=replace(resolved, spec=spec, members=members))
 
 
@@ -61,11 +59,9 @@ def apply_all(p, store, force: bool, progress, say, verbose: bool, apply_plan, n
         rp = replica_plan(p, k)
         if k:
             say(f"replica {k} of {n - 1}: member seeds + {SEED_STRIDE * k}")
-        fresh = type(progress)(progress.console) if progress is not None and k else progress
+        fresh = progress.fresh() if progress is not None and k else progress
         result = apply_plan(rp, store, force and k == 0, fresh, say, verbose,
                             on_run=lambda run_id, k=k: store.set_repeat(run_id, group, k))
-        if result.run_id is not None:
-            store.set_repeat(result.run_id, group, k)
         results.append(result)
     first = results[0]
     first.replicas = results[1:]

@@ -158,7 +158,7 @@ def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
                verbose: bool = False, on_epoch: Callable | None = None,
                on_run: Callable[[str], None] | None = None) -> ApplyResult:
     """`apply` of a checked plan (a sweep's trials come here too): `on_epoch(member, record)` is called
-    after each stored epoch, `on_run(run_id)` once the run is found or created."""
+    after each stored epoch, `on_run(run_id)` once the run is found, created or already finished."""
     resolved = p.resolved
 
     existing = None if force else store.latest_run_for(p.spec_hash)
@@ -169,6 +169,8 @@ def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         say(f"Run {existing['run_id']} of this spec is already finished in {store.path}; nothing to do "
             "(use --force to train it again as a new run)." if resolved.spec.refit.strategy is None else
             f"Run {existing['run_id']} of this spec is already finished in {store.path}.")
+        if on_run is not None:
+            on_run(existing["run_id"])
         return then_refit(p, store, ApplyResult(existing["run_id"], "up-to-date"), progress, say, verbose)
     done = {m["member"] for m in store.members(existing["run_id"]) if m["status"] == "finished"} if existing else set()
     _check_paths(store, _run_id_for(p, store, existing), resolved.members)
@@ -308,7 +310,7 @@ def then_refit(p: Plan, store: Store, result: ApplyResult, progress, say, verbos
         return result
     from .refit import refit
 
-    fresh = type(progress)(progress.console) if progress is not None else None  # the refit's own progress lines
+    fresh = progress.fresh() if progress is not None else None  # the refit's own progress lines
     result.refit = refit(store.path, result.run_id, strategy, registry=p.registry, progress=fresh, say=say,
                          verbose=verbose, source=f"{p.spec_path}: refit.strategy")
     if result.refit.status == "failed":

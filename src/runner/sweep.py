@@ -260,7 +260,7 @@ def _one_trial(sp, store, study, trial, params, number, progress, say, verbose, 
     values, run_id = [], None
     for k in range(n):
         rp = repeats.replica_plan(p, k)
-        fresh = type(progress)(progress.console) if progress is not None else None  # each run's own lines
+        fresh = progress.fresh() if progress is not None else None  # each run's own lines
 
         def on_run(rid: str, k: int = k) -> None:
             if n > 1:
@@ -274,8 +274,6 @@ def _one_trial(sp, store, study, trial, params, number, progress, say, verbose, 
                             on_epoch=on_epoch if k == 0 else None, on_run=on_run)
         if k == 0:
             run_id = result.run_id
-        if n > 1 and result.run_id is not None:
-            store.set_repeat(result.run_id, group, k)
         if result.status == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
             store.put_trial(sp.sweep_id, trial.number, "pruned", params, run_id=run_id, retry_of=retry)
