@@ -126,6 +126,12 @@ def steps() -> dict[str, Callable[[], str]]:
         said = [line for line in err.splitlines() if line.startswith(("Refit ", "Ensemble"))]
         return "\n".join(said) + "\n" + out
 
+    def apply_adapt():
+        out, err = cli("apply", "specs/quickstart_adapt.toml")
+        said = [re.sub(r" done in \d+ s ", " done ", line) for line in err.splitlines()
+                if line.startswith(("adapt:", "Ensemble over"))]
+        return "\n".join(said) + "\n" + out
+
     return {
         "apply": apply,
         "compare": lambda: cli("compare", "quickstart", "--strategies",
@@ -140,6 +146,8 @@ def steps() -> dict[str, Callable[[], str]]:
         "refit": refit,
         "compare-refit": lambda: cli("compare", "quickstart", "--strategies", "best_eval_accuracy,swa")[0],
         "apply-sweep": lambda: cli("apply", "specs/sweep_quickstart.toml")[0],
+        "apply-adapt": apply_adapt,
+        "compare-adapt": lambda: cli("compare", "quickstart", "quickstart-adapt")[0],
     }
 
 

@@ -268,6 +268,19 @@ SPEC_FIELDS: dict[tuple, st.SearchStrategy] = {
     ("ensemble", "weights"): _vals("equal", "fit", "", [1.0], [1, 1], [0, 1], [0, 0], [math.nan, 1], [math.inf, 1],
                                    [-1, 2], [1e308, 1e308], [1e-320, 0], ["1", "1"], 1),
     ("members",): _vals([], "x", [5], {}),
+    # [adapt] (issue 11): masked-LM before fine-tuning; a trained adaptation is small here (1 epoch)
+    ("adapt",): _vals({}, {"epochs": 1}, 5, "x", [], True),
+    ("adapt", "epochs"): _vals(1, 0, -1, 1001, 1.5, "1", True),
+    ("adapt", "learning_rate"): _vals(1e-3, 0, -1, 1.5, math.nan, math.inf),
+    ("adapt", "batch_size"): _vals(1, 8, 0, -1, 2**63 - 1),
+    ("adapt", "max_length"): _vals(8, 7, 16, 8193, 0),
+    ("adapt", "mlm_probability"): _vals(0.15, 0.0, 1.0, 0.999, 1e-9, -0.1, math.nan),
+    ("adapt", "whole_word_mask"): _vals(True, False, "yes", 1),
+    ("adapt", "texts"): _vals(["train"], ["train", "valid"], ["test"], ["valid"], [], ["tset"], ["train", "train"],
+                              "train", [1]),
+    ("adapt", "extra"): _vals([], ["train.csv"], ["missing.txt"], [""], ["/dev/null"], [".."], [LONG], ["a\x00b"],
+                              "x"),
+    ("adapt", "seed"): _vals(0, -1, 2**32, 1.5),
 }
 
 MEMBER_FIELDS: dict[tuple, st.SearchStrategy] = {
@@ -295,6 +308,9 @@ MEMBER_FIELDS: dict[tuple, st.SearchStrategy] = {
                      {"gamma": 2.0}, {"name": "cross_entropy", "class_weights": [math.nan, 1]}),
     ("loss", "label_smoothing"): _vals(0.5, 1, math.nan, -1),
     ("loss", "name"): _vals("focal", "cross_entropy", "", "nope"),
+    ("adapt",): _vals(False, True, {}, {"epochs": 1}, {"nope": 1}, 5, "x", None),
+    ("adapt", "epochs"): _vals(1, 0, 1.5),
+    ("adapt", "texts"): _vals(["train"], [], ["test"]),
 }
 
 # Real TrainingArguments fields with values that construct, or fail late, or are plain wrong. Left
@@ -359,7 +375,7 @@ UNKNOWN_KEYS = ["nope", "Epochs", "", LONG, "한국어", "a.b", "\x00", " ", "me
 
 TABLES = [(), ("data",), ("data", "options"), ("train",), ("train", "trainer_args"), ("loss",), ("selection",),
           ("swa",), ("ensemble",), ("members", 0), ("members", 0, "options"), ("members", 0, "train"),
-          ("members", 0, "loss")]
+          ("members", 0, "loss"), ("adapt",)]
 
 
 def _member_extra_member(name: str | None = "b", model: str | None = None, backbone: str = "scratch") -> dict:
@@ -721,7 +737,7 @@ METHODS = [None, None, "temperature", "temperature+bias", "nope", "", "TEMPERATU
 def cli_cases(draw) -> dict:
     command = draw(st.sampled_from(["runs", "compare", "ensemble", "ensemble", "sql", "sql", "plot", "plugins",
                                     "validate", "apply", "predict", "predict", "predict", "export", "export",
-                                    "calibrate", "calibrate", "refit", "sweep", "validate", "apply"]))
+                                    "calibrate", "calibrate", "refit", "sweep", "validate", "apply", "gc"]))
     case: dict[str, Any] = {"command": command}
     def mostly(good: list, bad: list):
         """A value from `good` three times in four, so that a case with several options often runs through."""
@@ -763,6 +779,10 @@ def cli_cases(draw) -> dict:
         case["allow_write"] = draw(st.sampled_from([False, False, True]))
         case["timeout"] = draw(st.sampled_from([None, None, "0", "-1", "nan", "inf", "1e309", "abc", "0.001", "5"]))
         case["memory_limit"] = draw(st.sampled_from([None, None, "64MB", "lots", "0", "-1GB", "1TB", "", "10%"]))
+    if command == "compare" and case.get("run") is not None and draw(st.integers(0, 2)) == 0:
+        case["other"] = draw(st.sampled_from(RUN_REFS))  # `compare A B` (issue 11): the golden store has one run
+    if command == "gc":
+        case["dry_run"] = draw(st.booleans())
     if command == "compare":
         case["strategies"] = draw(st.sampled_from([None, None, "last", "nope", "", ",", "last,last",
                                                    "best_eval_loss,swa", "SWA"]))

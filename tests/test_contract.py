@@ -1193,6 +1193,11 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
     if case.get("run") is not None:
         args.append(val(case["run"]))
         names += [val(case["run"]), "run"]
+    if case.get("other") is not None:
+        args.append(val(case["other"]))
+        names += [val(case["other"]), "B", "run"]
+    if case.get("dry_run"):
+        args.append("--dry-run")
     if case.get("query") is not None:
         args.append(case["query"])
         names += ["sql", "query", "SQL"]
@@ -1227,7 +1232,7 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
             p.mkdir(exist_ok=True)
         args += ["--plugins", str(p)]
         names += ["--plugins", str(p)]
-    if command in ("runs", "compare", "ensemble", "sql", "plot", "sweep"):
+    if command in ("runs", "compare", "ensemble", "sql", "plot", "sweep", "gc"):
         args += ["--store", store]
     return args, names
 
@@ -1256,7 +1261,7 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
             allowed: set[str] = set()
             if command == "sql" and case.get("allow_write"):
                 allowed = {"in", "out", "cwd", "home"}  # --allow-write lets SQL write files and install extensions
-            elif command == "sql" or command in ("runs", "plot", "plugins", "validate", "sweep"):
+            elif command == "sql" or command in ("runs", "plot", "plugins", "validate", "sweep", "gc"):
                 if s0 != s1:
                     v.append(Violation("read-changed-store", f"`runner {command}` changed the store", call, case,
                                        "cli"))

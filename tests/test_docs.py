@@ -33,7 +33,7 @@ def test_readme_outputs_match_a_fresh_quickstart_run():
     import sys
 
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "readme_outputs.py"), "--check"],
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -87,3 +87,28 @@ def test_the_sweep_spec_is_the_quickstart_but_for_its_name_and_sweep():
         "loss.gamma", "loss.label_smoothing", "loss.alpha[1]"}
     quick.pop("name")
     assert sweep == quick
+
+
+def test_the_adapt_spec_is_the_quickstart_but_for_its_name_and_adapt():
+    """README's [adapt] section compares specs/quickstart_adapt.toml with the quickstart: they differ
+    only in [adapt], so `runner compare quickstart quickstart-adapt` measures adaptation alone."""
+    import tomllib
+
+    quick = tomllib.loads((REPO / "specs" / "quickstart.toml").read_text())
+    adapt = tomllib.loads((REPO / "specs" / "quickstart_adapt.toml").read_text())
+    assert adapt.pop("name") == "quickstart-adapt" and adapt.pop("adapt")["extra"] == [
+        "../examples/unlabeled_reviews.txt"]
+    quick.pop("name")
+    assert adapt == quick
+
+
+def test_the_unlabeled_reviews_are_the_generator_s_with_seed_2027_and_unseen():
+    """examples/unlabeled_reviews.txt ([adapt] extra of the quickstart): the first 5,000 of
+    runner.synthetic.generate(6000, seed=2027) that the quickstart's 3,000 reviews (seed 13) do not
+    hold, one per line: no test text of the quickstart is among them."""
+    from runner import synthetic
+
+    lines = (REPO / "examples" / "unlabeled_reviews.txt").read_text(encoding="utf-8").splitlines()
+    quickstart_texts = set(synthetic.generate(3000, seed=13)[0])
+    expected = [t for t in synthetic.generate(6000, seed=2027)[0] if t not in quickstart_texts][:5000]
+    assert lines == expected and not set(lines) & quickstart_texts

@@ -19,7 +19,7 @@ from runner.migrations import MIGRATIONS
 from runner.store import Store
 
 TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
-          "calibrations", "sweeps", "trials", "trial_params", "_migrations"}
+          "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "_migrations"}
 VIEWS = {"epochs"}
 
 

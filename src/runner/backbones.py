@@ -29,6 +29,7 @@ class BackboneContext:
     max_length: int = 128
     seed: int = 0
     tokenizer: Any = None  # reuse this tokenizer instead of building one (set when loading a checkpoint)
+    adapted: Path | None = None  # start from this masked-LM-adapted folder (runner.adapt), not `model`
 
 
 def write_runner_json(directory: Path, backbone: str, options: dict[str, Any], label_names: list[str],

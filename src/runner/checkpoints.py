@@ -4,9 +4,9 @@
 This module holds all of the folder's bookkeeping: listing the epoch checkpoints Trainer wrote,
 pruning those neither selection nor SWA can need, cleaning up before a resume, copying the selected
 epoch out, checking before a run starts that every path it will write is safe and fits the OS limits,
-and `remove`: the only function in runner that deletes files. It refuses any path that does not
-resolve inside the member folder it is given, so no name, symlink or stale record can make runner
-delete anything else.
+and `remove_under`: the only function in runner that deletes files. It refuses any path that does not
+resolve inside the folder it is given (a member folder, or the adaptation cache), so no name,
+symlink or stale record can make runner delete anything else.
 """
 
 from __future__ import annotations
@@ -75,19 +75,28 @@ class MemberDir:
 def remove(path: Path, owner: MemberDir) -> None:
     """Delete `path` (a file or a folder tree), which must resolve inside `owner`'s member folder.
 
-    The only function in runner that deletes files. The member folder itself may be removed; a
-    path outside it, the runs/ folder, another run's or another member's files, or anything reached
-    through a symbolic link out of the folder, raises ValueError and nothing is deleted.
+    The member folder itself may be removed; a path outside it, the runs/ folder, another run's or
+    another member's files, or anything reached through a symbolic link out of the folder, raises
+    ValueError and nothing is deleted.
     """
-    root = Path(os.path.abspath(owner.runs_root)) / owner.run_id / owner.member
+    remove_under(path, Path(os.path.abspath(owner.runs_root)) / owner.run_id / owner.member, allow_root=True)
+
+
+def remove_under(path: Path, root: Path, allow_root: bool = False) -> None:
+    """Delete `path` (a file or a folder tree), which must resolve inside `root`: the only function
+    in runner that deletes files (member folders through `remove`, the adaptation cache through
+    runner.adapt). `root` itself only with `allow_root`. A path outside `root`, or reached through a
+    symbolic link out of it, or a `root` that is itself a symbolic link, raises ValueError and
+    nothing is deleted."""
+    root = Path(os.path.abspath(root))
     if root.is_symlink():
-        raise ValueError(f"refusing to delete under {root}: the member folder is a symbolic link")
+        raise ValueError(f"refusing to delete under {root}: the folder is a symbolic link")
     target = Path(os.path.abspath(path))
     resolved_root, resolved = root.resolve(), target.resolve()
-    inside = (target == root or root in target.parents) and (resolved == resolved_root
-                                                              or resolved_root in resolved.parents)
+    inside = ((target == root and allow_root) or root in target.parents) and (
+        (resolved == resolved_root and allow_root) or resolved_root in resolved.parents)
     if not inside:
-        raise ValueError(f"refusing to delete {path}: it is not inside the member folder {root}")
+        raise ValueError(f"refusing to delete {path}: it is not inside the folder {root}")
     if target.is_symlink() or target.is_file():
         target.unlink()
     elif target.is_dir():

@@ -32,6 +32,9 @@ class Backbone(Component):
     # check(model, options) raises ModelLoadError when `model` cannot be loaded; it must be cheap
     # (runner calls it for every member before building anything, to report every member at once)
     check: Callable[[str, Any], None] | None = None
+    # adapt(ctx, options) -> (masked_lm_model, tokenizer): what runner.adapt trains with masked-LM
+    # before fine-tuning; `build` then starts from the saved result (ctx.adapted). None: not adaptable
+    adapt: Callable[..., Any] | None = None
 
 
 @dataclass(frozen=True)

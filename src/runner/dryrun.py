@@ -76,6 +76,12 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
 
     backbone = registry.backbone(m.backbone)
     who = f"backbone {m.backbone!r} ({backbone.origin})"
+    if m.adapt is not None:
+        from .adapt_train import dry_run_problem
+
+        problem = dry_run_problem(m, resolved, registry, data)
+        if problem is not None:
+            return [(m.adapt_loc, f"member {m.name}: {problem}")]
     try:
         inputs = prepare_member(m, resolved, data, registry)
     except SpecError as e:

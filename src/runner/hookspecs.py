@@ -21,7 +21,7 @@ hookimpl = pluggy.HookimplMarker("runner")
 def register_backbones(register):
     """Register backbones: encoders with a classification head, and their tokenizers.
 
-    Call ``register(name, build, options=None, takes_model=False, check=None)`` once per backbone:
+    Call ``register(name, build, options=None, takes_model=False, check=None, adapt=None)`` once per backbone:
 
     - ``name`` is what a spec's ``members[].backbone`` names;
     - ``build(ctx, options)`` returns ``(model, tokenizer)``. ``ctx`` is a
@@ -38,7 +38,16 @@ def register_backbones(register):
     - ``takes_model=True`` if the backbone needs a spec's ``model`` field (a Hub id or local path);
     - ``check(model, options)`` (optional) raises :class:`runner.ModelLoadError` when ``model`` cannot
       be loaded. It must be cheap (read a config, not the weights): runner calls it for every member
-      before building any, so that one ``runner validate`` names every unreachable model.
+      before building any, so that one ``runner validate`` names every unreachable model;
+    - ``adapt(ctx, options)`` (optional) makes the backbone adaptable by ``[adapt]`` (masked-LM
+      training on the task's texts before fine-tuning). It returns ``(masked_lm_model, tokenizer)``:
+      a module whose ``forward`` takes the tokenizer's outputs and returns ``.logits`` of shape
+      ``(batch, sequence, vocabulary)``, and the tokenizer the member will use (it needs a mask
+      token). ``ctx.seed`` is the adaptation's seed. runner trains it (runner.adapt), saves it in a
+      folder (``save_pretrained`` when the model has it, else ``model.safetensors``, plus the
+      tokenizer) and then calls ``build`` with ``ctx.adapted`` set to that folder: ``build`` must
+      start its encoder (and take its tokenizer) from there, with a new classification head.
+      Without ``adapt``, a member of this backbone under ``[adapt]`` is a validation error.
     """
 
 

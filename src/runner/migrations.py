@@ -365,3 +365,42 @@ def m007_repeats(con) -> None:
         ALTER TABLE trials ADD COLUMN repeats INTEGER;
         """
     )
+
+
+@migration
+def m008_adaptations(con) -> None:
+    """Task-adaptive pretraining (issue 11): `[adapt]` trains each member's encoder with masked-LM on
+    the task's texts first, cached by content under adapted/<key>/ beside the store (runner.adapt).
+
+    - `adaptations`: one row per adaptation key: backbone, model, the adapt settings (texts, extra,
+      epochs...), where its texts came from (split or file -> count), corpus size and hash, folder,
+      seconds. Several runs and members share a row.
+    - `adapt_losses`: the MLM loss per adapt epoch (0 = before adapting) on the held-out slice
+      (`heldout`) and on an equal slice of the training texts (`train`), both masked once with the
+      adaptation's seed; `train_running` is Trainer's running training loss of the epoch.
+    - `members.adapt_key`: the adaptation a member started from (NULL: none).
+    """
+    con.execute(
+        """
+        CREATE TABLE adaptations (
+            adapt_key VARCHAR PRIMARY KEY,
+            backbone VARCHAR NOT NULL,
+            model VARCHAR,
+            settings JSON NOT NULL,
+            sources JSON NOT NULL,
+            n_texts INTEGER NOT NULL,
+            n_heldout INTEGER NOT NULL,
+            corpus_hash VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            seconds DOUBLE,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE adapt_losses (
+            adapt_key VARCHAR NOT NULL,
+            epoch INTEGER NOT NULL,
+            split VARCHAR NOT NULL,
+            mlm_loss DOUBLE
+        );
+        ALTER TABLE members ADD COLUMN adapt_key VARCHAR;
+        """
+    )

@@ -148,13 +148,15 @@ class Registry:
                                   "model class")
 
         def register_backbone(name: str, build, *, options: type | None = None, takes_model: bool = False,
-                              check: Callable[[str, Any], None] | None = None) -> None:
+                              check: Callable[[str, Any], None] | None = None,
+                              adapt: Callable[..., Any] | None = None) -> None:
             callable_("build", name, build)
             options_model(name, options)
-            if check is not None:
-                callable_("check", name, check)
+            for what, fn in (("check", check), ("adapt", adapt)):
+                if fn is not None:
+                    callable_(what, name, fn)
             self._add(kind, Backbone(name, plugin, origin, build=build, options=options,
-                                     takes_model=bool(takes_model), check=check))
+                                     takes_model=bool(takes_model), check=check, adapt=adapt))
 
         def register_loss(name: str, build, *, options: type | None = None) -> None:
             callable_("build", name, build)

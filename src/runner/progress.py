@@ -35,8 +35,16 @@ class TrainingProgress:
     def member_skipped(self, name: str) -> None:
         self.progress.update(self.tasks[name], info="[green]already finished[/]", completed=0)
 
+    def adapt_started(self, name: str, epochs: int) -> None:
+        """The member's line counts adapt epochs first ([adapt]); member_started takes it back."""
+        self.progress.update(self.tasks[name], completed=0, total=epochs, info="[magenta]adapting[/] (masked-LM)")
+
+    def adapt_epoch(self, name: str, epoch: int, epochs: int, heldout_loss: float) -> None:
+        self.progress.update(self.tasks[name], completed=epoch,
+                             info=f"[magenta]adapt[/] epoch {epoch} · held-out mlm_loss {heldout_loss:.4f}")
+
     def member_started(self, name: str, epochs: int, done: int) -> None:
-        self.progress.update(self.tasks[name], completed=done, info="[cyan]training[/]")
+        self.progress.update(self.tasks[name], completed=done, total=epochs, info="[cyan]training[/]")
         if self.steps is not None:
             self.progress.remove_task(self.steps)
         self.steps = self.progress.add_task("", total=None, member="  steps", info="")

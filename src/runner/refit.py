@@ -120,15 +120,16 @@ def plan_refit(store: Store, ref: str | None, strategy: str | None, registry, so
     what = f"{source} {name!r}" if strategy else f"strategy {name!r} (the run's own selection)"
     chosen = _picks(store, parent, name, registry)
     epochs, windows = _epochs(parent, what, chosen)
-    data = _merged_data(store, parent, where)
+    data, parent_texts = _merged_data(store, parent, where)
     existing = _existing(store, parent.run_id, name)
     if existing is not None:  # a refit under way keeps the weights it started with
         weights, note = store.run(existing["run_id"]).ensemble_weights, None
     else:
         weights, note = _parent_weights(store, parent, name, chosen, registry)
     resolved, spec = _refit_spec(parent, name, epochs, windows, weights, registry, where)
-    rp = RefitPlan(parent, name, Plan(Path(f"run {parent.run_id}"), registry, resolved, data), epochs, windows,
-                   weights, note, spec, existing)
+    plan = Plan(Path(f"run {parent.run_id}"), registry, resolved, data,
+                _parent_adaptations(store, parent, resolved, registry, parent_texts, where))
+    rp = RefitPlan(parent, name, plan, epochs, windows, weights, note, spec, existing)
     rp.spec["refit"].update({"parent_run_id": parent.run_id, "parent_dataset_id": parent.dataset_id,
                              "epochs": epochs, "swa_epochs": {m: list(w) for m, w in windows.items()},
                              "weights_from": note})
@@ -195,8 +196,30 @@ def _pick(store: Store, parent: RunRecord, member: str, name: str, registry) -> 
                           f"for member {member!r}") from e
 
 
-def _merged_data(store: Store, parent: RunRecord, where: str) -> PreparedData:
-    """The parent's examples from the store: train and valid merged into one train split, test kept."""
+def _parent_adaptations(store: Store, parent: RunRecord, resolved: ResolvedSpec, registry,
+                        texts: dict[str, list[str]], where: str) -> dict:
+    """The adaptations of the parent's members ([adapt]), planned on the parent's own splits so that
+    each refit member starts from the very encoder its parent member did (the same cache key)."""
+    from .adapt import plan_adaptations
+
+    try:
+        planned = plan_adaptations(resolved, registry, texts, parent.spec.get("data", {}).get("text_column", "text"))
+    except SpecError as e:
+        shown = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in e.problems)
+        raise InputError(f"{where}: the [adapt] corpus of run {parent.run_id} cannot be read again ({shown})") from None
+    used = {r["member"]: r["adapt_key"] for r in store.query_dicts(
+        "SELECT member, adapt_key FROM members WHERE run_id = ?", [parent.run_id])}
+    for member, a in planned.items():
+        if used.get(member) != a.key:
+            raise InputError(f"{where}: member {member} of run {parent.run_id} started from adaptation "
+                             f"{used.get(member)}, but its [adapt] corpus and settings give {a.key} now (an `extra` "
+                             "file changed?); a refit must start from the parent's encoder, so restore the file")
+    return planned
+
+
+def _merged_data(store: Store, parent: RunRecord, where: str) -> tuple[PreparedData, dict[str, list[str]]]:
+    """The parent's examples from the store: train and valid merged into one train split, test kept;
+    and the texts of each of the parent's splits, as they were."""
     cols, rows = store.query("SELECT split, idx, text, label FROM examples WHERE dataset_id = ? "
                              "AND split IN ('train', 'valid', 'test') ORDER BY split, idx", [parent.dataset_id])
     splits: dict[str, tuple[list[str], list]] = {}
@@ -215,7 +238,8 @@ def _merged_data(store: Store, parent: RunRecord, where: str) -> PreparedData:
         out["test"] = Split(texts, None if any(x is None for x in labels) else np.asarray(labels, dtype=np.int64))
     labels = list(parent.label_names)
     # a dataset of its own (no valid split, so its hash is never that of a dataset `apply` prepared)
-    return PreparedData(label_names=labels, splits=out, dataset_id=dataset_hash(labels, out))
+    return (PreparedData(label_names=labels, splits=out, dataset_id=dataset_hash(labels, out)),
+            {split: texts for split, (texts, _) in splits.items()})
 
 
 def _parent_weights(store: Store, parent: RunRecord, name: str, picks: dict[str, str | None],

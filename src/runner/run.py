@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from . import checkpoints, failures
 from .failures import DISK_FULL
+from .adapt import plan_adaptations
 from .data import PreparedData, load_raw, prepare
 from .dryrun import check_cheaply, dry_run
 from .errors import DiskFullError, InputError, SpecError, StoreError, TrainingError
@@ -35,6 +36,7 @@ class Plan:
     registry: Registry
     resolved: ResolvedSpec
     data: PreparedData
+    adaptations: dict = field(default_factory=dict)  # member -> runner.adapt.Adaptation ([adapt])
 
     @property
     def spec_hash(self) -> str:
@@ -60,7 +62,8 @@ def plan(spec_path: str | Path, plugins_dir: str | Path | None = None, check_mod
     spec = resolved.spec
     raw = load_raw(spec.data, registry, spec_path, spec.seed, resolved.data_options)
     data = prepare(spec.data, raw, spec.seed)
-    p = Plan(spec_path, registry, resolved, data)
+    p = Plan(spec_path, registry, resolved, data, plan_adaptations(
+        resolved, registry, {k: v.texts for k, v in data.splits.items()}, spec.data.text_column))
     if spec.sweep is not None:
         from .sweep import check_space
 
@@ -241,7 +244,8 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
             store.start_member(run_id, m.name, m.backbone, m.model, m.seed, m.options_dict())
             job = MemberJob(run_id=run_id, member=m, resolved=resolved, data=p.data, registry=p.registry,
                             store=store, owner=owner, progress=progress, resume_from=resume_from,
-                            history=history, say=say, verbose=verbose, on_epoch=on_epoch)
+                            history=history, say=say, verbose=verbose, on_epoch=on_epoch,
+                            adaptation=p.adaptations.get(m.name))
             try:
                 selected = train_member(job)
             except TrialPruned as e:  # a sweep's pruner stopped the trial: its epochs stay stored

@@ -140,3 +140,27 @@ class AfterTrainingWrites:
                         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [run_id, split, input_hash, source, n, labels is not None, strategy, calibrated, now()])
         return n + sum(b.num_rows for b in batches) + 1
+
+    # -- adaptations (issue 11): masked-LM adaptation before fine-tuning (runner.adapt) ---------------
+
+    def log_adaptation(self, info: dict, path: str) -> None:
+        """An adaptation and its MLM losses per epoch, once per key (a reused adaptation keeps its row)."""
+        with self.transaction() as con:
+            if con.execute("SELECT 1 FROM adaptations WHERE adapt_key = ?", [info["key"]]).fetchall():
+                return
+            con.execute("INSERT INTO adaptations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [info["key"], info["backbone"], info["model"], json.dumps(info["settings"]),
+                         json.dumps(info["sources"]), info["n_texts"], info["n_heldout"], info["corpus_hash"],
+                         path, info.get("seconds"), now()])
+            rows = [(info["key"], h["epoch"], split, h[split]) for h in info["history"]
+                    for split in ("train", "heldout", "train_running") if h.get(split) is not None]
+            if rows:
+                con.executemany("INSERT INTO adapt_losses VALUES (?, ?, ?, ?)", rows)
+
+    def set_member_adapt(self, run_id: str, member: str, key: str) -> None:
+        with self.transaction() as con:
+            con.execute("UPDATE members SET adapt_key = ? WHERE run_id = ? AND member = ?", [key, run_id, member])
+
+    def adapt_keys(self) -> set[str]:
+        """Every adaptation key a member of this store started from."""
+        return {r[0] for r in self.query("SELECT DISTINCT adapt_key FROM members WHERE adapt_key IS NOT NULL")[1]}

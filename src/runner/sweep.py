@@ -143,7 +143,10 @@ def trial_plan(sp: SweepPlan, params: dict, number: int):
     if any(k.startswith("data.") for k in params):
         raw = load_raw(spec.data, base.registry, base.spec_path, spec.seed, resolved.data_options)
         data = prepare(spec.data, raw, spec.seed)
-    return Plan(base.spec_path, base.registry, resolved, data)
+    from .adapt import plan_adaptations
+
+    return Plan(base.spec_path, base.registry, resolved, data, plan_adaptations(
+        resolved, base.registry, {k: v.texts for k, v in data.splits.items()}, spec.data.text_column))
 
 
 def objective_value(sp: SweepPlan, store, run_id: str) -> float | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -42,15 +42,17 @@ def build_loss(member: ResolvedMember, registry: Registry, data: PreparedData, s
         raise SpecError(spec_path, [(f"{member.loss_loc}.{e.key}", e.message)]) from None
 
 
-def build_model(member: ResolvedMember, resolved: ResolvedSpec, data: PreparedData, registry: Registry):
-    """(model, tokenizer) from the member's backbone plugin, seeded."""
+def build_model(member: ResolvedMember, resolved: ResolvedSpec, data: PreparedData, registry: Registry,
+                adapted: Path | None = None):
+    """(model, tokenizer) from the member's backbone plugin, seeded; from the `adapted` folder (runner.adapt)
+    when there is one."""
     from transformers import set_seed
 
     set_seed(member.seed)
     ctx = BackboneContext(
         model=member.model, num_labels=data.num_labels, label_names=data.label_names,
         train_texts=data.splits["train"].texts, special_tokens=list(resolved.spec.data.special_tokens),
-        max_length=resolved.spec.data.max_length, seed=member.seed,
+        max_length=resolved.spec.data.max_length, seed=member.seed, adapted=adapted,
     )
     return registry.backbone(member.backbone).build(ctx, member.options)
 
@@ -122,9 +124,9 @@ class MemberInputs:
 
 
 def prepare_member(member: ResolvedMember, resolved: ResolvedSpec, data: PreparedData,
-                   registry: Registry) -> MemberInputs:
+                   registry: Registry, adapted: Path | None = None) -> MemberInputs:
     """The member's model, tokenizer, tokenized splits, metrics and loss."""
-    model, tokenizer = build_model(member, resolved, data, registry)
+    model, tokenizer = build_model(member, resolved, data, registry, adapted)
     loss_fn = build_loss(member, registry, data, resolved.path)
     num_labels = data.num_labels
     max_len = resolved.spec.data.max_length
@@ -185,6 +187,7 @@ class MemberJob:
     say: Callable[[str], None] = print
     verbose: bool = False
     on_epoch: Callable[[str, EpochRecord], None] | None = None  # after each stored epoch (a sweep's pruner)
+    adaptation: Any = None  # runner.adapt.Adaptation: adapt the encoder first ([adapt]), or None
 
 
 def train_member(job: MemberJob) -> int:
@@ -203,7 +206,12 @@ def train_member(job: MemberJob) -> int:
         if job.on_epoch is not None:
             job.on_epoch(m.name, record)
 
-    inputs = prepare_member(m, resolved, data, job.registry)
+    adapted = None
+    if job.adaptation is not None:  # from the cache, or trained now (runner.adapt)
+        from .adapt import ensure
+
+        adapted = ensure(job.adaptation, job, job.say)
+    inputs = prepare_member(m, resolved, data, job.registry, adapted)
     callback = StoreCallback(
         store=job.store, run_id=job.run_id, owner=job.owner, metric_fns=inputs.metric_fns,
         computer=inputs.computer, valid=inputs.valid, test=inputs.test, num_labels=data.num_labels,

@@ -182,20 +182,10 @@ def _label_maps(ctx) -> dict:
 
 def build_hf(ctx, options: HFOptions):
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    model_id = str(ctx.model)
-    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code,
-               local_files_only=_is_offline(options))
-    if _looks_local(model_id) and not os.path.exists(os.path.expanduser(model_id)):
-        raise _diagnose(model_id, None, options)
-    model_id = os.path.expanduser(model_id)
-    tokenizer = ctx.tokenizer
-    try:
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(model_id, model_max_length=ctx.max_length, **hub)
-    except Exception as e:
-        raise _diagnose(model_id, e, options, "tokenizer") from e
+    model_id, hub = _source(ctx, options)
+    tokenizer = ctx.tokenizer if ctx.tokenizer is not None else _hf_tokenizer(model_id, ctx, options, hub)
     try:
         config = AutoConfig.from_pretrained(model_id, **_label_maps(ctx), **hub)
         if options.dropout is not None:
@@ -214,11 +204,55 @@ def build_hf(ctx, options: HFOptions):
         raise
     except Exception as e:
         raise _diagnose(model_id, e, options) from e
-    if ctx.tokenizer is None:
-        _add_special_tokens(tokenizer, ctx.special_tokens)
+    _fit_embeddings(model, tokenizer)
+    return model, tokenizer
+
+
+def _source(ctx, options: HFOptions) -> tuple[str, dict]:
+    """Where the weights come from (the adapted folder when there is one) and the Hub arguments."""
+    if ctx.adapted is not None:  # written by runner.adapt: a local folder, no revision, no remote code
+        return str(ctx.adapted), dict(revision=None, trust_remote_code=False, local_files_only=True)
+    model_id = str(ctx.model)
+    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code,
+               local_files_only=_is_offline(options))
+    if _looks_local(model_id) and not os.path.exists(os.path.expanduser(model_id)):
+        raise _diagnose(model_id, None, options)
+    return os.path.expanduser(model_id), hub
+
+
+def _hf_tokenizer(model_id: str, ctx, options: HFOptions, hub: dict):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_id, model_max_length=ctx.max_length, **hub)
+    except Exception as e:
+        raise _diagnose(model_id, e, options, "tokenizer") from e
+    _add_special_tokens(tokenizer, ctx.special_tokens)  # none are new in an adapted folder's tokenizer
+    return tokenizer
+
+
+def _fit_embeddings(model, tokenizer) -> None:
     # New ids need rows; a model whose embedding is already larger (padded vocabularies) keeps its size.
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
+
+
+def adapt_hf(ctx, options: HFOptions):
+    """The member's model with a masked-LM head (`AutoModelForMaskedLM`), for runner.adapt."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    model_id, hub = _source(ctx, options)
+    tokenizer = _hf_tokenizer(model_id, ctx, options, hub)
+    if tokenizer.mask_token is None:
+        raise ModelLoadError(f"cannot adapt {model_id!r}: its tokenizer has no mask token, so it cannot be trained "
+                             "with masked-LM; set `adapt = false` on the member")
+    torch.manual_seed(ctx.seed)  # an MLM head the checkpoint lacks starts from the adaptation's seed
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(model_id, use_safetensors=True, **hub)
+    except Exception as e:
+        raise _diagnose(model_id, e, options, "masked-LM model") from e
+    _fit_embeddings(model, tokenizer)
     return model, tokenizer
 
 
@@ -248,20 +282,27 @@ class ScratchOptions(BaseModel):
         return self
 
 
-def build_scratch(ctx, options: ScratchOptions):
-    import torch
-    from transformers import AutoModelForSequenceClassification, BertConfig, RobertaConfig
-
+def _scratch_tokenizer(ctx, options: ScratchOptions):
     from runner.tokenization import train_tokenizer
 
-    tokenizer = ctx.tokenizer
-    if tokenizer is None:
-        if not ctx.train_texts:
-            raise ModelLoadError("the scratch backbone trains its tokenizer on the training texts, and there are none")
-        kind = "wordpiece" if options.architecture == "bert" else "bpe"
-        tokenizer = train_tokenizer(ctx.train_texts, kind, vocab_size=options.vocab_size,
-                                    lowercase=options.lowercase, max_length=ctx.max_length)
-        _add_special_tokens(tokenizer, ctx.special_tokens)
+    if ctx.tokenizer is not None:
+        return ctx.tokenizer
+    if ctx.adapted is not None:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(ctx.adapted))
+    if not ctx.train_texts:
+        raise ModelLoadError("the scratch backbone trains its tokenizer on the training texts, and there are none")
+    kind = "wordpiece" if options.architecture == "bert" else "bpe"
+    tokenizer = train_tokenizer(ctx.train_texts, kind, vocab_size=options.vocab_size,
+                                lowercase=options.lowercase, max_length=ctx.max_length)
+    _add_special_tokens(tokenizer, ctx.special_tokens)
+    return tokenizer
+
+
+def _scratch_config(ctx, options: ScratchOptions, tokenizer, labels: dict):
+    from transformers import BertConfig, RobertaConfig
+
     common = dict(
         vocab_size=len(tokenizer),  # includes added special tokens
         hidden_size=options.hidden_size,
@@ -271,20 +312,43 @@ def build_scratch(ctx, options: ScratchOptions):
         hidden_dropout_prob=options.dropout,
         attention_probs_dropout_prob=options.dropout,
         pad_token_id=tokenizer.pad_token_id,
-        **_label_maps(ctx),
+        **labels,
     )
     if options.architecture == "bert":
-        config = BertConfig(max_position_embeddings=ctx.max_length, **common)
+        return BertConfig(max_position_embeddings=ctx.max_length, **common)
+    # RoBERTa numbers positions from pad_token_id + 1, hence the + 2; it has one token type.
+    return RobertaConfig(max_position_embeddings=ctx.max_length + 2, type_vocab_size=1,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **common)
+
+
+def build_scratch(ctx, options: ScratchOptions):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = _scratch_tokenizer(ctx, options)
+    config = _scratch_config(ctx, options, tokenizer, _label_maps(ctx))
+    torch.manual_seed(ctx.seed)  # same seed, same initial weights (of the head, when adapted)
+    if ctx.adapted is not None:  # the adapted encoder (saved by runner.adapt from adapt_scratch's model)
+        model = AutoModelForSequenceClassification.from_pretrained(str(ctx.adapted), config=config,
+                                                                   use_safetensors=True)
     else:
-        # RoBERTa numbers positions from pad_token_id + 1, hence the + 2; it has one token type.
-        config = RobertaConfig(max_position_embeddings=ctx.max_length + 2, type_vocab_size=1,
-                               bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **common)
-    torch.manual_seed(ctx.seed)  # same seed, same initial weights
-    model = AutoModelForSequenceClassification.from_config(config)
+        model = AutoModelForSequenceClassification.from_config(config)
     return model, tokenizer
+
+
+def adapt_scratch(ctx, options: ScratchOptions):
+    """The small BERT/RoBERTa with a masked-LM head, randomly initialised from the adaptation's seed:
+    adapting a scratch member is pretraining it on the task's texts."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    tokenizer = _scratch_tokenizer(ctx, options)
+    config = _scratch_config(ctx, options, tokenizer, {})
+    torch.manual_seed(ctx.seed)
+    return AutoModelForMaskedLM.from_config(config), tokenizer
 
 
 @hookimpl
 def register_backbones(register):
-    register("hf", build_hf, options=HFOptions, takes_model=True, check=check_reachable)
-    register("scratch", build_scratch, options=ScratchOptions)
+    register("hf", build_hf, options=HFOptions, takes_model=True, check=check_reachable, adapt=adapt_hf)
+    register("scratch", build_scratch, options=ScratchOptions, adapt=adapt_scratch)

@@ -175,4 +175,4 @@ def main() -> None:
 # The commands register themselves on `app` when their modules are imported.
 from . import training  # noqa: E402,F401  (first: `runner --help` lists apply first)
 from . import results  # noqa: E402,F401
-from . import calibrate, refit, sweep, use  # noqa: E402,F401
+from . import calibrate, gc, refit, sweep, use  # noqa: E402,F401

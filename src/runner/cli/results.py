@@ -82,6 +82,9 @@ def sql(
 @command
 def compare(
     run: Optional[str] = RUN_ARG,
+    other: Optional[str] = typer.Argument(
+        None, metavar="[B]", help="A second run (id or name): compare RUN (A) with it, B - A on the same test "
+                                  "examples with paired intervals (over seeds too when both have replicas)."),
     store: Path = STORE_OPT,
     plugins: Optional[Path] = PLUGINS_OPT,
     strategies: Optional[str] = typer.Option(None, "--strategies",
@@ -100,6 +103,8 @@ def compare(
     registry = _registry(None, plugins)
     st = Store(store).open_read()
     wanted = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
+    if other is not None:
+        return _compare_two(st, run, other, registry, wanted, format)
     c = build(st, st.run(run), registry, wanted)
     if format == Format.table:
         out.print(render(c))
@@ -113,6 +118,25 @@ def compare(
         note(f"run {c.run_id} stored metrics no loaded plugin registers ({', '.join(unregistered)}): their strategies "
              "are not shown; pass --plugins DIR with the plugins the run was trained with")
     note(st.notice)  # an older store: ensembles built here went to its in-memory copy, never to the file
+
+
+def _compare_two(st, a: str | None, b: str, registry, wanted, format) -> None:
+    from ..compare_runs import compare_runs
+
+    if wanted:
+        unknown = [s for s in wanted if s != "selected" and registry.selection(s) is None]
+        if unknown:
+            raise InputError(f"--strategies: {', '.join(unknown)} is not a registered strategy; one of: selected, "
+                             + ", ".join(registry.names("selections")))
+    c = compare_runs(st, st.run(a), st.run(b), registry, wanted, ref_b=f"B {b!r}")
+    if format == Format.table:
+        for t in c.render():
+            out.print(t)
+    else:
+        records = c.records()
+        cols = list(records[0]) if records else ["model", "strategy"]
+        emit(cols, [list(r.values()) for r in records], format)
+    note(st.notice)
 
 
 def parse_weights(weights: str) -> str | list[float]:

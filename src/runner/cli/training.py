@@ -91,6 +91,14 @@ def validate(
     shares = ", ".join(f"{n} {c / sum(counts):.1%}" for n, c in zip(d.label_names, counts))
     err.print(f"[green]ok[/] {spec}: {len(p.resolved.members)} members; data {d.dataset_id}: {sizes}; "
               f"train classes: {shares}; spec hash {p.spec_hash[:12]}", highlight=False)
+    if p.adaptations:
+        from ..adapt import cached, root_for
+
+        root = root_for(store)
+        for member, a in p.adaptations.items():
+            state = "cached" if cached(root, a.key) else "to train"
+            err.print(f"adapt: {member} {a.key} ({len(a.texts)} texts, {len(a.heldout)} held out; {state})",
+                      highlight=False)
 
 
 @command

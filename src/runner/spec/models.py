@@ -314,6 +314,8 @@ class MemberSpec(Strict):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     train: dict[str, Any] = Field(default_factory=dict)
     loss: dict[str, Any] = Field(default_factory=dict)
+    # runner.spec.adapt: false opts out of [adapt], true adapts with its defaults, a table overrides it
+    adapt: bool | dict[str, Any] | None = None
 
 
 class Spec(Strict):
@@ -326,6 +328,7 @@ class Spec(Strict):
     swa: SwaSpec = Field(default_factory=SwaSpec)
     ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
     refit: RefitSpec = Field(default_factory=RefitSpec)
+    adapt: AdaptSpec | None = None  # runner.spec.adapt: masked-LM adaptation before fine-tuning
     sweep: SweepSpec | None = None  # runner.spec.sweep: a search whose trials are runs of this spec
     # runner.repeats: train the spec this many times with other member seeds (the data stays the same)
     repeats: int = Field(1, ge=1, le=100)
@@ -341,6 +344,7 @@ class Spec(Strict):
         return self
 
 
-from .sweep import SweepSpec  # noqa: E402  (it builds on Strict, defined above)
+from .adapt import AdaptSpec  # noqa: E402  (it builds on Strict, defined above)
+from .sweep import SweepSpec  # noqa: E402
 
 Spec.model_rebuild()

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
+from .adapt import AdaptSpec, merged_adapt
 from .models import MAX_SEED, LossSpec, Spec, TrainSpec
 from .names import member_names
 from .problems import Problem, dedupe, pydantic_problems, unknown
@@ -31,6 +32,9 @@ class ResolvedMember:
     loss: LossSpec
     loss_options: BaseModel | None
     loss_loc: str = "loss"  # where this member's loss options live in the file, for error messages
+    # [adapt] for this member with max_length and seed filled in, or None (runner.adapt)
+    adapt: AdaptSpec | None = None
+    adapt_loc: str = "adapt"
 
     def options_dict(self) -> dict[str, Any]:
         """The backbone options with defaults filled in, as JSON-ready values."""
@@ -58,14 +62,16 @@ class ResolvedSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec with every default filled in and plugin options expanded (what `validate` prints)."""
         d = self.spec.model_dump(mode="json")
-        if d.get("sweep") is None:  # a spec without [sweep] reads (and hashes) as before sweeps existed
-            d.pop("sweep", None)
+        for table in ("sweep", "adapt"):  # a spec without them reads (and hashes) as before they existed
+            if d.get(table) is None:
+                d.pop(table, None)
         if self.data_options is not None:
             d["data"]["options"] = self.data_options.model_dump(mode="json")
         d["selection"]["resolved"] = {"metric": f"eval_{self.metric}", "greater_is_better": self.greater_is_better,
                                       "strategy": self.strategy}
         d["members"] = [
             {
+                **({"adapt": m.adapt.model_dump(mode="json")} if m.adapt is not None else {}),
                 "name": m.name,
                 "backbone": m.backbone,
                 "model": m.model,
@@ -185,12 +191,42 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
         if seed > MAX_SEED:
             problems.append((f"{loc}.seed", f"the member's seed is the spec's seed + {i} = {seed}, above "
                                             f"{MAX_SEED}; give the member a seed of its own, or a smaller spec seed"))
+        adapt, adapt_loc = _member_adapt(spec, m, i, name, backbone, problems, path)
         members.append(ResolvedMember(i, name, m.backbone, model_path(m.model, path), options, seed, train, loss,
-                                      loss_options, loss_loc))
+                                      loss_options, loss_loc, adapt, adapt_loc))
 
     if problems:
         raise SpecError(path, dedupe(problems))
     return ResolvedSpec(path, spec, members, metric, bool(greater), strategy, data_options)
+
+
+def _member_adapt(spec: Spec, m, i: int, name: str, backbone, problems: list[Problem], path: Path):
+    """(the member's AdaptSpec with max_length and seed filled in, or None; where it lives in the file)."""
+    own = m.adapt
+    loc = f"members[{i}].adapt" if isinstance(own, (dict, bool)) else "adapt"
+    raw = merged_adapt(spec.adapt, spec.adapt.model_dump(exclude_unset=True) if spec.adapt else {}, own)
+    if raw is None:
+        return None, loc
+    try:
+        adapt = AdaptSpec.model_validate(raw)
+    except ValidationError as e:
+        problems.extend(pydantic_problems(e, loc))
+        return None, loc
+    if backbone is not None and backbone.adapt is None:
+        problems.append((loc, f"member {name}: backbone {backbone.name!r} ({backbone.origin}) cannot be adapted "
+                              "(its plugin registers no adapt capability); set `adapt = false` on the member, "
+                              "or remove [adapt]"))
+        return None, loc
+    filled = adapt.model_copy(update={"max_length": adapt.max_length or spec.data.max_length,
+                                      "seed": spec.seed if adapt.seed is None else adapt.seed,
+                                      "extra": [_beside(f, path) for f in adapt.extra]})
+    return filled, loc
+
+
+def _beside(name: str, spec_path: Path) -> str:
+    """A file named in the spec, resolved against the spec's folder (as data paths are)."""
+    p = Path(name).expanduser()
+    return str(p if p.is_absolute() else spec_path.resolve().parent / p)
 
 
 def refit_problems(spec: Spec, registry) -> list[Problem]:
