@@ -225,6 +225,21 @@ def test_a_refit_starts_from_its_parents_adaptation(case, tmp_path):
     assert all(f"adapt: reused {k}" in err for k in keys.values()) and "adapt: training" not in err
 
 
+def test_a_refit_whose_adaptation_was_removed_makes_the_same_one_again(case, tmp_path):
+    import shutil
+
+    store = tmp_path / "results.duckdb"
+    shutil.copy(case["store"], store)  # adapted/ is not copied: gone, as after a careless rm
+    st = Store(store)
+    parent = st.run("adapted")
+    _, err = ok("refit", parent.run_id, "--store", store)
+    keys = dict(st.query("SELECT member, adapt_key FROM members WHERE run_id = ?", [parent.run_id])[1])
+    refit_id = f"{parent.run_id}-refit-best_eval_accuracy"
+    assert dict(st.query("SELECT member, adapt_key FROM members WHERE run_id = ?", [refit_id])[1]) == keys
+    assert all(f"adapt: training {k}" in err for k in keys.values())
+    assert {p.name for p in (tmp_path / "adapted").iterdir() if p.is_dir()} == set(keys.values())
+
+
 def test_texts_test_is_recorded_and_readme_warns(case, repo):
     st_path = case["dir"] / "transductive.duckdb"
     spec = write(case["dir"], "transductive", adapt=ADAPT.replace("epochs = 3", "epochs = 1") + 'texts = ["test"]\n')

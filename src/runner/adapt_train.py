@@ -177,6 +177,9 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
     from .train import precision_args
 
     key = adaptation.key
+    if not adaptation.texts:  # planned from the cache alone (a refit), and the folder went away since
+        raise TrainingError(f"member {job.member.name}: adaptation {key} is no longer in {root}; apply the spec "
+                            "that made it again to recreate it")
     work = root / f"{key}.partial"
     trainer_dir = work / "trainer"
     trainer_dir.mkdir(parents=True, exist_ok=True)

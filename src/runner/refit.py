@@ -198,23 +198,33 @@ def _pick(store: Store, parent: RunRecord, member: str, name: str, registry) -> 
 
 def _parent_adaptations(store: Store, parent: RunRecord, resolved: ResolvedSpec, registry,
                         texts: dict[str, list[str]], where: str) -> dict:
-    """The adaptations of the parent's members ([adapt]), planned on the parent's own splits so that
-    each refit member starts from the very encoder its parent member did (the same cache key)."""
-    from .adapt import plan_adaptations
+    """The adaptations of the parent's members ([adapt]): each refit member starts from the very
+    encoder its parent member did, found by the key the parent recorded (`members.adapt_key`) in the
+    cache beside the store; one that is gone is planned again from the parent's splits, and must
+    come out with the same key (an `extra` file relative to the parent's spec cannot be found here)."""
+    from .adapt import Adaptation, cached, plan_adaptations, root_for
 
-    try:
-        planned = plan_adaptations(resolved, registry, texts, parent.spec.get("data", {}).get("text_column", "text"))
-    except SpecError as e:
-        shown = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in e.problems)
-        raise InputError(f"{where}: the [adapt] corpus of run {parent.run_id} cannot be read again ({shown})") from None
+    root = root_for(store.path)
     used = {r["member"]: r["adapt_key"] for r in store.query_dicts(
         "SELECT member, adapt_key FROM members WHERE run_id = ?", [parent.run_id])}
-    for member, a in planned.items():
-        if used.get(member) != a.key:
-            raise InputError(f"{where}: member {member} of run {parent.run_id} started from adaptation "
-                             f"{used.get(member)}, but its [adapt] corpus and settings give {a.key} now (an `extra` "
-                             "file changed?); a refit must start from the parent's encoder, so restore the file")
-    return planned
+    try:
+        planned = plan_adaptations(resolved, registry, texts, parent.spec.get("data", {}).get("text_column", "text"))
+    except SpecError:
+        planned = {}
+    out = {}
+    for m in resolved.members:
+        if m.adapt is None:
+            continue
+        key = used.get(m.name)
+        if key is not None and cached(root, key) is not None:
+            out[m.name] = Adaptation(m.name, m.backbone, m.model, m.adapt, [], [], {}, "", key)
+        elif key is not None and m.name in planned and planned[m.name].key == key:
+            out[m.name] = planned[m.name]
+        else:
+            raise InputError(f"{where}: member {m.name} of run {parent.run_id} started from adaptation {key}, which "
+                             f"is no longer in {root} (removed by `runner gc` or by hand) and cannot be made again "
+                             "from the store alone; apply the parent's spec again to recreate it, then refit")
+    return out
 
 
 def _merged_data(store: Store, parent: RunRecord, where: str) -> tuple[PreparedData, dict[str, list[str]]]:

@@ -191,7 +191,7 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
         if seed > MAX_SEED:
             problems.append((f"{loc}.seed", f"the member's seed is the spec's seed + {i} = {seed}, above "
                                             f"{MAX_SEED}; give the member a seed of its own, or a smaller spec seed"))
-        adapt, adapt_loc = _member_adapt(spec, m, i, name, backbone, problems, path)
+        adapt, adapt_loc = _member_adapt(spec, m, i, name, backbone, problems)
         members.append(ResolvedMember(i, name, m.backbone, model_path(m.model, path), options, seed, train, loss,
                                       loss_options, loss_loc, adapt, adapt_loc))
 
@@ -200,7 +200,7 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
     return ResolvedSpec(path, spec, members, metric, bool(greater), strategy, data_options)
 
 
-def _member_adapt(spec: Spec, m, i: int, name: str, backbone, problems: list[Problem], path: Path):
+def _member_adapt(spec: Spec, m, i: int, name: str, backbone, problems: list[Problem]):
     """(the member's AdaptSpec with max_length and seed filled in, or None; where it lives in the file)."""
     own = m.adapt
     loc = f"members[{i}].adapt" if isinstance(own, (dict, bool)) else "adapt"
@@ -218,15 +218,8 @@ def _member_adapt(spec: Spec, m, i: int, name: str, backbone, problems: list[Pro
                               "or remove [adapt]"))
         return None, loc
     filled = adapt.model_copy(update={"max_length": adapt.max_length or spec.data.max_length,
-                                      "seed": spec.seed if adapt.seed is None else adapt.seed,
-                                      "extra": [_beside(f, path) for f in adapt.extra]})
+                                      "seed": spec.seed if adapt.seed is None else adapt.seed})
     return filled, loc
-
-
-def _beside(name: str, spec_path: Path) -> str:
-    """A file named in the spec, resolved against the spec's folder (as data paths are)."""
-    p = Path(name).expanduser()
-    return str(p if p.is_absolute() else spec_path.resolve().parent / p)
 
 
 def refit_problems(spec: Spec, registry) -> list[Problem]:
