@@ -233,3 +233,57 @@ def test_a_plugin_checkpoint_names_its_plugin_and_reloads_from_its_folder(applie
         load_checkpoint(ckpt)
     model, _, _ = load_checkpoint(ckpt, plugins_dir=REPO / "plugins")
     assert type(model).__name__ == "GRUClassifier"
+
+
+def test_group_by_length_and_compile_reach_trainer(tmp_path):
+    """`[train] group_by_length` is Trainer's length-grouped sampler and `compile` its torch_compile;
+    off, neither appears in the stored spec, so specs stored before them keep their hash."""
+    import tempfile
+
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from runner.run import plan
+    from runner.train import make_trainer, prepare_member, training_arguments
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_SPEC.format(size=80, epochs=1))
+    plain = plan(spec, REPO / "plugins")
+    assert "group_by_length" not in plain.resolved.to_dict()["train"]
+    p = plan(spec, REPO / "plugins", overrides=(("train.group_by_length", True), ("train.compile", True)))
+    assert p.spec_hash != plain.spec_hash and p.resolved.to_dict()["members"][0]["train"]["group_by_length"]
+    m = p.resolved.members[0]
+    with tempfile.TemporaryDirectory() as out:
+        args = training_arguments(m, p.resolved, Path(out))
+        assert args.train_sampling_strategy == "group_by_length" and args.torch_compile
+        trainer = make_trainer(m, p.resolved, prepare_member(m, p.resolved, p.data, p.registry), Path(out), [])
+        assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+        q = plain.resolved.members[0]
+        assert not training_arguments(q, plain.resolved, Path(out)).torch_compile
+        assert not isinstance(make_trainer(q, plain.resolved, prepare_member(q, plain.resolved, plain.data,
+                                                                              plain.registry), Path(out),
+                                           [])._get_train_sampler(), LengthGroupedSampler)
+
+
+def test_group_by_length_stores_every_probability_against_its_own_example(tmp_path):
+    """Trainer 5 evaluates through a shuffled length-grouped sampler when training groups by length;
+    runner keeps evaluation in order, so accuracy recomputed from the stored rows equals the metric."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY_SPEC.format(size=SIZE, epochs=2).replace(
+        'lr_scheduler = "constant"', 'lr_scheduler = "constant"\ngroup_by_length = true'))
+    store_path = tmp_path / "results.duckdb"
+    code, out, err = cli("apply", spec, "--store", store_path, "--plugins", REPO / "plugins")
+    assert code == 0, err + out
+    store = Store(store_path)
+    rows = store.query_dicts(
+        """
+        SELECT p.member, p.epoch, p.split, avg((p.pred = e.label)::INT) AS acc
+        FROM predictions p JOIN runs r USING (run_id)
+        JOIN examples e ON e.dataset_id = r.dataset_id AND e.split = p.split AND e.idx = p.idx
+        WHERE p.checkpoint LIKE 'epoch-%' GROUP BY ALL
+        """
+    )
+    epochs = {(r["member"], r["epoch"]): r for r in store.query_dicts("SELECT * FROM epochs")}
+    assert len(rows) == 2 * 2 * 2  # members x epochs x (valid, test)
+    for r in rows:
+        key = "eval_accuracy" if r["split"] == "valid" else "test_accuracy"
+        assert epochs[(r["member"], r["epoch"])][key] == pytest.approx(r["acc"], abs=1e-9)

@@ -105,6 +105,10 @@ def training_arguments(member: ResolvedMember, resolved: ResolvedSpec, output_di
         dataloader_pin_memory=torch.cuda.is_available(),
         **precision_args(t.precision),
     )
+    if t.group_by_length:
+        kwargs["train_sampling_strategy"] = "group_by_length"
+    if t.compile:
+        kwargs["torch_compile"] = True
     kwargs.update(t.trainer_args)
     return TrainingArguments(**kwargs)
 
@@ -155,7 +159,7 @@ def make_trainer(member: ResolvedMember, resolved: ResolvedSpec, inputs: MemberI
     patience = resolved.spec.selection.early_stopping_patience
     if patience and inputs.valid is not None:
         callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=patience)]
-    trainer = Trainer(
+    trainer = _in_order(Trainer)(
         model=inputs.model,
         args=training_arguments(member, resolved, output_dir, evaluate=inputs.valid is not None),
         train_dataset=inputs.train,
@@ -168,6 +172,26 @@ def make_trainer(member: ResolvedMember, resolved: ResolvedSpec, inputs: MemberI
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off, Trainer would print every log dict
     return trainer
+
+
+def _in_order(trainer_class):
+    """`Trainer` whose evaluation and prediction read a split in its own order, always.
+
+    With `train_sampling_strategy = "group_by_length"`, transformers 5 also evaluates through a
+    *shuffled* length-grouped sampler; runner stores each prediction under the example index of its
+    position (`EncodedSplit.order`), and its evaluation splits are sorted by length already, so a
+    shuffled order would store every probability against the wrong example.
+    """
+    from torch.utils.data import SequentialSampler
+
+    class InOrder(trainer_class):
+        def _get_eval_sampler(self, eval_dataset):
+            if eval_dataset is not None and self.args.train_sampling_strategy == "group_by_length":
+                # one process: in order; several: None lets the distributed loader shard it in order
+                return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+            return super()._get_eval_sampler(eval_dataset)
+
+    return InOrder
 
 
 @dataclass

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from .problems import LocatedError, close_matches, describe
 
@@ -137,7 +137,21 @@ class TrainSpec(Strict):
     gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
     max_grad_norm: float = Field(1.0, ge=0, le=1e9)
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # Trainer's length-grouped sampler (train_sampling_strategy = "group_by_length"): batches of
+    # similar lengths, so dynamic padding pads little
+    group_by_length: bool = False
+    compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile)
     trainer_args: dict[str, Any] = Field(default_factory=dict)
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults_added_later(self, handler):
+        # Fields added after runs were stored are left out while off, so every spec hash stored
+        # before them stays valid (an unchanged spec continues its run).
+        d = handler(self)
+        for key in ("group_by_length", "compile"):
+            if d.get(key) is False:
+                d.pop(key)
+        return d
 
     @field_validator("warmup")
     @classmethod
