@@ -519,6 +519,17 @@ def finished_run_rules(call: Call, case, kind: str, store: Path, runs_before: se
                 return bad(f"{member}/{checkpoint}: {lo}..{hi} probabilities per row, expected {expect}")
             if not finite or not off <= 1e-3:  # (a NaN is not <= anything)
                 return bad(f"{member}/{checkpoint}: probabilities not finite or not summing to 1 (off by {off})")
+    # each stored probability belongs to its own example: accuracy recomputed from the rows and the
+    # examples' labels is the accuracy metric stored with them (an evaluation in another order is not)
+    off = store_rows(store, """
+        SELECT p.member, p.checkpoint, p.split, avg((p.pred = e.label)::INT) AS acc, any_value(m.value) AS stored
+        FROM predictions p JOIN examples e ON e.dataset_id = ? AND e.split = p.split AND e.idx = p.idx
+        JOIN metrics m ON m.run_id = p.run_id AND m.kind = p.kind AND m.member = p.member
+             AND m.checkpoint = p.checkpoint AND m.split = p.split AND m.name = 'accuracy'
+        WHERE p.run_id = ? AND p.kind = 'member' AND e.label IS NOT NULL GROUP BY ALL
+        HAVING abs(avg((p.pred = e.label)::INT) - any_value(m.value)) > 1e-6""", [dataset_id, run_id])
+    if off:
+        return bad(f"stored predictions disagree with their stored accuracy (misaligned rows?): {off[:3]}")
     return []
 
 
@@ -1436,6 +1447,14 @@ SPEC_FOUND = [
     ({"base": "csv", "ops": [["append", ["members"], {"backbone": "hf", "options": {}, "model": m}]
                              for m in ("m1/bert-base", "m2/bert-base", "m3/bert-base-1")]},
      "contract:member-names-clash"),
+    # Trainer 5 evaluated through a shuffled sampler under group_by_length, so every stored probability
+    # went to another example (found by hand; tests/test_apply.py::test_group_by_length_stores_every_
+    # probability_against_its_own_example proves it, since a 1-epoch model here predicts one class for
+    # all, which the stored-accuracy rule of finished_run_rules cannot tell apart from any order)
+    ({"base": "synthetic", "ops": [["set", ["train", "trainer_args", "train_sampling_strategy"], "group_by_length"]]},
+     "contract:group-by-length-evaluation-order"),
+    ({"base": "synthetic", "ops": [["set", ["train", "group_by_length"], True]]},
+     "contract:group-by-length-evaluation-order"),
 ]
 DATA_FOUND = [
     ({"fmt": "csv", "labels": "words", "declared": "none", "rows": 4, "text": "plain", "corrupt": [], "valid": 0.25,
