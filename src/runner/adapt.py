@@ -174,11 +174,15 @@ def cached(root: Path, key: str) -> Path | None:
     return folder if (folder / INFO).is_file() else None
 
 
+def stores_using(folder: Path) -> list[str]:
+    """The stores (absolute paths) recorded as using an adapted folder."""
+    return (folder / STORES).read_text().splitlines() if (folder / STORES).is_file() else []
+
+
 def note_store(folder: Path, store_path: Path) -> None:
     """Record that `store_path` uses `folder` (gc asks every store listed here)."""
     line = os.path.abspath(store_path)
-    listed = (folder / STORES).read_text().splitlines() if (folder / STORES).is_file() else []
-    if line not in listed:
+    if line not in stores_using(folder):
         with open(folder / STORES, "a") as f:
             f.write(line + "\n")
 
@@ -234,8 +238,7 @@ def gc_plan(store) -> tuple[list[GcEntry], list[Path]]:
             partial.append(folder)
         if not folder.is_dir() or folder.is_symlink() or not (folder / INFO).is_file():
             continue
-        listed = (folder / STORES).read_text().splitlines() if (folder / STORES).is_file() else []
-        stores = dict.fromkeys([here, *listed])
+        stores = dict.fromkeys([here, *stores_using(folder)])
         users = []
         for s in stores:
             if s == here:

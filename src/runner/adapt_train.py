@@ -104,20 +104,20 @@ def mlm_loss(outputs, labels, num_items_in_batch=None):
     return loss / torch.clamp(torch.as_tensor(count, device=loss.device), min=1)
 
 
-def build_mlm(adaptation: Adaptation, job):
-    """(masked-LM model, tokenizer) from the member's backbone plugin, seeded with the adapt seed."""
+def build_mlm(m, resolved, data, registry):
+    """(masked-LM model, tokenizer) of member `m` from its backbone plugin, seeded with the adapt
+    seed; training and the dry run both build it here. TrainingError for a tokenizer without a mask token."""
     from transformers import set_seed
 
     from .backbones import BackboneContext
 
-    m, data, resolved = job.member, job.data, job.resolved
-    seed = adaptation.settings.seed
+    seed = m.adapt.seed
     set_seed(seed)
     ctx = BackboneContext(model=m.model, num_labels=data.num_labels, label_names=data.label_names,
                           train_texts=data.splits["train"].texts,
                           special_tokens=list(resolved.spec.data.special_tokens),
                           max_length=resolved.spec.data.max_length, seed=seed)
-    model, tokenizer = job.registry.backbone(m.backbone).adapt(ctx, m.options)
+    model, tokenizer = registry.backbone(m.backbone).adapt(ctx, m.options)
     if tokenizer.mask_token is None:
         raise TrainingError(f"member {m.name}: the tokenizer of backbone {m.backbone!r} has no mask token; "
                             "masked-LM adaptation needs one (set `adapt = false` on the member)")
@@ -188,7 +188,7 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
     say(f"adapt: {'resuming' if last else 'training'} {key} for {job.member.name} ({len(adaptation.texts)} texts, "
         f"{len(adaptation.heldout)} held out, {s.epochs} epochs)")
     started = time.time()
-    model, tokenizer = build_mlm(adaptation, job)
+    model, tokenizer = build_mlm(job.member, job.resolved, job.data, job.registry)
     if job.progress is not None:
         job.progress.adapt_started(job.member.name, s.epochs)
     trainer = make_trainer(adaptation, model, tokenizer, trainer_dir, precision_args(job.member.train.precision),
@@ -246,21 +246,15 @@ def _history(work: Path, log_history: list[dict]) -> list[dict]:
 def dry_run_problem(m, resolved, registry, data) -> str | None:
     """The dry run of a member's adaptation: the masked-LM model built, one masked batch of training
     texts through it and its loss; why it cannot train, or None."""
-    from transformers import DataCollatorForLanguageModeling, set_seed
-
-    from .backbones import BackboneContext
+    from transformers import DataCollatorForLanguageModeling
 
     s = m.adapt
-    set_seed(s.seed)
-    ctx = BackboneContext(model=m.model, num_labels=data.num_labels, label_names=data.label_names,
-                          train_texts=data.splits["train"].texts, special_tokens=list(resolved.spec.data.special_tokens),
-                          max_length=resolved.spec.data.max_length, seed=s.seed)
     try:
-        model, tokenizer = registry.backbone(m.backbone).adapt(ctx, m.options)
+        model, tokenizer = build_mlm(m, resolved, data, registry)
+    except TrainingError:
+        return f"the tokenizer of backbone {m.backbone!r} has no mask token, which masked-LM needs"
     except Exception as e:
         return f"backbone {m.backbone!r} cannot build its masked-LM model: {type(e).__name__}: {e}"
-    if tokenizer.mask_token is None:
-        return f"the tokenizer of backbone {m.backbone!r} has no mask token, which masked-LM needs"
     try:
         mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=s.mlm_probability,
                                               whole_word_mask=s.whole_word_mask, seed=s.seed)

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .compare import strategy_checkpoints
-from .compare_seeds import _models, _ScoreReader
+from .compare_seeds import _mean_sd, _models, _ScoreReader
 from .errors import InputError
 from .records import RunRecord
 from .stats import PairedInterval, paired_bootstrap, spread
@@ -107,17 +107,24 @@ def _pairs(store, registry, s: str, reps_a, reps_b):
     top_b = [_models(store, r, registry, [s], True).get(s) for r in reps_b]
     if top_a[0] is not None and top_b[0] is not None:
         yield top_a[0][1], top_a, top_b
-    picks_a = [strategy_checkpoints(store, r, registry, [s]).get(s, {}) if registry.selection(s) else
-               {m.name: m.selected_checkpoint for m in r.finished} for r in reps_a]
-    picks_b = [strategy_checkpoints(store, r, registry, [s]).get(s, {}) if registry.selection(s) else
-               {m.name: m.selected_checkpoint for m in r.finished} for r in reps_b]
+    picks_a, picks_b = _picks(store, registry, s, reps_a), _picks(store, registry, s, reps_b)
     lone = top_a[0] is not None and top_a[0][0] == "member"
     for m in [m.name for m in reps_a[0].members]:
         if lone and m == top_a[0][1]:
             continue
         if m in picks_a[0] and m in picks_b[0]:
-            yield (m, [("member", m, p.get(m)) if p.get(m) else None for p in picks_a],
-                   [("member", m, p.get(m)) if p.get(m) else None for p in picks_b])
+            yield m, _member_keys(m, picks_a), _member_keys(m, picks_b)
+
+
+def _picks(store, registry, s: str, reps) -> list[dict[str, str]]:
+    """Per replica, member -> the checkpoint strategy `s` picks (`selected`: the run's own selection)."""
+    if registry.selection(s) is None:
+        return [{m.name: m.selected_checkpoint for m in r.finished} for r in reps]
+    return [strategy_checkpoints(store, r, registry, [s]).get(s, {}) for r in reps]
+
+
+def _member_keys(member: str, picks: list[dict[str, str]]) -> list:
+    return [("member", member, p[member]) if p.get(member) else None for p in picks]
 
 
 def _row(store, reader, model, s, reps_a, reps_b, keys_a, keys_b, ref_b) -> Row:
@@ -156,9 +163,3 @@ def spec_differences(a, b, prefix: str = "") -> list[str]:
             out += spec_differences(x, y, f"{prefix}[{i}]")
         return out
     return [] if a == b else [prefix or "(spec)"]
-
-
-def _mean_sd(v) -> str:
-    if v.mean is None:
-        return ""
-    return f"{v.mean:.4f} ± {v.sd:.4f}" if v.sd is not None else f"{v.mean:.4f}"
