@@ -389,3 +389,22 @@ def test_ensemble_v3_adapts_every_member_as_the_notebook_did(repo, tmp_path):
     code, _, err = cli("validate", repo / "specs" / "ensemble_v3.toml", "--no-check-models",
                        "--store", tmp_path / "r.duckdb")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_fixed_masks_keep_each_examples_own_tokens_whatever_the_padding_side(side):
+    """The evaluation slices are masked once in padded batches, then cut back to each example: for a
+    tokenizer that pads on the left, that is the batch's last tokens, never its padding."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from runner.adapt_train import _encode, _masked_once
+    from runner.tokenization import train_tokenizer
+
+    texts = [f"a review {i} that is {'long ' * (i % 5)}" for i in range(20)]
+    tok = train_tokenizer(texts, "wordpiece", vocab_size=200, max_length=32)
+    tok.padding_side = side
+    rows = _encode(tok, texts, 32, False)
+    masked = _masked_once(rows, DataCollatorForLanguageModeling(tok, seed=1))
+    assert [len(m["input_ids"]) for m in masked] == [len(r["input_ids"]) for r in rows]
+    assert not any(tok.pad_token_id in m["input_ids"] for m in masked)
+    assert all(m["input_ids"][0] == tok.cls_token_id and m["labels"][0] == -100 for m in masked)

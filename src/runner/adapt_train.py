@@ -84,10 +84,12 @@ def _masked_once(rows: list[dict], mlm, batch: int = 64) -> list[dict]:
     for i in range(0, len(rows), batch):
         part = rows[i:i + batch]
         b = mlm(_padded(mlm.tokenizer, part) if "offset_mapping" in part[0] else [dict(r) for r in part])
+        width, left = b["input_ids"].shape[1], mlm.tokenizer.padding_side == "left"
         for j, r in enumerate(part):
             n = len(r["input_ids"])
-            ex = {"input_ids": b["input_ids"][j, :n].tolist(), "attention_mask": r["attention_mask"],
-                  "labels": b["labels"][j, :n].tolist()}
+            own = slice(width - n, width) if left else slice(0, n)  # the example's tokens, not its padding
+            ex = {"input_ids": b["input_ids"][j, own].tolist(), "attention_mask": r["attention_mask"],
+                  "labels": b["labels"][j, own].tolist()}
             if "token_type_ids" in r:
                 ex["token_type_ids"] = r["token_type_ids"]
             out.append(ex)
