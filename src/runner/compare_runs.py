@@ -95,9 +95,10 @@ def compare_runs(store: Store, a: RunRecord, b: RunRecord, registry, strategies:
     for s in strategies:
         for model, keys_a, keys_b in _pairs(store, registry, s, reps_a, reps_b):
             rows.append(_row(store, reader, model, s, reps_a, reps_b, keys_a, keys_b, ref_b))
-    # `repeats` and `[refit]` say what else happens, not how a run trains (the spec hash leaves them out too)
+    # `repeats`, `[refit]` and `[compute]` say what else happens or where, not how a run trains (the spec hash
+    # leaves them out too)
     differ = list(dict.fromkeys(re.sub(r"^members\[\d+\]", "members[]", k) for k in spec_differences(a.spec, b.spec)
-                                if k.split(".")[0] not in ("repeats", "refit")))
+                                if k.split(".")[0] not in ("repeats", "refit", "compute")))
     return RunsComparison(a.run_id, b.run_id, differ, rows)
 
 

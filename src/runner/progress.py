@@ -20,6 +20,9 @@ class TrainingProgress:
         )
         self.tasks: dict[str, int] = {}
         self.steps: int | None = None
+        # several members training at once (runner.ray_backend): each shows its steps on its own line
+        self.parallel = False
+        self.info: dict[str, str] = {}
 
     def fresh(self) -> "TrainingProgress":
         """A new display on the same console: the lines of another run (a refit, a replica, a trial)."""
@@ -44,13 +47,18 @@ class TrainingProgress:
                              info=f"[magenta]adapt[/] epoch {epoch} · held-out mlm_loss {heldout_loss:.4f}")
 
     def member_started(self, name: str, epochs: int, done: int) -> None:
-        self.progress.update(self.tasks[name], completed=done, total=epochs, info="[cyan]training[/]")
+        self.info[name] = "[cyan]training[/]"
+        self.progress.update(self.tasks[name], completed=done, total=epochs, info=self.info[name])
+        if self.parallel:
+            return
         if self.steps is not None:
             self.progress.remove_task(self.steps)
         self.steps = self.progress.add_task("", total=None, member="  steps", info="")
 
     def step(self, name: str, step: int, max_steps: int) -> None:
-        if self.steps is not None:
+        if self.parallel:
+            self.progress.update(self.tasks[name], info=f"{self.info.get(name, '')} · step {step}/{max_steps}")
+        elif self.steps is not None:
             self.progress.update(self.steps, completed=step, total=max_steps)
 
     def epoch_done(self, name: str, epoch: int, row: dict, metric: str) -> None:
@@ -62,7 +70,8 @@ class TrainingProgress:
             parts.append(f"{shown} {row[shown]:.4f}")
         if "test_accuracy" in row and shown != "eval_test_accuracy":
             parts.append(f"test_accuracy {row['test_accuracy']:.4f}")
-        self.progress.update(self.tasks[name], completed=epoch, info=" · ".join(parts))
+        self.info[name] = " · ".join(parts)
+        self.progress.update(self.tasks[name], completed=epoch, info=self.info[name])
 
     def stop(self) -> None:
         if self.steps is not None:

@@ -146,6 +146,9 @@ class RunRecord:
         resolved = spec.get("selection", {}).get("resolved", {})
         labels = run.get("label_names")
         labels = json.loads(labels) if isinstance(labels, str) else (labels or [])
+        # in the spec's order, however they were scheduled (members train at once under Ray)
+        order = {m.get("name"): i for i, m in enumerate(spec.get("members") or []) if isinstance(m, dict)}
+        members = sorted(members, key=lambda m: order.get(m["member"], len(order)))
         return cls(
             run_id=run["run_id"], name=run["name"], spec=spec, spec_hash=run["spec_hash"],
             dataset_id=run["dataset_id"], status=run["status"], started_at=run.get("started_at"),

@@ -67,7 +67,7 @@ class RefitPlan:
 
 def refit(store_path: str | Path, ref: str | None, strategy: str | None = None, plugins_dir: str | Path | None = None,
           registry=None, progress: Any = None, say: Callable[[str], None] = print,
-          verbose: bool = False, source: str = "--strategy") -> ApplyResult:
+          verbose: bool = False, source: str = "--strategy", backend: Any = None) -> ApplyResult:
     """`runner refit RUN [--strategy S]`: check, then train the refit (or continue it); its ApplyResult.
     `source` is where the strategy came from, for messages (`[refit] strategy` inside `apply`)."""
     if registry is None:
@@ -100,7 +100,7 @@ def refit(store_path: str | Path, ref: str | None, strategy: str | None = None, 
             run_id = _find_or_create(store, rp, say)
             held.enter_context(file_lock(runs_root / run_id / ".lock", f"run {run_id}"))
         failures.context.run_dir = runs_root / run_id
-        return train_run(rp.plan, store, run_id, progress, say, verbose)
+        return train_run(rp.plan, store, run_id, progress, say, verbose, backend=backend)
 
 
 def plan_refit(store: Store, ref: str | None, strategy: str | None, registry, source: str = "--strategy") -> RefitPlan:

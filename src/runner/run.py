@@ -10,23 +10,20 @@ therefore never leaves a half-made run behind.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from . import checkpoints, failures
-from .failures import DISK_FULL
 from .adapt import plan_adaptations
 from .data import PreparedData, load_raw, prepare
 from .dryrun import check_cheaply, dry_run
-from .errors import DiskFullError, InputError, SpecError, StoreError, TrainingError
+from .errors import InputError, SpecError
 from .locks import file_lock
 from .plugins import Registry, load_registry, plugins_dir_for
-from .records import MemberHistory
-from .selection import pick_all
 from .spec import ResolvedMember, ResolvedSpec, load_and_resolve
 from .store import Store
-from .sweep import TrialPruned
 
 @dataclass
 class Plan:
@@ -118,14 +115,28 @@ def _check_paths(store: Store, run_id: str, members: list[ResolvedMember]) -> No
 def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
           force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
           verbose: bool = False, overrides: tuple = (), workers: int = 1,
-          worker_argv: list[str] | None = None) -> ApplyResult:
+          worker_argv: list[str] | None = None, backend: str | None = None,
+          address: str | None = None) -> ApplyResult:
     """Train every member of the spec that the store does not yet hold as finished; then, with
-    `[refit] strategy`, the run's refit on train+valid (runner.refit). `overrides`: `--set` pairs."""
+    `[refit] strategy`, the run's refit on train+valid (runner.refit). `overrides`: `--set` pairs;
+    `backend`/`address`: `--backend`/`--address` (else `[compute]`; runner.ray_backend)."""
     p = plan(spec_path, plugins_dir, overrides=overrides)
     store = Store(store_path)
     check_store_writable(store)
     if workers > 1 and p.resolved.spec.sweep is None:
         raise InputError(f"--workers {workers}: runs the trials of a sweep at once, and {spec_path} has no [sweep]")
+    from .ray_backend import backend_for
+
+    ray = backend_for(p, backend, address)
+    try:
+        return _apply(p, store, force, progress, say, verbose, overrides, workers, worker_argv, ray)
+    finally:
+        if ray is not None:
+            ray.close()
+
+
+def _apply(p: Plan, store: Store, force: bool, progress, say, verbose: bool, overrides: tuple, workers: int,
+           worker_argv: list[str] | None, ray) -> ApplyResult:
     if p.resolved.spec.sweep is not None:
         from . import sweep_workers
         from .sweep import run_sweep, sweep_folder, sweep_plan
@@ -142,7 +153,7 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
             say(f"{workers} workers on sweep {sp.sweep_id} (this one and {workers - 1} more; their output: "
                 f"{folder}/worker-*.log)")
         try:
-            result = run_sweep(sp, store, progress, say, verbose)
+            result = run_sweep(sp, store, progress, say, verbose, backend=ray)
         finally:
             problems = sweep_workers.wait(procs)
         if problems:
@@ -153,15 +164,17 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
     from . import repeats
 
     if repeats.count(p.resolved) > 1:
-        return repeats.apply_all(p, store, force, progress, say, verbose, apply_plan, repeats.count(p.resolved))
-    return apply_plan(p, store, force, progress, say, verbose)
+        return repeats.apply_all(p, store, force, progress, say, verbose, partial(apply_plan, backend=ray),
+                                 repeats.count(p.resolved))
+    return apply_plan(p, store, force, progress, say, verbose, backend=ray)
 
 
 def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
                verbose: bool = False, on_epoch: Callable | None = None,
-               on_run: Callable[[str], None] | None = None) -> ApplyResult:
+               on_run: Callable[[str], None] | None = None, backend: Any = None) -> ApplyResult:
     """`apply` of a checked plan (a sweep's trials come here too): `on_epoch(member, record)` is called
-    after each stored epoch, `on_run(run_id)` once the run is found, created or already finished."""
+    after each stored epoch, `on_run(run_id)` once the run is found, created or already finished;
+    `backend` a connected runner.ray_backend.RayBackend, or None to train here."""
     resolved = p.resolved
 
     existing = None if force else store.latest_run_for(p.spec_hash)
@@ -174,7 +187,7 @@ def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
             f"Run {existing['run_id']} of this spec is already finished in {store.path}.")
         if on_run is not None:
             on_run(existing["run_id"])
-        return then_refit(p, store, ApplyResult(existing["run_id"], "up-to-date"), progress, say, verbose)
+        return then_refit(p, store, ApplyResult(existing["run_id"], "up-to-date"), progress, say, verbose, backend)
     done = {m["member"] for m in store.members(existing["run_id"]) if m["status"] == "finished"} if existing else set()
     _check_paths(store, _run_id_for(p, store, existing), resolved.members)
     dry_run(resolved, p.registry, p.data, [m for m in resolved.members if m.name not in done])
@@ -191,8 +204,8 @@ def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         if on_run is not None:
             on_run(run_id)
         failures.context.run_dir = runs_root / run_id
-        result = train_run(p, store, run_id, progress, say, verbose, on_epoch=on_epoch)
-    return then_refit(p, store, result, progress, say, verbose)
+        result = train_run(p, store, run_id, progress, say, verbose, on_epoch=on_epoch, backend=backend)
+    return then_refit(p, store, result, progress, say, verbose, backend)
 
 
 def _find_or_create_run(p: Plan, store: Store, force: bool, say) -> str:
@@ -215,70 +228,33 @@ def _find_or_create_run(p: Plan, store: Store, force: bool, say) -> str:
 
 
 def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
-              on_epoch: Callable | None = None) -> ApplyResult:
+              on_epoch: Callable | None = None, backend: Any = None) -> ApplyResult:
     """Train every member of the run not yet finished (resuming an interrupted one), then its
-    ensemble; `apply` and `refit` share it."""
-    from .train import MemberJob, train_member
+    ensemble; `apply` and `refit` share it. `backend`: a runner.ray_backend.RayBackend, or None to
+    train here, one member after another (runner.members)."""
+    from .members import train_members
+    from .train import MemberJob
 
     resolved = p.resolved
     store.set_run_status(run_id, "running")
     result = ApplyResult(run_id, "finished")
     statuses = {m["member"]: m["status"] for m in store.members(run_id)}
     runs_root = _runs_root(store)
+    todo = [m for m in resolved.members if statuses.get(m.name) != "finished"]
+
+    def make_job(m: ResolvedMember) -> MemberJob:
+        return MemberJob(run_id=run_id, member=m, resolved=resolved, data=p.data, registry=p.registry, store=store,
+                         owner=checkpoints.MemberDir(runs_root, run_id, m.name), progress=progress, say=say,
+                         verbose=verbose, on_epoch=on_epoch, adaptation=p.adaptations.get(m.name))
+
     if progress is not None:
         progress.start(resolved.members)
-    try:
         for m in resolved.members:
             if statuses.get(m.name) == "finished":
-                if progress is not None:
-                    progress.member_skipped(m.name)
-                continue
-            owner = checkpoints.MemberDir(runs_root, run_id, m.name)
-            resume_from, history = None, {}
-            if m.name in statuses:
-                last, resume_from = checkpoints.clean_for_resume(owner, set(store.stored_epochs(run_id, m.name)))
-                store.truncate_member(run_id, m.name, last)
-                if resume_from is not None:
-                    history = {e.epoch: e for e in store.member_epochs(run_id, m.name)}
-                    say(f"{m.name}: resuming after epoch {last}.")
-            store.start_member(run_id, m.name, m.backbone, m.model, m.seed, m.options_dict())
-            job = MemberJob(run_id=run_id, member=m, resolved=resolved, data=p.data, registry=p.registry,
-                            store=store, owner=owner, progress=progress, resume_from=resume_from,
-                            history=history, say=say, verbose=verbose, on_epoch=on_epoch,
-                            adaptation=p.adaptations.get(m.name))
-            try:
-                selected = train_member(job)
-            except TrialPruned as e:  # a sweep's pruner stopped the trial: its epochs stay stored
-                store.finish_member(run_id, m.name, "pruned", error=str(e))
-                store.set_run_status(run_id, "pruned", error=f"{m.name}: {e}")
-                result.status = "pruned"
-                return result
-            except TrainingError as e:
-                _member_failed(p, store, run_id, m.name, str(e), result)
-                say(f"{m.name}: failed: {e}")
-                continue
-            except StoreError:
-                # The store stayed locked past the timeout: the member stays 'running' on disk and in
-                # the store, and the same `runner apply` resumes it from its last stored epoch.
-                raise
-            except OSError as e:
-                if e.errno not in DISK_FULL:
-                    raise
-                where = e.filename or owner.path
-                msg = (f"disk full (or file size limit reached) while writing {where}; the epochs stored so far "
-                       f"are kept; free space and re-run `runner apply` to resume")
-                _member_failed(p, store, run_id, m.name, msg, result, run_failed=True)
-                raise DiskFullError(f"member {m.name}: {msg}") from e
-            except Exception as e:
-                # A bug (in runner or a plugin): record it against the member and the run; the CLI
-                # reports it as an internal error with the traceback in the run's log
-                _member_failed(p, store, run_id, m.name, f"{type(e).__name__}: {e}", result, run_failed=True)
-                raise
-            store.finish_member(run_id, m.name, "finished", selected_checkpoint=f"epoch-{selected}")
-            history = MemberHistory.of(m.name, job.history.values(), has_swa=bool(resolved.spec.swa.k))
-            store.log_selections(run_id, m.name, pick_all(p.registry, history))
-            checkpoints.finish(owner)
-            p.registry.hook.on_member_end(run_id=run_id, member=m.name, status="finished", selected_epoch=selected)
+                progress.member_skipped(m.name)
+    try:
+        if not train_members(p, store, run_id, todo, make_job, result, say, backend):
+            return result  # pruned: the run stops here, with its epochs stored
     finally:
         if progress is not None:
             progress.stop()
@@ -292,19 +268,8 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
     return result
 
 
-def _member_failed(p: Plan, store: Store, run_id: str, member: str, error: str, result: ApplyResult,
-                   run_failed: bool = False) -> None:
-    result.failed[member] = error
-    try:
-        store.finish_member(run_id, member, "failed", error=error)
-        if run_failed:
-            store.set_run_status(run_id, "failed", error=f"{member}: {error}")
-    except StoreError:
-        pass  # the store itself is what failed; the member stays 'running' and a re-run resumes it
-    p.registry.hook.on_member_end(run_id=run_id, member=member, status="failed", selected_epoch=None)
-
-
-def then_refit(p: Plan, store: Store, result: ApplyResult, progress, say, verbose: bool) -> ApplyResult:
+def then_refit(p: Plan, store: Store, result: ApplyResult, progress, say, verbose: bool,
+               backend: Any = None) -> ApplyResult:
     """`[refit] strategy`: once the run is finished, its refit on train+valid (runner.refit)."""
     strategy = p.resolved.spec.refit.strategy
     if strategy is None or result.run_id is None:
@@ -316,7 +281,7 @@ def then_refit(p: Plan, store: Store, result: ApplyResult, progress, say, verbos
 
     fresh = progress.fresh() if progress is not None else None  # the refit's own progress lines
     result.refit = refit(store.path, result.run_id, strategy, registry=p.registry, progress=fresh, say=say,
-                         verbose=verbose, source=f"{p.spec_path}: refit.strategy")
+                         verbose=verbose, source=f"{p.spec_path}: refit.strategy", backend=backend)
     if result.refit.status == "failed":
         result.status = "failed"
         result.failed.update({f"refit {m}": e for m, e in result.refit.failed.items()})

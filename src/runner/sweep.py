@@ -168,13 +168,17 @@ def objective_value(sp: SweepPlan, store, run_id: str) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbose: bool) -> SweepResult:
+def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbose: bool,
+              backend: Any = None) -> SweepResult:
     """Run trials until the study has `trials` finished, pruned or failed ones (or the timeout)."""
     import optuna
     from optuna.trial import TrialState
 
+    from functools import partial
+
     from .run import apply_plan
 
+    apply_plan = partial(apply_plan, backend=backend)
     sw = sp.sweep
     storage, where = storage_for(sp, store.path)
     study = make_study(sp, storage)

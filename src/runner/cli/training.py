@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +11,11 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
+
+
+class Backend(str, Enum):
+    local = "local"
+    ray = "ray"
 from . import (PLUGINS_OPT, SET_OPT, STORE_OPT, Format, _quiet_libraries, _registry, command, emit, err, failures,
                note, out, overrides_of, say)
 
@@ -23,7 +29,13 @@ def apply(
     set_: Optional[list[str]] = SET_OPT,
     workers: int = typer.Option(1, "--workers", min=1, max=64,
                                 help="Run a sweep's trials in this many processes at once (on GPUs, one "
-                                     "device each); the spec must have [sweep]."),
+                                     "device each); the spec must have \\[sweep]."),
+    backend: Optional[Backend] = typer.Option(None, "--backend",
+                                              help="Where members train: local (one after another here) or ray "
+                                                   "(every member at once as a Ray task); default \\[compute] backend."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="The Ray cluster to join with --backend ray (auto, ray://host:10001); "
+                                               "default \\[compute] address, else Ray starts on this machine."),
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
     _quiet_libraries()
@@ -35,7 +47,8 @@ def apply(
     argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
     argv += [x for text in (set_ or []) for x in ("--set", text)]
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
-                       verbose=failures.context.verbose, overrides=overrides, workers=workers, worker_argv=argv)
+                       verbose=failures.context.verbose, overrides=overrides, workers=workers, worker_argv=argv,
+                       backend=backend.value if backend is not None else None, address=address)
     from ..report import summary_table
     from ..store import Store
 

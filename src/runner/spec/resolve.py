@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
 from .adapt import AdaptSpec, merged_adapt
-from .models import MAX_SEED, LossSpec, Spec, TrainSpec
+from .models import MAX_SEED, ComputeSpec, LossSpec, Spec, TrainSpec
 from .names import member_names
 from .problems import Problem, dedupe, pydantic_problems, unknown
 
@@ -65,6 +65,8 @@ class ResolvedSpec:
         for table in ("sweep", "adapt"):  # a spec without them reads (and hashes) as before they existed
             if d.get(table) is None:
                 d.pop(table, None)
+        if d.get("compute") == ComputeSpec().model_dump(mode="json"):
+            d.pop("compute")
         if self.data_options is not None:
             d["data"]["options"] = self.data_options.model_dump(mode="json")
         d["selection"]["resolved"] = {"metric": f"eval_{self.metric}", "greater_is_better": self.greater_is_better,
@@ -99,6 +101,8 @@ class ResolvedSpec:
         # `repeats` says how many replicas to train, not how one trains: replica 0 is the run the spec
         # names without it (each other replica has its own member seeds, so its own hash)
         d.pop("repeats", None)
+        # [compute] says where it trains, not what: a run continues on another backend or cluster
+        d.pop("compute", None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

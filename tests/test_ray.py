@@ -1,0 +1,228 @@
+"""`--backend ray` on a local Ray that the tests start (`ray.init(num_cpus=2)`).
+
+- two members trained at once as Ray tasks store exactly the rows and numbers a sequential run
+  stores (same thread count on both sides, so the float kernels agree to the bit);
+- a worker process killed (SIGKILL) mid-epoch is retried by Ray and resumes from its last stored
+  epoch: the run finishes with every row once and the numbers of an uninterrupted run;
+- the driver is the only process that opens the store (no worker ever holds the DuckDB file).
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runner.store import Store
+
+ray = pytest.importorskip("ray", reason="the ray extra (pip install -e '.[ray]') is part of the dev set-up")
+pytestmark = pytest.mark.ray
+
+SPEC = """
+name = "par"
+seed = 5
+
+[data]
+source = "synthetic"
+valid = 0.2
+test = 0.2
+max_length = 32
+
+[data.options]
+size = {size}
+
+[train]
+epochs = 3
+batch_size = 16
+learning_rate = 2e-3
+lr_scheduler = "constant"
+
+[train.trainer_args]
+full_determinism = true
+
+[loss]
+name = "cross_entropy"
+
+[swa]
+k = 2
+
+[ensemble]
+weights = "fit"
+
+[compute]
+cpus_per_member = 1
+
+[[members]]
+name = "a"
+backbone = "scratch"
+{loss_a}options = {{ hidden_size = 32, layers = 2, heads = 2, vocab_size = 1200 }}
+
+[[members]]
+name = "b"
+backbone = "scratch"
+seed = 7
+options = {{ hidden_size = 32, layers = 1, heads = 2, vocab_size = 1200 }}
+"""
+
+# A cross-entropy whose process kills itself (SIGKILL) once, inside member a's second epoch: a worker
+# that dies mid-epoch, at a known step. Training steps only (the loss has a graph); the marker file
+# makes the retried task train normally. The dry run in the driver takes one step, far below the count.
+KILL_PLUGIN = '''
+import os, signal
+from pathlib import Path
+import torch.nn.functional as F
+from runner import hookimpl
+
+def build(ctx, options):
+    steps = {"n": 0}
+    def loss(logits, labels):
+        value = F.cross_entropy(logits.float(), labels)
+        if value.requires_grad:
+            steps["n"] += 1
+            marker = Path(MARKER)
+            if steps["n"] == KILL_AT_STEP and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+        return value
+    return loss
+
+@hookimpl
+def register_losses(register):
+    register("ce_killed_once", build)
+'''
+
+SIZE = 400  # 240 train examples: 15 steps an epoch at batch 16
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    """The sequential reference trains with the thread count each Ray task gets (cpus_per_member = 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write(d: Path, loss_a: str = "", plugin: str | None = None) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "plugins").mkdir(exist_ok=True)
+    if plugin:  # Ray's workers started with the fixture, so what the plugin needs is in its text, not the env
+        head = f"MARKER = {str(d / 'killed')!r}\nKILL_AT_STEP = {15 + 5}  # the 5th step of epoch 2\n"
+        (d / "plugins" / "kill.py").write_text(head + plugin)
+    spec = d / "spec.toml"
+    spec.write_text(textwrap.dedent(SPEC.format(size=SIZE, loss_a=loss_a)))
+    return spec
+
+
+def rows(store: Path) -> dict[str, list]:
+    """Everything a run stores about its members, in a fixed order (run ids are equal: same spec)."""
+    s = Store(store)
+    q = {
+        "members": "SELECT member, status, selected_checkpoint, swa_epochs, seed FROM members ORDER BY member",
+        "metrics": "SELECT kind, member, checkpoint, epoch, split, name, value FROM metrics "
+                   "ORDER BY ALL",
+        "predictions": "SELECT member, checkpoint, epoch, split, idx, pred, probs FROM predictions ORDER BY "
+                       "member, checkpoint, split, idx",
+        "selections": "SELECT member, strategy, checkpoint FROM selections ORDER BY ALL",
+    }
+    return {k: s.query(sql)[1] for k, sql in q.items()}
+
+
+def test_two_members_at_once_store_exactly_what_a_sequential_run_stores(tmp_path, run_cli, local_ray, one_thread):
+    seq = write(tmp_path / "seq")
+    code, _, err = run_cli("apply", str(seq), "--store", str(tmp_path / "seq" / "results.duckdb"))
+    assert code == 0, err
+    par = write(tmp_path / "par")
+    code, _, err = run_cli("apply", str(par), "--store", str(tmp_path / "par" / "results.duckdb"), "--backend", "ray")
+    assert code == 0, err
+
+    a, b = rows(tmp_path / "seq" / "results.duckdb"), rows(tmp_path / "par" / "results.duckdb")
+    for table in a:
+        assert len(a[table]) == len(b[table]) > 0, table
+        assert a[table] == b[table], table
+    # the two members trained at the same time, not one after the other
+    spans = dict((m, (s0, s1)) for m, s0, s1 in Store(tmp_path / "par" / "results.duckdb").query(
+        "SELECT member, started_at, finished_at FROM members")[1])
+    assert spans["a"][0] < spans["b"][1] and spans["b"][0] < spans["a"][1], spans
+    # checkpoints went where a sequential run puts them
+    run_id = Store(tmp_path / "par" / "results.duckdb").run_ids()[0]
+    for m in ("a", "b"):
+        assert (tmp_path / "par" / "runs" / run_id / m / "selected" / "model.safetensors").is_file()
+        assert (tmp_path / "par" / "runs" / run_id / m / "swa" / "model.safetensors").is_file()
+
+
+def test_a_worker_killed_mid_epoch_is_retried_and_resumes_with_no_duplicates(tmp_path, run_cli, local_ray):
+    loss_a = 'loss = { name = "ce_killed_once" }\n'
+    # the uninterrupted reference: the marker exists, so nothing is killed
+    ref = write(tmp_path / "ref", loss_a, KILL_PLUGIN)
+    (tmp_path / "ref" / "killed").write_text("not this time")
+    code, _, err = run_cli("apply", str(ref), "--store", str(tmp_path / "ref" / "results.duckdb"), "--backend", "ray")
+    assert code == 0, err
+
+    spec = write(tmp_path / "kill", loss_a, KILL_PLUGIN)
+    marker = tmp_path / "kill" / "killed"
+    store = tmp_path / "kill" / "results.duckdb"
+    code, _, err = run_cli("apply", str(spec), "--store", str(store), "--backend", "ray")
+    assert code == 0, err
+    assert marker.exists(), "the worker was never killed"
+    assert "a: resuming after epoch 1." in err
+
+    s = Store(store)
+    assert s.query("SELECT status FROM runs")[1] == [("finished",)]
+    assert s.query("SELECT member, status FROM members ORDER BY member")[1] == [("a", "finished"), ("b", "finished")]
+    run_id = s.run_ids()[0]
+    assert s.stored_epochs(run_id, "a") == [1, 2, 3]
+    dupes = s.query("SELECT count(*) FROM (SELECT member, checkpoint, split, idx FROM predictions "
+                    "GROUP BY ALL HAVING count(*) > 1)")[1][0][0]
+    assert dupes == 0
+    dupes = s.query("SELECT count(*) FROM (SELECT kind, member, checkpoint, split, name FROM metrics "
+                    "GROUP BY ALL HAVING count(*) > 1)")[1][0][0]
+    assert dupes == 0
+    n = {split: s.query("SELECT count(*) FROM examples WHERE split = ?", [split])[1][0][0] for split in ("valid", "test")}
+    for m in ("a", "b"):
+        got = s.query("SELECT count(*) FROM predictions WHERE member = ? AND checkpoint LIKE 'epoch-%'", [m])[1][0][0]
+        assert got == 3 * (n["valid"] + n["test"]), m
+    # the resumed member's numbers are those of the run nobody killed
+    want = {(r["member"], r["epoch"]): r for r in Store(tmp_path / "ref" / "results.duckdb").query_dicts(
+        "SELECT * FROM epochs")}
+    got = {(r["member"], r["epoch"]): r for r in s.query_dicts("SELECT * FROM epochs")}
+    assert set(got) == set(want)
+    for key, row in want.items():
+        for col in ("train_loss", "eval_loss", "eval_accuracy", "test_accuracy"):
+            assert got[key][col] == pytest.approx(row[col], abs=1e-4), (key, col)
+    assert not (tmp_path / "kill" / "runs" / run_id / "a" / "checkpoints").exists()
+
+
+def test_without_ray_installed_the_ray_backend_is_exit_2_before_anything_is_written(tmp_path, run_cli,
+                                                                                     monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    spec = write(tmp_path)
+    store = tmp_path / "results.duckdb"
+    code, _, err = run_cli("apply", str(spec), "--store", str(store), "--backend", "ray")
+    assert code == 2
+    assert "--backend" in err and 'pip install -e ".[ray]"' in err
+    assert not store.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_member_no_node_can_hold_is_exit_2_naming_the_key(tmp_path, run_cli, local_ray):
+    spec = write(tmp_path)
+    spec.write_text(spec.read_text().replace("cpus_per_member = 1", 'backend = "ray"\ncpus_per_member = 64'))
+    store = tmp_path / "results.duckdb"
+    code, _, err = run_cli("apply", str(spec), "--store", str(store))
+    assert code == 2
+    assert "cpus_per_member" in err and "64" in err
+    assert not store.exists() and not (tmp_path / "runs").exists()
