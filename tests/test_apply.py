@@ -280,3 +280,36 @@ def test_group_by_length_stores_every_probability_against_its_own_example(tmp_pa
     code, out, err = cli("apply", spec, "--store", store_path, "--plugins", REPO / "plugins")
     assert code == 0, err + out
     assert assert_stored_accuracy_matches_the_metrics(Store(store_path)) == 2 * 2 * 2  # members x epochs x splits
+
+
+def test_a_micro_batch_counts_by_its_share_of_the_optimizer_step(tmp_path):
+    """Trainer takes a compute_loss_func's value as normalised over the whole step (all gradient-
+    accumulation micro-batches, all DDP ranks): runner weights each batch's mean by its share, so a
+    step of 2 x 16 trains on and reports the same loss as one of 32 (not twice it)."""
+    from runner.run import plan
+    from runner.train import prepare_member
+
+    spec = tmp_path / "spec.toml"
+    spec.write_text(TINY_SPEC.format(size=80, epochs=1))
+    p = plan(spec, REPO / "plugins")
+    m = p.resolved.members[0]
+    loss = prepare_member(m, p.resolved, p.data, p.registry).compute_loss
+    torch.manual_seed(0)
+    out = type("Out", (), {"logits": torch.randn(8, 4)})()
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    mean = loss(out, labels)
+    assert torch.equal(loss(out, labels, num_items_in_batch=torch.tensor(8)), mean)  # one batch: bit for bit
+    assert torch.allclose(loss(out, labels, num_items_in_batch=torch.tensor(32)), mean / 4)
+
+    losses = {}
+    for batch, accumulate in ((32, 1), (16, 2)):
+        d = tmp_path / f"b{batch}"
+        d.mkdir()
+        s = d / "spec.toml"
+        s.write_text(TINY_SPEC.format(size=SIZE, epochs=1).replace("batch_size = 32", f"batch_size = {batch}\n"
+                                                                   f"gradient_accumulation_steps = {accumulate}"))
+        code, _, err = cli("apply", s, "--store", d / "results.duckdb", "--plugins", REPO / "plugins")
+        assert code == 0, err
+        losses[accumulate] = dict(Store(d / "results.duckdb").query("SELECT member, train_loss FROM epochs")[1])
+    for member, value in losses[1].items():
+        assert 0.85 < losses[2][member] / value < 1.15, (member, losses)

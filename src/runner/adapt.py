@@ -22,6 +22,8 @@ records its `adapt_key`; runner.adapt_train does the training.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import hashlib
 import json
 import os
@@ -193,18 +195,23 @@ def ensure(adaptation: Adaptation, job, say: Callable[[str], None]) -> Path:
     from .adapt_train import train_adaptation
     from .locks import file_lock
 
+    from . import ddp
+
     root = root_for(job.store.path)
     key = adaptation.key
     if "test" in adaptation.settings.texts:
         say(f"adapt: {job.member.name} adapts on the test split's texts ([adapt] texts names \"test\"): "
             "transductive, so its test numbers are not those of unseen text")
-    with file_lock(root / f".{key}.lock", f"adaptation {key}", wait_s=24 * 3600):
-        folder = cached(root, key)
+    # Under torchrun only rank 0 takes the lock and looks in the cache; every rank trains (DDP) what
+    # is missing, and rank 0 alone writes the folder (runner.ddp).
+    with file_lock(root / f".{key}.lock", f"adaptation {key}", wait_s=24 * 3600) if ddp.writes() else nullcontext():
+        folder = ddp.agree(cached(root, key) if ddp.writes() else None)
         if folder is not None:
             say(f"adapt: reused {key} ({job.member.name})")
         else:
             folder = train_adaptation(adaptation, job, root, say)
-        note_store(folder, job.store.path)
+        if ddp.writes():
+            note_store(folder, job.store.path)
     info = json.loads((folder / INFO).read_text())
     job.store.log_adaptation(info, str(folder))
     job.store.set_member_adapt(job.run_id, job.member.name, key)

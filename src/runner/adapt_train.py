@@ -145,7 +145,9 @@ def make_trainer(adaptation: Adaptation, model, tokenizer, output_dir: Path, pre
         per_device_eval_batch_size=s.batch_size * 2, learning_rate=s.learning_rate, seed=s.seed,
         eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch", save_total_limit=1,
         prediction_loss_only=True, label_names=["labels"], report_to="none", disable_tqdm=True,
-        remove_unused_columns=False, logging_nan_inf_filter=False, **precision)
+        remove_unused_columns=False, logging_nan_inf_filter=False,
+        log_level_replica="error",  # under torchrun, other ranks stay as quiet as rank 0 (runner.ddp)
+        **precision)
     trainer = Trainer(model=model, args=args, train_dataset=_Texts(train), eval_dataset=evals,
                       data_collator=_Collator(mlm, tokenizer), compute_loss_func=mlm_loss,
                       callbacks=list(callbacks))
@@ -182,10 +184,14 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
     if not adaptation.texts:  # planned from the cache alone (a refit), and the folder went away since
         raise TrainingError(f"member {job.member.name}: adaptation {key} is no longer in {root}; apply the spec "
                             "that made it again to recreate it")
+    from . import ddp
+
     work = root / f"{key}.partial"
     trainer_dir = work / "trainer"
-    trainer_dir.mkdir(parents=True, exist_ok=True)
-    last = _last_complete(trainer_dir, work)
+    # under torchrun every rank trains; rank 0 alone cleans, writes and renames the folder (runner.ddp)
+    if ddp.writes():
+        trainer_dir.mkdir(parents=True, exist_ok=True)
+    last = ddp.agree(_last_complete(trainer_dir, work) if ddp.writes() else None)
     s = adaptation.settings
     say(f"adapt: {'resuming' if last else 'training'} {key} for {job.member.name} ({len(adaptation.texts)} texts, "
         f"{len(adaptation.heldout)} held out, {s.epochs} epochs)")
@@ -195,10 +201,15 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
         job.progress.adapt_started(job.member.name, s.epochs)
     trainer = make_trainer(adaptation, model, tokenizer, trainer_dir, precision_args(job.member.train.precision),
                            [_report(job, adaptation, say)])
-    if not (work / EPOCH0).is_file():  # the loss before any adaptation, the baseline of the curve
+    if not ddp.agree((work / EPOCH0).is_file() if ddp.writes() else None):  # the loss before adapting
         before = trainer.evaluate()
-        (work / EPOCH0).write_text(json.dumps({k: before[k] for k in ("eval_train_loss", "eval_heldout_loss")}))
+        if ddp.writes():
+            (work / EPOCH0).write_text(json.dumps({k: before[k] for k in ("eval_train_loss", "eval_heldout_loss")}))
     trainer.train(resume_from_checkpoint=last)
+    folder = root / key
+    if not ddp.writes():
+        ddp.barrier()  # until rank 0 has the folder in place
+        return folder
     history = _history(work, trainer.state.log_history)
     out = work / "model"
     trainer.save_model(str(out))  # safetensors (save_pretrained, or the state dict for a plain module)
@@ -207,9 +218,9 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
         checkpoints.remove_under(out / "training_args.bin", work)
     info = {**adaptation.info(), "history": history, "seconds": round(time.time() - started, 2)}
     (out / INFO).write_text(json.dumps(info, indent=2))
-    folder = root / key
     os.replace(out, folder)
     checkpoints.remove_under(work, root)
+    ddp.barrier()
     first, final = history[0]["heldout"], history[-1]["heldout"]
     say(f"adapt: {key} done in {info['seconds']:.0f} s (held-out MLM loss {first:.3f} -> {final:.3f})")
     return folder

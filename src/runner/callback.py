@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 from transformers import TrainerCallback
 
-from . import checkpoints
+from . import checkpoints, ddp
 from .errors import TrainingError
 from .evaluation import EncodedSplit, MetricComputer, predict_split
 from .records import EpochRecord, MemberHistory
@@ -103,7 +103,8 @@ class StoreCallback(TrainerCallback):
         self.store.log_checkpoint(self.run_id, self.member, f"epoch-{record.epoch}", record.epoch, record.rows(),
                                   pending.predictions)
         self.history[record.epoch] = record
-        self._prune()
+        if ddp.writes():  # under torchrun, rank 0 owns the member's folder (runner.ddp)
+            self._prune()
         if self.on_epoch is not None:
             self.on_epoch(record)
 

@@ -60,10 +60,15 @@ def check_cheaply(resolved: ResolvedSpec, registry: Registry, data: PreparedData
 
 
 def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData, members: list[ResolvedMember]) -> None:
-    """Build each of `members` as training will and push one batch of each split through it."""
+    """Build each of `members` as training will and push one batch of each split through it (on every
+    rank under torchrun: its optimizer step is a collective; runner.ddp)."""
+    from . import ddp
+
     problems: list[Problem] = []
-    for m in members:
-        problems.extend(_member_problems(resolved, registry, data, m))
+    message = ("dry_run", ddp.payload(resolved, data, {}, registry), [m.name for m in members]) if ddp.leading() else ()
+    with ddp.shared(message):
+        for m in members:
+            problems.extend(_member_problems(resolved, registry, data, m))
     if problems:
         raise SpecError(resolved.path, dedupe(problems))
 

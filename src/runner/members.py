@@ -48,11 +48,14 @@ def resume_point(job) -> None:
 
 
 def run_member(job) -> MemberDone:
-    """Resume (runner.members.resume_point) and train one member (runner.train.train_member)."""
+    """Resume (runner.members.resume_point) and train one member (runner.train.train_member); under
+    torchrun, every rank trains it from the point rank 0 chose (runner.ddp)."""
+    from . import ddp
     from .train import train_member
 
     resume_point(job)
-    selected = train_member(job)
+    with ddp.shared(ddp.member_message(job)):
+        selected = train_member(job)
     return MemberDone(selected, list(job.history.values()))
 
 

@@ -120,9 +120,31 @@ def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plug
     """Train every member of the spec that the store does not yet hold as finished; then, with
     `[refit] strategy`, the run's refit on train+valid (runner.refit). `overrides`: `--set` pairs;
     `backend`/`address`: `--backend`/`--address` (else `[compute]`; runner.ray_backend)."""
+    from . import ddp
+
+    if ddp.distributed():  # under torchrun / accelerate launch: rank 0 leads, the others follow it
+        ddp.init()
+        if ddp.following():
+            ddp.follow()
+            return ApplyResult(None, "follower")
+    try:
+        return _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
+                              worker_argv, backend, address)
+    finally:
+        ddp.finish()
+
+
+def _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
+                   worker_argv, backend, address) -> ApplyResult:
+    from . import ddp
+
     p = plan(spec_path, plugins_dir, overrides=overrides)
     store = Store(store_path)
     check_store_writable(store)
+    if ddp.distributed() and (workers > 1 or (backend or p.resolved.spec.compute.backend) == "ray"):
+        raise InputError(f"{'--workers' if workers > 1 else '--backend ray'}: under torchrun every process trains "
+                         "the same member (DDP); Ray and --workers place whole members or trials, so use one or the "
+                         "other ([compute] gpus_per_member > 1 runs torchrun inside each Ray task)")
     if workers > 1 and p.resolved.spec.sweep is None:
         raise InputError(f"--workers {workers}: runs the trials of a sweep at once, and {spec_path} has no [sweep]")
     from .ray_backend import backend_for

@@ -96,7 +96,10 @@ def run_swa(job, trainer, inputs) -> list[int]:
     from .records import EpochRecord
     from .train import write_member_info
 
+    from . import ddp
+
     name, k, num_labels = job.member.name, job.resolved.spec.swa.k, job.data.num_labels
+    ddp.barrier()  # under torchrun: every rank reads the checkpoints rank 0 has finished writing
     found = checkpoints.epoch_checkpoints(job.owner)
     if not found:
         raise TrainingError(f"member {name}: no epoch checkpoint on disk to average for SWA")
@@ -122,6 +125,8 @@ def run_swa(job, trainer, inputs) -> list[int]:
         predictions.append(("test", inputs.test.order, test_probs))
     job.store.log_checkpoint(job.run_id, name, "swa", None, EpochRecord(0, values).rows(), predictions)
     job.store.set_swa_epochs(job.run_id, name, epochs)
+    if not ddp.writes():
+        return epochs
     if job.owner.swa.exists():
         checkpoints.remove(job.owner.swa, job.owner)
     trainer.save_model(str(job.owner.swa))

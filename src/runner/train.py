@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from . import checkpoints
+from . import checkpoints, ddp
 from .backbones import BackboneContext, write_runner_json
 from .callback import StoreCallback
 from .data import PreparedData
@@ -144,7 +144,15 @@ def prepare_member(member: ResolvedMember, resolved: ResolvedSpec, data: Prepare
         if logits.ndim != 2 or logits.shape[-1] != num_labels:
             raise TrainingError(f"member {member.name}: the model returned logits of shape {tuple(logits.shape)}, "
                                 f"but there are {num_labels} labels; its head must output (batch, {num_labels})")
-        return loss_fn(logits, labels)
+        loss = loss_fn(logits, labels)
+        if num_items_in_batch is not None:
+            # Trainer takes what a compute_loss_func returns as normalised over the whole optimizer step
+            # (every gradient-accumulation micro-batch, on every DDP process): it neither divides it by
+            # the accumulation steps nor undoes DDP's averaging. A loss plugin returns its batch's mean,
+            # so weight it by the batch's share of the step's examples (exactly 1.0 for one batch in one
+            # process, which leaves the loss bit for bit as it was).
+            loss = loss * (labels.shape[0] / num_items_in_batch)
+        return loss
 
     return MemberInputs(model, tokenizer, train_ds, valid_ds, test_ds, metric_fns,
                         MetricComputer(metric_fns, num_labels, member.name), compute_loss)
@@ -159,9 +167,12 @@ def make_trainer(member: ResolvedMember, resolved: ResolvedSpec, inputs: MemberI
     patience = resolved.spec.selection.early_stopping_patience
     if patience and inputs.valid is not None:
         callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=patience)]
+    args = training_arguments(member, resolved, output_dir, evaluate=inputs.valid is not None)
+    if ddp.distributed():
+        quiet_replicas(args, inputs.model)
     trainer = _in_order(Trainer)(
         model=inputs.model,
-        args=training_arguments(member, resolved, output_dir, evaluate=inputs.valid is not None),
+        args=args,
         train_dataset=inputs.train,
         eval_dataset=inputs.valid,
         processing_class=inputs.tokenizer,
@@ -172,6 +183,18 @@ def make_trainer(member: ResolvedMember, resolved: ResolvedSpec, inputs: MemberI
     )
     trainer.remove_callback(PrinterCallback)  # with tqdm off, Trainer would print every log dict
     return trainer
+
+
+def quiet_replicas(args, model) -> None:
+    """Under torchrun: ranks other than 0 log no more than rank 0 (Trainer would set them back to
+    warnings), and a Hugging Face model, which uses every parameter, skips DDP's search for unused ones
+    (a per-step graph walk that warns on every rank) unless [train.trainer_args] asks for it."""
+    from transformers import PreTrainedModel
+
+    if args.log_level_replica == "warning":  # Trainer's default
+        args.log_level_replica = "error"
+    if args.ddp_find_unused_parameters is None and isinstance(model, PreTrainedModel):
+        args.ddp_find_unused_parameters = False
 
 
 def _in_order(trainer_class):
@@ -223,12 +246,22 @@ def train_member(job: MemberJob) -> int:
     key = f"eval_{resolved.metric}"
 
     def on_epoch(record: EpochRecord) -> None:
-        job.registry.hook.on_epoch_end(run_id=job.run_id, member=m.name, epoch=record.epoch,
-                                       metrics=dict(record.metrics))
-        if job.progress is not None:
-            job.progress.epoch_done(m.name, record.epoch, dict(record.metrics), resolved.metric)
-        if job.on_epoch is not None:
-            job.on_epoch(m.name, record)
+        error = None
+        if ddp.writes():  # hooks, progress and a sweep's pruner run where the store is written
+            try:
+                job.registry.hook.on_epoch_end(run_id=job.run_id, member=m.name, epoch=record.epoch,
+                                               metrics=dict(record.metrics))
+                if job.progress is not None:
+                    job.progress.epoch_done(m.name, record.epoch, dict(record.metrics), resolved.metric)
+                if job.on_epoch is not None:
+                    job.on_epoch(m.name, record)
+            except Exception as e:
+                if not ddp.distributed():
+                    raise
+                error = e
+        error = ddp.agree(error)  # under torchrun, a pruned trial stops every rank at the same epoch
+        if error is not None:
+            raise error
 
     adapted = None
     if job.adaptation is not None:  # from the cache, or trained now (runner.adapt)
@@ -257,7 +290,8 @@ def train_member(job: MemberJob) -> int:
         raise TrainingError(f"member {m.name}: no epoch produced a finite {key}")
     if swa_k:
         run_swa(job, trainer, inputs)
-    checkpoints.save_selected(job.owner, selected, lambda folder: write_member_info(job, folder))
+    if ddp.writes():
+        checkpoints.save_selected(job.owner, selected, lambda folder: write_member_info(job, folder))
     return selected
 
 

@@ -54,6 +54,9 @@ def apply(
 
     from ..sweep import SweepResult
 
+    if result.status == "follower":  # a DDP rank other than 0: rank 0 prints and writes (runner.ddp)
+        return
+
     if isinstance(result, SweepResult):  # a spec with [sweep]: the sweep's table, as `runner sweep` shows it
         from ..sweep_view import load_view, render
 

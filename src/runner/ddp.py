@@ -1,0 +1,204 @@
+"""One member over several processes: `torchrun --nproc_per_node N -m runner apply SPEC` (or
+`accelerate launch`), Hugging Face Trainer's own DDP, with rank 0 the only writer.
+
+Every rank runs `runner apply`, but only rank 0 (the leader) plans the run, opens the store, decides
+what to resume and writes checkpoints, rows and files. The other ranks (followers) wait for the leader
+to tell them what to do at the two places where every rank must act together:
+
+- `("dry_run", payload, members)`: the validation dry run takes a real optimizer step through
+  Trainer, which under DDP is a collective;
+- `("train", payload, member, ...)`: one member, with the resume point the leader chose; every rank
+  runs `runner.train.train_member` with a store that discards (`NullStore`), so the collectives of
+  training, evaluation and prediction match, and rank 0's store callback writes each epoch.
+
+At each epoch's end the ranks agree on whether training goes on (`agree`): a sweep's pruner runs on
+the leader only, and its verdict must stop every rank at once. Predictions are gathered by Trainer
+(accelerate's `gather_for_metrics`): each rank predicts every N-th batch of the length-sorted split
+and the gathered batches come back in the split's order, with the padding samples that make the
+shards even dropped, so the store gets each example exactly once, in order (tests/test_ddp.py).
+
+Followers never open the store; the run's folder must be on storage every node reaches (one machine:
+the local disk; several: a shared filesystem), since every rank reads the checkpoints rank 0 wrote
+(a resume, SWA).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from contextlib import contextmanager
+from pathlib import Path
+
+_busy = [0]  # >0 while the leader is inside something the followers take part in
+
+
+def world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def distributed() -> bool:
+    return world_size() > 1
+
+
+def leading() -> bool:
+    """This process is rank 0 of several."""
+    return distributed() and rank() == 0
+
+
+def following() -> bool:
+    return distributed() and rank() != 0
+
+
+def writes() -> bool:
+    """This process writes the store, checkpoints and files: one process, or rank 0 of several."""
+    return rank() == 0
+
+
+def init() -> None:
+    """Join the process group torchrun / accelerate set up (gloo on CPUs, NCCL on GPUs)."""
+    if distributed():
+        import torch
+        from accelerate import PartialState
+
+        cpu = not torch.cuda.is_available()
+        if cpu:  # every TrainingArguments made in this process then sets up DDP over gloo, not one process
+            os.environ["ACCELERATE_USE_CPU"] = "true"
+        PartialState(cpu=cpu)
+
+
+def _broadcast(obj):
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def tell(msg: tuple) -> None:
+    """The leader tells every follower `msg` (a no-op in one process)."""
+    if leading() and msg:
+        _broadcast(msg)
+
+
+@contextmanager
+def shared(msg: tuple):
+    """Tell the followers `msg`, and mark the block as one they take part in."""
+    tell(msg)
+    _busy[0] += 1
+    try:
+        yield
+    finally:
+        _busy[0] -= 1
+
+
+def finish() -> None:
+    """The leader's last word: the followers stop (skipped when they are inside a shared operation
+    that failed on the leader alone: the leader exits, and torchrun stops them)."""
+    if leading() and not _busy[0]:
+        _broadcast(("done",))
+
+
+def agree(value):
+    """Every rank gets the leader's `value` (what its epoch hook raised, whether the cache holds an
+    adaptation...); in one process, `value` itself. An exception that cannot be pickled travels as a
+    RemoteError with its message."""
+    if not distributed():
+        return value
+    if leading() and isinstance(value, BaseException):
+        try:
+            pickle.loads(pickle.dumps(value))
+        except Exception:
+            from .remote import RemoteError
+
+            value = RemoteError(f"{type(value).__name__}: {value}")
+    return _broadcast(value if leading() else None)
+
+
+def barrier() -> None:
+    if distributed():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def payload(resolved, data, adaptations, registry) -> tuple[str | None, bytes]:
+    """What a follower needs to rebuild the spec and data: the plugins folder to load, then the pickle."""
+    d = registry.plugins_dir
+    return (str(Path(d).resolve()) if d is not None else None, pickle.dumps((resolved, data, adaptations)))
+
+
+_registries: dict = {}
+
+
+def unpack(p: tuple[str | None, bytes]):
+    """(registry, resolved, data, adaptations) from a payload; plugin modules load before the pickle."""
+    from .plugins import load_registry
+
+    if p[0] not in _registries:
+        _registries[p[0]] = load_registry(Path(p[0]) if p[0] else None)
+    return (_registries[p[0]], *pickle.loads(p[1]))
+
+
+class NullStore:
+    """A follower's store: training calls it as on rank 0, and nothing is written."""
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+
+    def __getattr__(self, name: str):
+        from .remote import STORE_CALLS
+
+        if name not in STORE_CALLS:
+            raise AttributeError(f"a DDP follower does not call Store.{name}")
+        return lambda *args, **kwargs: None
+
+
+def follow() -> None:
+    """A follower's whole `runner apply`: do what the leader says until it is done."""
+    from .dryrun import dry_run
+    from .errors import RunnerError
+    from .sweep import TrialPruned
+    from .train import MemberJob, train_member
+
+    while True:
+        msg = _broadcast(None)
+        kind = msg[0]
+        if kind == "done":
+            return
+        try:
+            if kind == "dry_run":
+                registry, resolved, data, _ = unpack(msg[1])
+                dry_run(resolved, registry, data, [m for m in resolved.members if m.name in msg[2]])
+            elif kind == "train":
+                _, pay, member, run_id, runs_root, store_path, resume_from, history = msg
+                registry, resolved, data, adaptations = unpack(pay)
+                from .checkpoints import MemberDir
+
+                m = next(x for x in resolved.members if x.name == member)
+                job = MemberJob(run_id=run_id, member=m, resolved=resolved, data=data, registry=registry,
+                                store=NullStore(store_path), owner=MemberDir(Path(runs_root), run_id, member),
+                                resume_from=resume_from, history=history, say=lambda text: None,
+                                adaptation=adaptations.get(member))
+                train_member(job)
+        except (RunnerError, TrialPruned):
+            pass  # the leader met the same, and says what happened; the next message follows
+
+
+def member_message(job) -> tuple:
+    """What the leader tells the followers before it trains `job`'s member: train it too, from the
+    same resume point (a no-op message in one process)."""
+    if not leading():
+        return ()
+    adaptations = {job.member.name: job.adaptation} if job.adaptation else {}
+    return ("train", payload(job.resolved, job.data, adaptations, job.registry), job.member.name, job.run_id,
+            str(job.owner.runs_root), str(job.store.path), job.resume_from, dict(job.history))
