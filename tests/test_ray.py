@@ -226,3 +226,35 @@ def test_a_member_no_node_can_hold_is_exit_2_naming_the_key(tmp_path, run_cli, l
     assert code == 2
     assert "cpus_per_member" in err and "64" in err
     assert not store.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_member_over_two_processes_trains_with_torchrun_inside_its_task(tmp_path, run_cli, local_ray):
+    """`processes_per_member = 2` (what `gpus_per_member = 2` does on a GPU node): the task runs torchrun,
+    rank 0 writes through the run's mailbox; the rows are those of the same torchrun run started by hand."""
+    import os
+    import subprocess
+
+    def spec_in(d: Path, compute: str) -> Path:
+        d.mkdir()
+        text = textwrap.dedent(SPEC.format(size=300, loss_a=""))
+        text = text.replace("[compute]\ncpus_per_member = 1", "[compute]\n" + compute)
+        text = text[:text.index("[[members]]\nname = \"b\"")]  # member a only
+        (d / "spec.toml").write_text(text.replace("epochs = 3", "epochs = 2"))
+        return d / "spec.toml"
+
+    ray_spec = spec_in(tmp_path / "ray", 'backend = "ray"\ncpus_per_member = 2\nprocesses_per_member = 2')
+    code, _, err = run_cli("apply", str(ray_spec), "--store", str(tmp_path / "ray" / "results.duckdb"))
+    assert code == 0, err
+    by_hand = spec_in(tmp_path / "torchrun", "")
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "runner", "apply", str(by_hand), "--store", str(tmp_path / "torchrun" / "results.duckdb")],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    a, b = rows(tmp_path / "ray" / "results.duckdb"), rows(tmp_path / "torchrun" / "results.duckdb")
+    for table in ("members", "predictions", "selections"):
+        assert a[table] == b[table], table
+    assert a["metrics"] == b["metrics"]
+    n = Store(tmp_path / "ray" / "results.duckdb").query(
+        "SELECT count(*), count(DISTINCT (checkpoint, split, idx)) FROM predictions")[1][0]
+    assert n[0] == n[1] > 0

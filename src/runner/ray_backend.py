@@ -23,10 +23,14 @@ A member over several GPUs (`gpus_per_member > 1`) runs torchrun inside its task
 
 from __future__ import annotations
 
+import os
+import uuid
+
 from .errors import InputError, TrainingError
 from .remote import PROGRESS_CALLS, STORE_CALLS, Ticket, answer, unwrap
 
 TAKE_TIMEOUT_S = 0.2  # how long one poll of the mailbox waits for a message
+NAMESPACE = "runner"  # the Ray namespace of the runs' mailboxes
 
 
 def require_ray(source: str):
@@ -88,14 +92,17 @@ def _mailbox_class():
     return Mailbox
 
 
-def _member_task(ticket: Ticket, member: str, mailbox, threads: int):
-    """One member, in a Ray worker: train it through the mailbox; its runner.members.MemberDone."""
+def _member_task(ticket: Ticket, member: str, mailbox, threads: int, processes: int = 1, mailbox_name: str = ""):
+    """One member, in a Ray worker: train it through the mailbox; its runner.members.MemberDone.
+    With `processes` > 1, torchrun on this node trains it over that many ranks (runner.ddp_member)."""
     import ray
     import torch
 
     from .cli import _quiet_libraries
     from .members import run_member
 
+    if processes > 1:
+        return _over_processes(ticket, member, mailbox_name, threads, processes)
     _quiet_libraries()
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, threads))
@@ -107,6 +114,37 @@ def _member_task(ticket: Ticket, member: str, mailbox, threads: int):
         mailbox.post.remote(msg)
 
     return run_member(ticket.job(member, channel, post))
+
+
+def _over_processes(ticket: Ticket, member: str, mailbox_name: str, threads: int, processes: int):
+    """torchrun with `processes` ranks on this node (the GPUs Ray gave the task are CUDA_VISIBLE_DEVICES)."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    import ray
+
+    from .ddp_member import die_with_parent
+
+    address = ray.get_runtime_context().gcs_address
+    with tempfile.TemporaryDirectory(prefix="runner-ddp-") as d:
+        Path(d, "ticket.pkl").write_bytes(pickle.dumps((ticket, member, mailbox_name, NAMESPACE, address, threads)))
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads // processes)), TOKENIZERS_PARALLELISM="false")
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               f"--nproc_per_node={processes}", "-m", "runner.ddp_member", d],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              preexec_fn=die_with_parent)
+        result = Path(d, "result.pkl")
+        if result.is_file():
+            kind, value = pickle.loads(result.read_bytes())
+            if kind == "done":
+                return value
+            raise value
+    tail = " | ".join(line for line in proc.stdout.strip().splitlines()[-5:])
+    raise TrainingError(f"member {member}: torchrun over {processes} processes exited {proc.returncode} without "
+                        f"a result; its output ends: {tail}")
 
 
 class RayBackend:
@@ -149,6 +187,13 @@ class RayBackend:
             return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
         return float(g)
 
+    @property
+    def processes(self) -> int:
+        """DDP ranks per member: `processes_per_member`, else one per GPU when a member has several."""
+        if self.compute.processes_per_member is not None:
+            return self.compute.processes_per_member
+        return int(self.gpus) if self.gpus > 1 else 1
+
     def _check_fits(self) -> None:
         import ray
 
@@ -176,12 +221,13 @@ class RayBackend:
             progress.parallel = True  # several members train at once: steps on each member's own line
         watched = any(j.on_epoch is not None for j in jobs.values())
         ticket = ray.put(Ticket.of(p, run_id, runs_root(store), store.path, jobs[todo[0].name].verbose, watched))
-        mailbox = _mailbox_class().remote()
+        name = f"runner-mailbox-{uuid.uuid4().hex}"  # torchrun's rank 0 looks it up (runner.ddp_member)
+        mailbox = _mailbox_class().options(name=name, namespace=NAMESPACE).remote()
         task = ray.remote(_member_task).options(
             num_cpus=float(self.compute.cpus_per_member), num_gpus=self.gpus, max_retries=self.compute.max_retries,
             retry_exceptions=False, name="runner-member")
         threads = max(1, int(self.compute.cpus_per_member))
-        pending = {task.remote(ticket, m.name, mailbox, threads): m.name for m in todo}
+        pending = {task.remote(ticket, m.name, mailbox, threads, self.processes, name): m.name for m in todo}
 
         def handle(msg):
             kind = msg[0]

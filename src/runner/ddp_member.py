@@ -1,0 +1,77 @@
+"""One member over several processes inside a Ray task (`[compute] gpus_per_member > 1`, or
+`processes_per_member`): the task starts torchrun on its node with this module as the program.
+
+    python -m torch.distributed.run --standalone --nproc_per_node N -m runner.ddp_member TASK_DIR
+
+`TASK_DIR` holds `ticket.pkl` (runner.remote.Ticket, the member name and how to reach the driver's
+mailbox, written by the task a moment before) and receives `result.pkl`. Rank 0 joins the Ray
+cluster, finds the run's mailbox by name and trains through it exactly as a one-process task does
+(runner.ray_backend); the other ranks follow it (runner.ddp). Each process dies with its parent
+(Linux `PR_SET_PDEATHSIG`): a Ray worker that is killed takes torchrun and every rank with it, so a
+retried task never trains beside a leftover of the one before.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def main(task_dir: str) -> None:
+    die_with_parent()
+    from . import ddp
+
+    ddp.init()
+    if ddp.following():
+        ddp.follow()
+        return
+    folder = Path(task_dir)
+    ticket, member, mailbox_name, namespace, address, threads = pickle.loads((folder / "ticket.pkl").read_bytes())
+    outcome: tuple
+    try:
+        import ray
+
+        from .cli import _quiet_libraries
+        from .members import run_member
+        from .remote import unwrap
+
+        _quiet_libraries()
+        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.ERROR)
+        mailbox = ray.get_actor(mailbox_name, namespace=namespace)
+
+        def channel(msg):
+            return unwrap(ray.get(mailbox.call.remote(msg)))
+
+        def post(msg):
+            mailbox.post.remote(msg)
+
+        outcome = ("done", run_member(ticket.job(member, channel, post)))
+    except BaseException as e:  # noqa: BLE001 - it travels back to the task, which raises it
+        try:
+            pickle.dumps(e)
+            outcome = ("error", e)
+        except Exception:
+            outcome = ("error", RuntimeError(f"{type(e).__name__}: {e}"))
+    finally:
+        ddp.finish()
+    (folder / "result.pkl").write_bytes(pickle.dumps(outcome))
+    if outcome[0] == "error":  # torchrun stops any rank still inside what failed here alone
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
