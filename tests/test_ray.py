@@ -258,3 +258,65 @@ def test_a_member_over_two_processes_trains_with_torchrun_inside_its_task(tmp_pa
     n = Store(tmp_path / "ray" / "results.duckdb").query(
         "SELECT count(*), count(DISTINCT (checkpoint, split, idx)) FROM predictions")[1][0]
     assert n[0] == n[1] > 0
+
+
+SWEEP = """
+[sweep]
+trials = 4
+sampler = "random"
+pruner = "none"
+
+[sweep.space]
+"train.learning_rate" = { low = 1e-3, high = 5e-3, log = true }
+"""
+
+
+def test_sweep_trials_train_at_once_and_the_driver_stores_each_once(tmp_path, run_cli, local_ray):
+    """--workers 2 under Ray: two threads of the driver ask the study for trials, each trial's member a
+    Ray task; four trials, each an ordinary run with every row once."""
+    d = tmp_path / "sweep"
+    spec = write(d)
+    text = spec.read_text()
+    spec.write_text(text[:text.index('[[members]]\nname = "b"')].replace("epochs = 3", "epochs = 2") + SWEEP)
+    store = d / "results.duckdb"
+    code, out, err = run_cli("apply", str(spec), "--store", str(store), "--backend", "ray", "--workers", "2")
+    assert code == 0, err
+    s = Store(store)
+    trials = s.query("SELECT number, status, run_id FROM trials ORDER BY number")[1]
+    assert [(n, st) for n, st, _ in trials] == [(i, "finished") for i in range(4)]
+    spans = s.query("SELECT run_id, started_at, finished_at FROM members ORDER BY started_at")[1]
+    assert len(spans) == 4 and {r for r, *_ in spans} == {r for *_, r in trials}
+    assert any(a[1] < b[2] and b[1] < a[2] for a in spans for b in spans if a is not b), "no two trials overlapped"
+    dupes = s.query("SELECT count(*) FROM (SELECT run_id, member, checkpoint, split, idx FROM predictions "
+                    "GROUP BY ALL HAVING count(*) > 1)")[1][0][0]
+    assert dupes == 0
+    n = s.query("SELECT count(*) FROM examples WHERE split IN ('valid', 'test')")[1][0][0]
+    per_run = dict(s.query("SELECT run_id, count(*) FROM predictions WHERE checkpoint LIKE 'epoch-%' GROUP BY ALL")[1])
+    assert per_run == {r: 2 * n for *_, r in trials}
+
+
+def test_a_pruned_trial_stops_its_ray_task_at_the_epoch_the_driver_decides(tmp_path, local_ray):
+    """The pruner runs in the driver: each epoch of a watched member goes there before training goes on,
+    and its verdict (TrialPruned) stops the task with the epochs stored so far."""
+    from runner.ray_backend import RayBackend
+    from runner.run import apply_plan, plan
+    from runner.sweep import TrialPruned
+
+    spec = write(tmp_path)
+    p = plan(spec)
+    seen = []
+
+    def on_epoch(member, record):
+        seen.append((member, record.epoch))
+        if member == "a" and record.epoch == 2:
+            raise TrialPruned("pruned after epoch 2 of a")
+
+    backend = RayBackend(p.resolved.spec.compute, "test").connect()
+    store = Store(tmp_path / "results.duckdb")
+    result = apply_plan(p, store, say=lambda text: None, on_epoch=on_epoch, backend=backend)
+    assert result.status == "pruned"
+    assert ("a", 1) in seen and ("a", 2) in seen and ("a", 3) not in seen
+    statuses = dict(store.query("SELECT member, status FROM members")[1])
+    assert statuses["a"] == "pruned" and statuses["b"] in ("finished", "pruned")  # b: done before, or stopped
+    assert store.stored_epochs(result.run_id, "a") == [1, 2]
+    assert store.query("SELECT status FROM runs")[1] == [("pruned",)]

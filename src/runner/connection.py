@@ -32,7 +32,7 @@ import duckdb
 
 from .errors import StoreError, StoreFileError
 from .filecheck import _can_write_file, _can_write_folder, _folder_message, check_blocks, sniff
-from .instances import _aliases, _detach, _discard_instance, _shared_instance, locked_instance
+from .instances import _aliases, _detach, _discard_instance, _shared_instance, locked_instance, path_lock
 from .migrations import MIGRATIONS
 
 LOCK_TIMEOUT_S = float(os.environ.get("RUNNER_STORE_LOCK_TIMEOUT", "120"))
@@ -228,6 +228,10 @@ class StoreFile:
         Raises StoreError (exit 1) for a lock held past the timeout or a full disk, StoreFileError
         (exit 2) for a file that is not a sound runner store; other DuckDB errors (a bad query) as they are.
         """
+        with path_lock(self.path.resolve()):
+            yield from self._connect(write)
+
+    def _connect(self, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         if self._copy:
             con = self._instance.cursor()
             try:

@@ -13,6 +13,8 @@ is written: a cheap check that predicts a failure always beats a failure after t
 
 from __future__ import annotations
 
+import threading
+
 import math
 import tempfile
 from pathlib import Path
@@ -59,6 +61,9 @@ def check_cheaply(resolved: ResolvedSpec, registry: Registry, data: PreparedData
         raise SpecError(resolved.path, dedupe(problems))
 
 
+_one_at_a_time = threading.Lock()
+
+
 def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData, members: list[ResolvedMember]) -> None:
     """Build each of `members` as training will and push one batch of each split through it (on every
     rank under torchrun: its optimizer step is a collective; runner.ddp)."""
@@ -66,7 +71,9 @@ def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData, memb
 
     problems: list[Problem] = []
     message = ("dry_run", ddp.payload(resolved, data, {}, registry), [m.name for m in members]) if ddp.leading() else ()
-    with ddp.shared(message):
+    # one dry run at a time in a process: each TrainingArguments resets accelerate's process-wide state,
+    # and sweep trials under Ray plan (and so dry-run) in threads of the driver
+    with _one_at_a_time, ddp.shared(message):
         for m in members:
             problems.extend(_member_problems(resolved, registry, data, m))
     if problems:

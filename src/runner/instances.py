@@ -60,6 +60,20 @@ _instance_lock = threading.Lock()
 _aliases = itertools.count()
 
 
+_path_locks: dict[str, threading.RLock] = {}
+
+
+def path_lock(path: Path) -> threading.RLock:
+    """The process's lock for the store at `path` (absolute): one operation at a time per file.
+
+    Each operation ATTACHes the file to the shared instance and DETACHes it after; two threads doing
+    that at once would attach one file twice (sweep trials training at once under Ray share the
+    driver's store). Re-entrant, so an operation may call another.
+    """
+    with _instance_lock:
+        return _path_locks.setdefault(str(path), threading.RLock())
+
+
 def _shared_instance(path: Path) -> duckdb.DuckDBPyConnection:
     """The process's instance for the store at `path` (absolute), kept for the next operation.
 

@@ -7,9 +7,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class TrainingProgress:
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, display: Progress | None = None):
         self.console = console or Console(stderr=True)
-        self.progress = Progress(
+        # a view on a display that another TrainingProgress owns (runs training at once: `share`)
+        self.owns_display = display is None
+        self.progress = display or Progress(
             TextColumn("{task.fields[member]:<16}"),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
@@ -21,18 +23,34 @@ class TrainingProgress:
         self.tasks: dict[str, int] = {}
         self.steps: int | None = None
         # several members training at once (runner.ray_backend): each shows its steps on its own line
-        self.parallel = False
+        self.parallel = not self.owns_display
         self.info: dict[str, str] = {}
+        self.sharing = False
 
     def fresh(self) -> "TrainingProgress":
-        """A new display on the same console: the lines of another run (a refit, a replica, a trial)."""
+        """A new display on the same console: the lines of another run (a refit, a replica, a trial);
+        while `share`d, a view adding its lines to this display instead."""
+        if self.sharing or not self.owns_display:
+            return type(self)(self.console, self.progress)
         return type(self)(self.console)
 
-    def start(self, members) -> None:
+    def share(self) -> None:
+        """Several runs train at once (sweep trials under Ray): one live display holds all their lines."""
+        self.sharing = True
         self.progress.start()
+
+    def end_share(self) -> None:
+        self.sharing = False
+        self.progress.stop()
+
+    def start(self, members, label: str | None = None) -> None:
+        """A line per member; a view on a shared display names each line's run too (`label`)."""
+        if self.owns_display:
+            self.progress.start()
         for m in members:
+            shown = m.name if self.owns_display or not label else f"{label} {m.name}"
             self.tasks[m.name] = self.progress.add_task(
-                "", total=m.train.epochs, member=m.name, info="[dim]waiting[/]"
+                "", total=m.train.epochs, member=shown, info="[dim]waiting[/]"
             )
 
     def member_skipped(self, name: str) -> None:
@@ -77,4 +95,9 @@ class TrainingProgress:
         if self.steps is not None:
             self.progress.remove_task(self.steps)
             self.steps = None
-        self.progress.stop()
+        if self.owns_display:
+            self.progress.stop()
+        else:  # a run's lines go when it is done; the run's result line says how it went
+            for task in self.tasks.values():
+                self.progress.remove_task(task)
+            self.tasks.clear()

@@ -256,7 +256,9 @@ class RayBackend:
                     pump(0)  # what the task posted last comes before its end
                     member = pending.pop(ref)
                     if not settle(p, store, run_id, member, self._outcome(ref, member), result, say):
-                        return False  # pruned: the other members of the trial stop too
+                        for other in pending.values():  # pruned: the trial's other members stop with it
+                            store.finish_member(run_id, other, "pruned", error=f"stopped with {member}")
+                        return False
             return True
         finally:
             for ref in pending:

@@ -169,13 +169,18 @@ def _apply(p: Plan, store: Store, force: bool, progress, say, verbose: bool, ove
         store.open()
         store.refresh_views(p.registry.names("metrics"))
         procs = []
-        if workers > 1:
+        if workers > 1 and ray is None:
             folder = sweep_folder(store.path, sp.sweep_id)
             procs = sweep_workers.start(worker_argv or [], workers, folder)
             say(f"{workers} workers on sweep {sp.sweep_id} (this one and {workers - 1} more; their output: "
                 f"{folder}/worker-*.log)")
         try:
-            result = run_sweep(sp, store, progress, say, verbose, backend=ray)
+            if workers > 1 and ray is not None:  # trials at once, their members Ray tasks; one writer
+                say(f"{workers} trials at a time on the Ray cluster (sweep {sp.sweep_id})")
+                result = sweep_workers.in_threads(
+                    workers, lambda view: run_sweep(sp, store, view, say, verbose, backend=ray), progress)
+            else:
+                result = run_sweep(sp, store, progress, say, verbose, backend=ray)
         finally:
             problems = sweep_workers.wait(procs)
         if problems:
@@ -270,7 +275,7 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
                          verbose=verbose, on_epoch=on_epoch, adaptation=p.adaptations.get(m.name))
 
     if progress is not None:
-        progress.start(resolved.members)
+        progress.start(resolved.members, label=run_id)
         for m in resolved.members:
             if statuses.get(m.name) == "finished":
                 progress.member_skipped(m.name)

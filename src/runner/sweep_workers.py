@@ -9,6 +9,10 @@ sees one device (`CUDA_VISIBLE_DEVICES`, round robin); on a CPU the cores are sp
 slower together than one after the other. Workers 1..N-1 write their output to
 `runs/_sweeps/<sweep_id>/worker-<k>.log`.
 
+Under Ray (`--backend ray --workers N`) the workers are N threads of this process instead: each runs
+the same loop over the study, its trials' members are Ray tasks placed on the cluster, and this
+process stays the only writer of the store (`in_threads`).
+
 Workers on several machines: point `[sweep] storage` at a database URL (postgresql://...) or a
 journal file on a shared filesystem, put the store and `runs/` where every machine reaches them, and
 start `runner apply SPEC` on each machine.
@@ -74,3 +78,32 @@ def wait(procs: list[tuple[subprocess.Popen, Path]]) -> list[str]:
         if code != 0:
             failed.append(f"worker {k} exited {code}; its output is in {log}")
     return failed
+
+
+def in_threads(n: int, loop, progress):
+    """Under Ray: `loop(progress_view)` (runner.sweep.run_sweep of one study) in `n` threads at once;
+    every trial's lines on one display. The result of the loop that ended last, failed if any failed."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    if progress is not None:
+        progress.share()
+    pool = ThreadPoolExecutor(n, thread_name_prefix="runner-sweep")
+    try:
+        futures = [pool.submit(loop, progress.fresh() if progress is not None else None) for _ in range(n)]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        results = []
+        for f in sorted(futures, key=lambda f: f in done):  # an exception first, else in finishing order
+            results.append(f.result())
+    finally:
+        # an error or Ctrl-C: the other loops end when Ray stops their tasks (the backend's close)
+        pool.shutdown(wait=False, cancel_futures=True)
+        if progress is not None:
+            progress.end_share()
+    last = results[-1]
+    if any(r.status == "failed" for r in results):
+        last.status = "failed"
+    elif all(r.status == "up-to-date" for r in results):
+        last.status = "up-to-date"
+    elif last.status == "up-to-date":
+        last.status = "finished"
+    return last
