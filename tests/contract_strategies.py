@@ -803,6 +803,14 @@ def cli_cases(draw) -> dict:
                                              LONG + ".toml", "unicode", "golden_relative"]))
     if command == "apply":
         case["force"] = draw(st.booleans())
+        # --backend/--address (issue 12): a Ray that is started costs seconds an example, so a search case
+        # with ray always names an address (one nothing answers at, or none to find): exit 2 before a write
+        case["backend"] = draw(st.sampled_from([None] * 6 + ["local", "ray", "nope", "", "RAY"]))
+        case["address"] = draw(st.sampled_from([None] * 6 + ["127.0.0.1:9", "auto", "nohost", "ray://127.0.0.1:9",
+                                                             "", "host:99999", "[::1]:9"]))
+        if case["backend"] == "ray" and case["address"] is None:
+            case["address"] = "127.0.0.1:9"
+        case["workers"] = draw(st.sampled_from([None] * 6 + ["2", "0", "65", "abc"]))
     if command in ("validate", "apply") and draw(st.integers(0, 2)) == 0:
         case["sets"] = draw(st.lists(st.sampled_from(SETS), min_size=1, max_size=3))
     if command == "sweep":

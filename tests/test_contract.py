@@ -1198,6 +1198,10 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
             args += ["--store", store]
         if command == "apply" and case.get("force"):
             args.append("--force")
+        for key, flag in (("backend", "--backend"), ("address", "--address"), ("workers", "--workers")):
+            if command == "apply" and case.get(key) is not None:
+                args += [flag, case[key]]
+                names += [flag, case[key]]
         for text in case.get("sets", []):
             args += ["--set", text]
             names += ["--set", text, text.partition("=")[0] or "="]

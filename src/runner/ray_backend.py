@@ -161,6 +161,7 @@ class RayBackend:
             import logging
 
             address = self.compute.address
+            self._probe(address)
             try:
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          logging_level=logging.ERROR, configure_logging=True)
@@ -170,6 +171,22 @@ class RayBackend:
             self.started = True
         self._check_fits()
         return self
+
+    def _probe(self, address: str | None) -> None:
+        """A HOST:PORT (or ray://HOST:PORT) that nothing answers on is exit 2 at once: Ray itself
+        would retry for a minute, printing its own warnings."""
+        import socket
+
+        if not address or address == "auto" or address.startswith("local"):
+            return
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise InputError(f"{self.source}: the Ray address {address!r} is not auto, HOST:PORT or ray://HOST:PORT")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=3).close()
+        except OSError as e:
+            raise InputError(f"{self.source}: nothing answers at the Ray address {address!r} ({e.strerror or e}); "
+                             "start the cluster (ray start --head) or correct the address") from None
 
     def close(self) -> None:
         if self.started:
@@ -293,6 +310,6 @@ def backend_for(p, cli_backend: str | None, cli_address: str | None, source_cli:
         return None
     if cli_address is not None:
         compute = compute.model_copy(update={"address": cli_address})
-    source = source_cli if cli_backend else f"{p.spec_path}: compute.backend"
+    source = ("--address" if cli_address is not None else source_cli) if cli_backend else f"{p.spec_path}: compute.backend"
     return RayBackend(compute, source).connect()
 
