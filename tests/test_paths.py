@@ -222,3 +222,66 @@ def test_an_unexpected_exception_is_an_internal_error_with_a_log_and_debug_shows
 
     code, out, err = run_cli("--debug", "runs", "--store", tmp_path / "nowhere.duckdb")
     assert code == 2 and "Traceback" in err  # --debug shows the traceback even of a clean error
+
+
+LINKED_SPEC = """
+name = "linked"
+seed = 4
+
+[data]
+source = "synthetic"
+valid = 0.2
+test = 0.2
+max_length = 32
+
+[data.options]
+size = 200
+
+[train]
+epochs = 2
+batch_size = 16
+learning_rate = 2e-3
+
+[adapt]
+epochs = 1
+learning_rate = 1e-3
+
+[swa]
+k = 2
+
+[[members]]
+name = "a"
+backbone = "scratch"
+options = { hidden_size = 32, layers = 1, heads = 2, vocab_size = 600 }
+"""
+
+
+def test_runs_and_adapted_may_be_links_to_shared_storage(tmp_path, run_cli):
+    """A cluster's store may stay on the driver's disk with runs/ and adapted/ linked to a folder every
+    node mounts (README, Scaling out): runner writes, resumes and cleans up through the links, and
+    still deletes nothing outside them."""
+    local, shared = tmp_path / "local", tmp_path / "shared"
+    for name in ("runs", "adapted"):
+        (shared / name).mkdir(parents=True)
+    local.mkdir()
+    (local / "runs").symlink_to(shared / "runs")
+    (local / "adapted").symlink_to(shared / "adapted")
+    spec = local / "spec.toml"
+    spec.write_text(LINKED_SPEC)
+    code, _, err = run_cli("apply", str(spec), "--store", str(local / "results.duckdb"))
+    assert code == 0, err
+    (run_dir,) = [p for p in (shared / "runs").iterdir() if p.is_dir()]
+    assert sorted(p.name for p in (run_dir / "a").iterdir()) == ["selected", "swa"]  # epoch checkpoints removed
+    (adapted,) = [p for p in (shared / "adapted").iterdir() if not p.name.startswith(".")]
+    assert (adapted / "model.safetensors").is_file() and not list((shared / "adapted").glob("*.partial"))
+    code, _, err = run_cli("apply", str(spec), "--store", str(local / "results.duckdb"), "--force")
+    assert code == 0 and "adapt: reused" in err, err
+    plain = local / "plain.toml"  # a second store beside it, with no adaptation
+    plain.write_text(LINKED_SPEC.replace("[adapt]\nepochs = 1\nlearning_rate = 1e-3\n", ""))
+    code, _, err = run_cli("apply", str(plain), "--store", str(local / "other.duckdb"))
+    assert code == 0, err
+    (local / "results.duckdb").unlink()
+    code, out, err = run_cli("gc", "--store", str(local / "other.duckdb"))
+    assert code == 0, err
+    assert (local / "runs").is_symlink() and (local / "adapted").is_symlink()
+    assert not adapted.exists() and (shared / "adapted").is_dir()  # the unreferenced encoder went, the link stayed

@@ -64,7 +64,9 @@ class Adaptation:
 
 
 def root_for(store_path: Path) -> Path:
-    return Path(os.path.abspath(store_path)).parent / ADAPT_DIR
+    """adapted/ beside the store; where it points when it is a link (to storage a cluster shares)."""
+    root = Path(os.path.abspath(store_path)).parent / ADAPT_DIR
+    return root.resolve() if root.is_symlink() else root
 
 
 def plan_adaptations(resolved, registry, texts_by_split: dict[str, list[str]], text_column: str = "text"
