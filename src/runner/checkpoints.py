@@ -30,6 +30,11 @@ DEEPEST_BELOW_MEMBER = 96
 RUN_FILES = (".lock", "_error.log")  # run-level files beside the member folders; never a member name
 
 
+def runs_root(store) -> Path:
+    """runs/ beside the store (`store`: a Store, or its path): every run's member folders."""
+    return Path(getattr(store, "path", store)).resolve().parent / "runs"
+
+
 def safe_component(name: str) -> str | None:
     """Why `name` cannot be one folder name, or None if it can."""
     if not name or name in (".", ".."):

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoints import runs_root
 from .errors import InputError
 from .selection import SELECTED, checkpoint_epoch
 
@@ -77,10 +78,6 @@ class Choice:
     run: dict[str, Any] = field(default_factory=dict)  # run_id, name, spec_hash, dataset_id, max_length
     export_dir: Path | None = None  # set when the choice was read from an exported folder
     built: Any = None  # a runner.ensemble.Ensemble built here, when the store held no weights for the strategy
-
-
-def runs_root(store) -> Path:
-    return store.path.resolve().parent / "runs"
 
 
 def _picks(store, run, registry) -> dict[str, dict[str, str]]:

@@ -115,12 +115,9 @@ def agree(value):
     if not distributed():
         return value
     if leading() and isinstance(value, BaseException):
-        try:
-            pickle.loads(pickle.dumps(value))
-        except Exception:
-            from .remote import RemoteError
+        from .remote import portable
 
-            value = RemoteError(f"{type(value).__name__}: {value}")
+        value = portable(value)
     return _broadcast(value if leading() else None)
 
 

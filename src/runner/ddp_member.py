@@ -61,11 +61,9 @@ def main(task_dir: str) -> None:
 
         outcome = ("done", run_member(ticket.job(member, channel, post)))
     except BaseException as e:  # noqa: BLE001 - it travels back to the task, which raises it
-        try:
-            pickle.dumps(e)
-            outcome = ("error", e)
-        except Exception:
-            outcome = ("error", RuntimeError(f"{type(e).__name__}: {e}"))
+        from .remote import portable
+
+        outcome = ("error", portable(e))
     finally:
         ddp.finish()
     (folder / "result.pkl").write_bytes(pickle.dumps(outcome))

@@ -69,7 +69,7 @@ def settle(p, store, run_id: str, member: str, outcome: MemberDone | BaseExcepti
         store.finish_member(run_id, member, "finished", selected_checkpoint=f"epoch-{outcome.selected}")
         history = MemberHistory.of(member, outcome.history, has_swa=bool(spec.swa.k))
         store.log_selections(run_id, member, pick_all(p.registry, history))
-        checkpoints.finish(checkpoints.MemberDir(runs_root(store), run_id, member))
+        checkpoints.finish(checkpoints.MemberDir(checkpoints.runs_root(store), run_id, member))
         p.registry.hook.on_member_end(run_id=run_id, member=member, status="finished", selected_epoch=outcome.selected)
         return True
     e = outcome
@@ -89,7 +89,7 @@ def settle(p, store, run_id: str, member: str, outcome: MemberDone | BaseExcepti
         # stored epoch.
         raise e
     if isinstance(e, OSError):  # the disk is full
-        where = e.filename or checkpoints.MemberDir(runs_root(store), run_id, member).path
+        where = e.filename or checkpoints.MemberDir(checkpoints.runs_root(store), run_id, member).path
         msg = (f"disk full (or file size limit reached) while writing {where}; the epochs stored so far "
                f"are kept; free space and re-run `runner apply` to resume")
         member_failed(p, store, run_id, member, msg, result, run_failed=True)
@@ -109,12 +109,6 @@ def member_failed(p, store, run_id: str, member: str, error: str, result, run_fa
     except StoreError:
         pass  # the store itself is what failed; the member stays 'running' and a re-run resumes it
     p.registry.hook.on_member_end(run_id=run_id, member=member, status="failed", selected_epoch=None)
-
-
-def runs_root(store):
-    from pathlib import Path
-
-    return Path(store.path).resolve().parent / "runs"
 
 
 def train_members(p, store, run_id: str, todo: list, make_job: Callable, result, say, backend=None) -> bool:

@@ -228,7 +228,8 @@ class RayBackend:
         """Every member of `todo` as a task at once; each settled (runner.members.settle) as it ends."""
         import ray
 
-        from .members import runs_root, settle
+        from .checkpoints import runs_root
+        from .members import settle
 
         if not todo:
             return True

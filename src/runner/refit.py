@@ -87,7 +87,7 @@ def refit(store_path: str | Path, ref: str | None, strategy: str | None = None, 
         return ApplyResult(existing["run_id"], "up-to-date")
     store = Store(store_path)
     store.check_writable()
-    runs_root = store.path.resolve().parent / "runs"
+    runs_root = checkpoints.runs_root(store)
     run_id = existing["run_id"] if existing is not None else _new_run_id(taken, rp)
     problems = checkpoints.path_problems(runs_root, run_id, [m.name for m in rp.plan.resolved.members])
     if problems:

@@ -109,18 +109,21 @@ class RemoteProgress:
             self._post(("progress", "step", (member, step, max_steps)))
 
 
+def portable(e: BaseException) -> BaseException:
+    """`e` if it survives pickling (to be raised in another process), else a RemoteError with its message."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:
+        return RemoteError(f"{type(e).__name__}: {e}")
+
+
 def answer(handler: Callable[[tuple], Any], msg: tuple) -> tuple[bool, Any]:
     """(True, result) or (False, exception) of `handler(msg)`, in a form that survives pickling."""
     try:
         return True, handler(msg)
-    except BaseException as e:  # noqa: BLE001 - it is raised again in the member's process
-        if isinstance(e, (KeyboardInterrupt, SystemExit)):
-            raise
-        try:
-            pickle.loads(pickle.dumps(e))
-            return False, e
-        except Exception:
-            return False, RemoteError(f"{type(e).__name__}: {e}")
+    except Exception as e:  # it is raised again in the member's process
+        return False, portable(e)
 
 
 def unwrap(reply: tuple[bool, Any]) -> Any:

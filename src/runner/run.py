@@ -98,16 +98,12 @@ def new_run_id(store: Store, name: str, spec_hash: str) -> str:
     return f"{base}-{k}"
 
 
-def _runs_root(store: Store) -> Path:
-    return store.path.resolve().parent / "runs"
-
-
 def _run_id_for(p: Plan, store: Store, existing: dict | None) -> str:
     return existing["run_id"] if existing is not None else new_run_id(store, p.resolved.name, p.spec_hash)
 
 
 def _check_paths(store: Store, run_id: str, members: list[ResolvedMember]) -> None:
-    problems = checkpoints.path_problems(_runs_root(store), run_id, [m.name for m in members])
+    problems = checkpoints.path_problems(checkpoints.runs_root(store), run_id, [m.name for m in members])
     if problems:
         raise InputError(f"--store {store.path}: " + "; ".join(problems))
 
@@ -221,7 +217,7 @@ def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
 
     store.open()
     store.refresh_views(p.registry.names("metrics"))
-    runs_root = _runs_root(store)
+    runs_root = checkpoints.runs_root(store)
     # Finding or creating the run happens under a short store-wide lock, so two applies of the same
     # spec cannot both create it; training then holds the run's own lock.
     with ExitStack() as held:
@@ -266,7 +262,7 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
     store.set_run_status(run_id, "running")
     result = ApplyResult(run_id, "finished")
     statuses = {m["member"]: m["status"] for m in store.members(run_id)}
-    runs_root = _runs_root(store)
+    runs_root = checkpoints.runs_root(store)
     todo = [m for m in resolved.members if statuses.get(m.name) != "finished"]
 
     def make_job(m: ResolvedMember) -> MemberJob:

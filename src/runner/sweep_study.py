@@ -47,7 +47,9 @@ def storage_for(sp: SweepPlan, store_path: Path):
 
 
 def sweep_folder(store_path: Path, sweep_id: str) -> Path:
-    return Path(store_path).resolve().parent / "runs" / SWEEPS_FOLDER / sweep_id
+    from .checkpoints import runs_root
+
+    return runs_root(store_path) / SWEEPS_FOLDER / sweep_id
 
 
 def make_study(sp: SweepPlan, storage):
