@@ -53,6 +53,14 @@ def _is_offline(options: HFOptions | None) -> bool:
     return bool(constants.HF_HUB_OFFLINE) or bool(options and options.local_files_only)
 
 
+def _local_only(options: HFOptions | None) -> bool:
+    """Whether loading a Hub id must use the local cache only: offline mode, `local_files_only`, or a Hub
+    that runner.hub found unreachable (probed once per process, so nothing waits on retries)."""
+    from runner import hub
+
+    return _is_offline(options) or not hub.status().online
+
+
 def _looks_local(model: str) -> bool:
     """A path rather than a Hub id: absolute, ./ ../ ~, more than one slash, or existing on disk."""
     return (os.path.exists(model) or model.startswith((".", "~", "/")) or os.path.isabs(model)
@@ -106,6 +114,11 @@ def _diagnose(model: str, exc: BaseException | None, options: HFOptions | None, 
         why = ("offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE or options.local_files_only) and the "
                "model is not in the local Hugging Face cache. Download it once with network access "
                f"(`hf download {model}`), or point `model` at a local directory holding it.")
+    elif (probe := _unreachable()) is not None and (has(hub_errors.LocalEntryNotFoundError) or network_error
+                                                     or "cache" in text):
+        why = (f"{probe.describe()}, and the model is not in the local Hugging Face cache. Where there is network, "
+               f"download it (`hf download {model} --local-dir DIR`) and point `model` at DIR, or fill the cache "
+               "(`hf download " + model + "`) and run with HF_HUB_OFFLINE=1.")
     elif has(hub_errors.LocalEntryNotFoundError, ConnectionError, TimeoutError) or network_error:
         why = ("the Hugging Face Hub could not be reached (no network, a proxy or a firewall?) and the model "
                f"is not in the local cache. Check the connection, or download it elsewhere (`hf download {model}`) "
@@ -115,6 +128,14 @@ def _diagnose(model: str, exc: BaseException | None, options: HFOptions | None, 
     else:
         why = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
     return ModelLoadError(head + why)
+
+
+def _unreachable():
+    """runner.hub's status when it found the Hub unreachable (not merely offline mode), else None."""
+    from runner import hub
+
+    found = hub.known()
+    return found if found is not None and not found.online and found.why != "HF_HUB_OFFLINE" else None
 
 
 def _no_safetensors(model: str) -> str:
@@ -148,7 +169,7 @@ def check_reachable(model: str, options: HFOptions | None = None) -> None:
         raise _diagnose(model, None, options)
     from transformers.utils.hub import cached_file, has_file
 
-    kwargs = dict(revision=options.revision, local_files_only=_is_offline(options))
+    kwargs = dict(revision=options.revision, local_files_only=_local_only(options))
     try:
         found = cached_file(model, "config.json", **kwargs)
     except Exception as e:  # OSError wrapping a huggingface_hub error, or httpx errors
@@ -213,10 +234,13 @@ def _source(ctx, options: HFOptions) -> tuple[str, dict]:
     if ctx.adapted is not None:  # written by runner.adapt: a local folder, no revision, no remote code
         return str(ctx.adapted), dict(revision=None, trust_remote_code=False, local_files_only=True)
     model_id = str(ctx.model)
-    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code,
-               local_files_only=_is_offline(options))
-    if _looks_local(model_id) and not os.path.exists(os.path.expanduser(model_id)):
-        raise _diagnose(model_id, None, options)
+    if _looks_local(model_id):
+        if not os.path.exists(os.path.expanduser(model_id)):
+            raise _diagnose(model_id, None, options)
+        local_only = _is_offline(options)  # a local folder: no reason to probe the Hub
+    else:
+        local_only = _local_only(options)
+    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code, local_files_only=local_only)
     return os.path.expanduser(model_id), hub
 
 

@@ -116,9 +116,12 @@ def _quiet_libraries() -> None:
     except ImportError:
         pass
     try:
-        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import disable_progress_bars, logging as hub_logging
 
         disable_progress_bars()  # "Writing model shards" bars between rich's progress lines
+        # "Retrying in 8s [Retry 4/5]" lines: runner.hub decides once whether the Hub is reachable, and a
+        # model that cannot be loaded is one paragraph naming its key
+        hub_logging.set_verbosity_error()
     except ImportError:
         pass
 
