@@ -66,6 +66,9 @@ def grid(table: Table) -> Grid:
     cells = [list(c.cells) for c in columns]
     n = len(table.rows)
     rows = [[cell(cells[j][i]) if i < len(cells[j]) else Cell("") for j in range(len(columns))] for i in range(n)]
+    for row, r in zip(rows, table.rows):  # a whole row in green (`runner sweep`'s best trial): each of its cells
+        if "green" in str(r.style or ""):
+            row[:] = [Cell(c.text, best=bool(c.text.strip()), bad=c.bad) for c in row]
     sections = [i + 1 for i, r in enumerate(table.rows) if r.end_section and i + 1 < n]
     emphasis = ["italic" in str(r.style or "") for r in table.rows]
     return Grid(_text(table.title).plain if table.title else "", _text(table.caption).plain if table.caption else "",

@@ -46,7 +46,7 @@ def calibrate(
         true = true_shares(st, p.run)
         split = "test" if "test" in true else "valid"
         show(render(rows, p.run.label_names, list(true[split]), split,
-                         f"Run {p.run.run_id}: {method} calibration fitted on valid ({p.strategy})"))
+                    f"Run {p.run.run_id}: {method} calibration fitted on valid ({p.strategy})"), format)
     else:
         records = []
         for c in rows:
