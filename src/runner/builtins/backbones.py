@@ -40,10 +40,10 @@ class HFOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    revision: str | None = None  # branch, tag or commit of a Hub repository
-    trust_remote_code: bool = False  # never on by default: it runs the repository's Python code
-    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)  # overrides the config's dropout
-    local_files_only: bool = False  # use the local Hugging Face cache only, never the network
+    revision: str | None = Field(None, description="Branch, tag or commit of a Hub repository.")
+    trust_remote_code: bool = Field(False, description="Run the repository's own Python code (never on by default).")
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0, description="Overrides the config's dropout.")
+    local_files_only: bool = Field(False, description="Use the local Hugging Face cache only, never the network.")
 
 
 def _is_offline(options: HFOptions | None) -> bool:
@@ -288,16 +288,19 @@ class ScratchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    architecture: Literal["bert", "roberta"] = "bert"
+    architecture: Literal["bert", "roberta"] = Field("bert",
+        description="bert (WordPiece tokenizer) or roberta (byte-level BPE).")
     # upper bounds well above any model trained from scratch on a task's texts: a typo (an extra
     # digit) is then a spec error instead of an allocation that overflows or exhausts memory
-    hidden_size: int = Field(default=64, gt=0, le=8192)
-    layers: int = Field(default=2, gt=0, le=96)
-    heads: int = Field(default=2, gt=0, le=256)
-    intermediate_size: int | None = Field(default=None, gt=0, le=65536)  # None: 4 * hidden_size, as in BERT
-    vocab_size: int = Field(default=8000, ge=100, le=1_000_000)  # an upper bound: small corpora give fewer tokens
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    lowercase: bool = True
+    hidden_size: int = Field(default=64, gt=0, le=8192, description="Hidden size (divisible by heads).")
+    layers: int = Field(default=2, gt=0, le=96, description="Transformer layers.")
+    heads: int = Field(default=2, gt=0, le=256, description="Attention heads.")
+    intermediate_size: int | None = Field(default=None, gt=0, le=65536,
+        description="Feed-forward size; default 4 x hidden_size.")
+    vocab_size: int = Field(default=8000, ge=100, le=1_000_000,
+        description="Upper bound of the tokenizer's vocabulary (trained on the training split).")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout of hidden states and attention.")
+    lowercase: bool = Field(True, description="Lowercase texts before tokenizing (accents are kept).")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
