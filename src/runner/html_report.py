@@ -2,7 +2,7 @@
 
 Nothing on the page is fetched: the style sheet is inline, every plot is a PNG embedded as base64,
 there is no script and no web font. It is built from what the other commands show, not recomputed:
-the members table is the end-of-run table (runner.report), the strategies table is `runner compare`'s
+the members table is the end-of-run table (runner.summary), the strategies table is `runner compare`'s
 (runner.compare, with its refit blocks and calibrations' before/after table), the plots are `runner
 plot`'s panels (runner.plot, runner.sweep_plot), a sweep's tables are `runner sweep`'s
 (runner.sweep_view); runner.tables turns those rich tables into HTML, cell for cell. Like `runner
@@ -131,7 +131,7 @@ BEST_LEGEND = '<p class="legend">Bold green: the best value of its column (as `r
 
 def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]]:
     from .compare import compare, render
-    from .report import summary_table
+    from .summary import summary_table
 
     facts = [("name", run.name), ("status", run.status), ("started", _time(run.started_at)),
              ("finished", _time(run.finished_at)), ("dataset", run.dataset_id), ("spec hash", run.spec_hash[:16]),

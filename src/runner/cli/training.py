@@ -39,7 +39,7 @@ def apply(
     argv += [x for text in (set_ or []) for x in ("--set", text)]
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
                        verbose=failures.context.verbose, overrides=overrides, workers=workers, worker_argv=argv)
-    from ..report import summary_table
+    from ..summary import summary_table
     from ..store import Store
 
     from ..sweep import SweepResult
