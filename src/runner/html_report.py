@@ -69,7 +69,7 @@ footer { margin-top: 3em; color: var(--muted); font-size: 0.8em; }
   table { font-size: 7.5pt; }
   h2 { break-after: avoid; }
   figure, tr, img { break-inside: avoid; }
-  .plots { display: block; }
+  .plots { grid-template-columns: 1fr 1fr; }
 }
 """
 
