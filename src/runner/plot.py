@@ -1,5 +1,10 @@
 """`runner plot`: what its argument names (a run or a sweep), and a run's learning curves and class
-distributions as one PNG (matplotlib, no display). A sweep's figure is runner.sweep_plot."""
+distributions as one PNG (matplotlib, no display). A sweep's figure is runner.sweep_plot.
+
+The run's figure is four panels (loss, accuracy, macro-F1, class shares), each drawn by its own
+function, so that `runner report` embeds them one by one (a phone shows each at its width). Every
+legend sits outside its axes, right of them, in a constrained layout that makes room: inside, the
+class-share legend covered the bars and the curves' legends the last epochs."""
 
 from __future__ import annotations
 
