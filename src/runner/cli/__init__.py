@@ -172,7 +172,8 @@ def show(renderable, format: Format) -> None:
 
         sys.stdout.write(to_markdown(renderable))
     else:
-        out.print(renderable)
+        for part in renderable if isinstance(renderable, (list, tuple)) else [renderable]:
+            out.print(part)
 
 
 def _cell(v) -> str:
