@@ -7,7 +7,8 @@ from html.parser import HTMLParser
 
 
 class Page(HTMLParser):
-    """Tables (caption, header cells, body rows of (text, classes)), images, every URL-bearing attribute."""
+    """Tables (caption: the title, header cells, body rows of (text, classes)), images, every URL-bearing
+    attribute."""
 
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
@@ -17,7 +18,6 @@ class Page(HTMLParser):
         self.tags: set[str] = set()
         self.meta: dict[str, str] = {}
         self._cell: list | None = None
-        self._caption: list | None = None
         self._in_head = False
         self.feed(text)
 
@@ -31,10 +31,8 @@ class Page(HTMLParser):
             self.meta[a["name"]] = a.get("content", "")
         if tag == "img":
             self.images.append(a.get("src", ""))
-        if tag == "table":
-            self.tables.append({"caption": "", "headers": [], "rows": []})
-        elif tag == "caption":
-            self._caption = []
+        if tag == "table":  # runner.tables gives a table its title as aria-label (shown above it)
+            self.tables.append({"caption": a.get("aria-label", ""), "headers": [], "rows": []})
         elif tag == "thead":
             self._in_head = True
         elif tag == "tbody":
@@ -47,10 +45,7 @@ class Page(HTMLParser):
             self._cell[0].append(" ")
 
     def handle_endtag(self, tag):
-        if tag == "caption" and self._caption is not None:
-            self.tables[-1]["caption"] = "".join(self._caption)
-            self._caption = None
-        elif tag in ("td", "th") and self._cell is not None:
+        if tag in ("td", "th") and self._cell is not None:
             text, classes = "".join(self._cell[0]), self._cell[1]
             if tag == "th" and self._in_head:
                 self.tables[-1]["headers"].append(text)
@@ -61,8 +56,6 @@ class Page(HTMLParser):
     def handle_data(self, data):
         if self._cell is not None:
             self._cell[0].append(data)
-        elif self._caption is not None:
-            self._caption.append(data)
 
     def table(self, caption_start: str) -> dict:
         found = [t for t in self.tables if t["caption"].startswith(caption_start)]

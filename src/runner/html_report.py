@@ -43,7 +43,7 @@ dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; margin: 0.6em 0; max-width: 100%; }
 table { border-collapse: collapse; font-size: 0.85em; font-variant-numeric: tabular-nums; }
-caption { text-align: left; font-weight: 600; padding: 4px 0; white-space: normal; }
+p.title { font-weight: 600; margin: 1em 0 0; font-size: 0.9em; overflow-wrap: anywhere; }
 th, td { padding: 3px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; text-align: left;
          vertical-align: top; }
 th { background: #f3f5f7; font-weight: 600; vertical-align: bottom; }

@@ -128,7 +128,8 @@ def to_markdown(renderable) -> str:
 
 def to_html(renderable) -> str:
     """HTML of what a command prints: each table in a horizontally scrolling box (wide tables stay
-    readable on a phone), its title as the caption, the terminal's caption as a note below it."""
+    readable on a phone), its title above it (and its `aria-label`), the terminal's caption as a note
+    below it."""
     out = []
     for part in _parts(renderable):
         if isinstance(part, Table):
@@ -161,6 +162,10 @@ def html_table(g: Grid) -> str:
     if rows:
         bodies.append(rows)
     body = "".join("<tbody>" + "".join(b) + "</tbody>" for b in bodies)
-    caption = f"<caption>{esc(g.title)}</caption>" if g.title else ""
+    # the title above the scrolling box, not a <caption> inside it: on a phone it wraps on the screen
+    # instead of scrolling away with a wide table
+    title = f'<p class="title">{esc(g.title)}</p>' if g.title else ""
+    label = f' aria-label="{html.escape(g.title)}"' if g.title else ""
     note = f'<p class="note">{esc(g.caption)}</p>' if g.caption else ""
-    return f'<div class="scroll"><table>{caption}<thead><tr>{head}</tr></thead>{body}</table></div>{note}'
+    return (f'{title}<div class="scroll"><table{label}><thead><tr>{head}</tr></thead>{body}</table></div>'
+            f"{note}")
