@@ -801,6 +801,7 @@ def cli_cases(draw) -> dict:
     if command == "report":
         case["run"] = draw(st.sampled_from([None, None] + RUN_REFS))
         case["out"] = mostly([None, "report.html", "리포트.html", "{earlier}"], REPORT_OUTS)
+        case["sweep_flag"] = draw(st.integers(0, 4)) == 0  # --sweep: the golden store holds no sweep
         if draw(st.integers(0, 3)) == 0:
             case["plugins"] = draw(st.sampled_from(["missing", "file", "empty"]))
     if command == "schema":

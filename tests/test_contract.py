@@ -1209,6 +1209,9 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
         names += [val(case["other"]), "B", "run"]
     if case.get("dry_run"):
         args.append("--dry-run")
+    if case.get("sweep_flag"):
+        args.append("--sweep")
+        names += ["sweep", "SWEEP"]
     if case.get("query") is not None:
         args.append(case["query"])
         names += ["sql", "query", "SQL"]
