@@ -136,6 +136,8 @@ def steps() -> dict[str, Callable[[], str]]:
         "apply": apply,
         "compare": lambda: cli("compare", "quickstart", "--strategies",
                                "best_eval_loss,best_eval_accuracy,best_eval_accuracy_smoothed,swa")[0],
+        "compare-markdown": lambda: cli("compare", "quickstart", "--strategies", "best_eval_accuracy",
+                                        "--format", "markdown")[0],
         "ensemble": lambda: cli("ensemble", "quickstart", "--weights", "0.5,0.3,0.2")[0],
         "predict": predict,
         "predict-csv": lambda: "".join(Path("predictions.csv").read_text().splitlines(True)[:4]),

@@ -3,8 +3,17 @@
 # torch is installed first and pinned, so that pip never swaps an existing build: on a machine with
 # a local CPU wheel of this version (as on our CI machines) pip takes it in seconds; elsewhere it is
 # the normal PyPI build (CUDA on Linux x86_64). Set TORCH_SPEC to choose another, e.g. TORCH_SPEC="torch".
+# --browser also installs Debian's Chromium (apt-get), which tests/test_report.py uses to load the HTML
+# report headless; .ci/run passes it. About 50 s on a fresh machine, nothing when it is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--browser" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (apt-get) for the browser test of runner report" >&2
+  SUDO=""
+  if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq -o Acquire::Retries=3
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq -o Acquire::Retries=3 chromium >/dev/null
+fi
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 

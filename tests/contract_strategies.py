@@ -711,7 +711,12 @@ QUERIES = [
 ]
 OUTS = [None, "plot.png", "missing/plot.png", "plot.txt", "plot", "", ".", "plot.pdf", "plot.svg", LONG + ".png",
         "{read_only}/plot.png", "{store}", "{spec}"]
-FORMATS = [None, "table", "csv", "json"]
+FORMATS = [None, "table", "csv", "json", "markdown"]
+# `runner report --out` and `runner schema --out` (issue 14): only a file the command wrote before may be replaced
+REPORT_OUTS = [None, "report.html", "missing/r.html", "r.txt", "", ".", LONG + ".html", "{read_only}/r.html",
+               "{store}", "{spec}", "{user_file}", "{earlier}", "r.HTM", "리포트.html", "{empty_file}"]
+SCHEMA_OUTS = [None, "runner.schema.json", "missing/s.json", "s.txt", "", ".", LONG + ".json",
+               "{read_only}/s.json", "{store}", "{spec}", "{user_file}", "{earlier}", "스키마.json", "{empty_file}"]
 # runner predict / export / calibrate / refit (issue 9)
 SOURCES = RUN_REFS + ["{export}", "{folder}", "{spec}", "{store}"]
 INPUTS = ["good", "good", "unlabelled", "jsonl", "parquet", "other_column", "empty", "header_only", "no_text_column",
@@ -737,7 +742,8 @@ METHODS = [None, None, "temperature", "temperature+bias", "nope", "", "TEMPERATU
 def cli_cases(draw) -> dict:
     command = draw(st.sampled_from(["runs", "compare", "ensemble", "ensemble", "sql", "sql", "plot", "plugins",
                                     "validate", "apply", "predict", "predict", "predict", "export", "export",
-                                    "calibrate", "calibrate", "refit", "sweep", "validate", "apply", "gc"]))
+                                    "calibrate", "calibrate", "refit", "sweep", "validate", "apply", "gc",
+                                    "report", "report", "schema"]))
     case: dict[str, Any] = {"command": command}
     def mostly(good: list, bad: list):
         """A value from `good` three times in four, so that a case with several options often runs through."""
@@ -792,6 +798,17 @@ def cli_cases(draw) -> dict:
         case["store"] = draw(st.booleans())
     if command == "plot":
         case["out"] = draw(st.sampled_from(OUTS))
+    if command == "report":
+        case["run"] = draw(st.sampled_from([None, None] + RUN_REFS))
+        case["out"] = mostly([None, "report.html", "리포트.html", "{earlier}"], REPORT_OUTS)
+        case["sweep_flag"] = draw(st.integers(0, 4)) == 0  # --sweep: the golden store holds no sweep
+        if draw(st.integers(0, 3)) == 0:
+            case["plugins"] = draw(st.sampled_from(["missing", "file", "empty"]))
+    if command == "schema":
+        case["out"] = mostly([None, "runner.schema.json", "{earlier}"], SCHEMA_OUTS)
+        if draw(st.booleans()):
+            case["spec"] = draw(st.sampled_from(["golden", "missing", "directory", "not_utf8"]))
+        case["plugins"] = draw(st.sampled_from([None, None, "missing", "file", "empty", LONG]))
     if command in ("runs", "compare", "ensemble", "sql", "plugins"):
         case["format"] = draw(st.sampled_from(FORMATS))
     if command in ("plugins", "validate", "apply"):

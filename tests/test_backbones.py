@@ -142,6 +142,48 @@ def test_hf_hub_id_offline(monkeypatch, tmp_path):
         assert "some-org/no-such-model" in str(e.value)
 
 
+@pytest.fixture
+def hub_unreachable(monkeypatch, tmp_path):
+    """The Hub at an address where nothing listens (so the probe fails at once, deterministically), an
+    empty cache, offline mode off, and runner.hub deciding afresh before and after the test."""
+    import huggingface_hub.constants
+
+    from runner import hub
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    hub.forget()
+    yield cache
+    hub.forget()
+
+
+def test_the_hub_is_probed_once_and_a_cached_model_still_loads(hub_unreachable, tiny_bert_dir):
+    from runner import hub
+
+    first = hub.status()
+    assert not first.online and "127.0.0.1:9" in first.describe() and "ConnectError" in first.why
+    assert hub.status() is first  # decided once for the process
+    with pytest.raises(ModelLoadError, match="could not be reached") as e:
+        check_reachable("some-org/not-cached", HFOptions())
+    assert "not in the local Hugging Face cache" in str(e.value) and "HF_HUB_OFFLINE=1" in str(e.value)
+    # the same model in the cache (as `hf download` lays it out): loads with no network
+    snapshot = hub_unreachable / "models--some-org--tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for f in tiny_bert_dir.iterdir():
+        (snapshot / f.name).write_bytes(f.read_bytes())
+    (hub_unreachable / "models--some-org--tiny" / "refs").mkdir()
+    (hub_unreachable / "models--some-org--tiny" / "refs" / "main").write_text("0" * 40)
+    check_reachable("some-org/tiny", HFOptions())
+    model, _ = build_hf(ctx(model="some-org/tiny"), HFOptions())
+    assert model.config.num_labels == 4
+
+
 def test_hf_refuses_pickle_only_weights(tiny_bert_dir, tmp_path):
     d = tmp_path / "bin-only"
     d.mkdir()

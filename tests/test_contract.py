@@ -1176,7 +1176,7 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
         x = x.replace("{store}", store).replace("{spec}", str(sb.inp / "spec.toml"))
         return x
 
-    if command in ("validate", "apply") or (command == "plugins" and case.get("spec")):
+    if command in ("validate", "apply") or (command in ("plugins", "schema") and case.get("spec")):
         spec = {
             "golden": str(sb.inp / "spec.toml"),
             "golden_relative": os.path.relpath(sb.inp / "spec.toml", sb.cwd),
@@ -1213,6 +1213,9 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
         names += [val(case["other"]), "B", "run"]
     if case.get("dry_run"):
         args.append("--dry-run")
+    if case.get("sweep_flag"):
+        args.append("--sweep")
+        names += ["sweep", "SWEEP"]
     if case.get("query") is not None:
         args.append(case["query"])
         names += ["sql", "query", "SQL"]
@@ -1230,6 +1233,14 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
         names += ["--name", "name"]
     if case.get("out") is not None:
         out = val(case["out"])
+        if out in ("{user_file}", "{earlier}", "{empty_file}"):  # report/schema --out: an existing file
+            suffix = ".html" if command == "report" else ".json"
+            target = sb.out / f"existing{suffix}"
+            target.write_text({"{user_file}": "<p>my notes</p>\n" if command == "report" else '{"my": 1}\n',
+                               "{empty_file}": "", "{earlier}": EARLIER[command]}[out], encoding="utf-8")
+            if out == "{user_file}":
+                case["_protected"] = (str(target), target.read_bytes())
+            out = str(target)
         args += ["--out", out]
         names += ["--out", out]
     if case.get("allow_write"):
@@ -1247,9 +1258,14 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
             p.mkdir(exist_ok=True)
         args += ["--plugins", str(p)]
         names += ["--plugins", str(p)]
-    if command in ("runs", "compare", "ensemble", "sql", "plot", "sweep", "gc"):
+    if command in ("runs", "compare", "ensemble", "sql", "plot", "sweep", "gc", "report"):
         args += ["--store", store]
     return args, names
+
+
+# what `runner report` and `runner schema` wrote before (the mark --out looks for), for the {earlier} cases
+EARLIER = {"report": '<!DOCTYPE html>\n<html><head><meta name="generator" content="runner report"></head></html>\n',
+           "schema": '{"$comment": "runner schema: an earlier one"}\n'}
 
 
 def check_cli_case(world: World, case: dict) -> list[Violation]:
@@ -1265,6 +1281,11 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
         s1 = store_bytes(sb.store)
         v = common_rules(call, case, "cli")
         command = case["command"]
+        if case.get("_protected"):
+            path, content = case["_protected"]
+            if Path(path).read_bytes() != content:
+                v.append(Violation("overwrote-user-file", f"`runner {command}` replaced {path}, a file it did not "
+                                   "write", call, case, "cli"))
         if not (command == "sql" and case.get("allow_write")):  # --allow-write may INSTALL an extension
             v += home_rule(call, case, "cli", before, after)
         if call.exit_code == 1:
@@ -1276,7 +1297,7 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
             allowed: set[str] = set()
             if command == "sql" and case.get("allow_write"):
                 allowed = {"in", "out", "cwd", "home"}  # --allow-write lets SQL write files and install extensions
-            elif command == "sql" or command in ("runs", "plot", "plugins", "validate", "sweep", "gc"):
+            elif command == "sql" or command in ("runs", "plot", "plugins", "validate", "sweep", "gc", "schema"):
                 if s0 != s1:
                     v.append(Violation("read-changed-store", f"`runner {command}` changed the store", call, case,
                                        "cli"))
@@ -1293,6 +1314,12 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
             if command in ("compare", "ensemble"):
                 allowed = {"out"}
                 v += ensemble_rows_rules(call, case, sb.store)
+            if command in ("report", "schema"):
+                v += output_rules(call, case, sb, args, golden_run_id(world))
+                out = args[args.index("--out") + 1] if "--out" in args else None
+                allowed = {"out", "cwd"} if out and not Path(out).is_absolute() else {"out"}
+                if command == "report":
+                    v += ensemble_rows_rules(call, case, sb.store)  # it builds compare's ensembles, as compare does
             if command in USE_COMMANDS:
                 allowed = {"out", "cwd"} if command in ("predict", "export") else {"out"}
                 v += use_rules(call, case, sb, args, s0, s1)
@@ -1307,6 +1334,29 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
             if wrote:
                 v.append(Violation("wrote-outside-store", f"wrote: {wrote[:6]}", call, case, "cli"))
         return v
+
+
+def output_rules(call: Call, case, sb: Sandbox, args: list[str], run_id: str) -> list[Violation]:
+    """Exit 0 of report/schema: the page or the schema where --out (or the default) says, and what it is."""
+    import json as _json
+
+    out = args[args.index("--out") + 1] if "--out" in args else None
+    if case["command"] == "report":
+        target = Path(out) if out else sb.out / f"{run_id}.html"
+        target = target if target.is_absolute() else sb.cwd / target
+        ok = target.is_file() and b'<meta name="generator" content="runner report">' in target.read_bytes()[:2048]
+        detail = f"report exited 0 but {target} is not a report"
+    elif out is None:
+        try:
+            ok = _json.loads(call.stdout).get("title") == "runner spec"
+        except ValueError:
+            ok = False
+        detail = "schema exited 0 but printed no schema"
+    else:
+        target = Path(out) if Path(out).is_absolute() else sb.cwd / out
+        ok = target.is_file() and _json.loads(target.read_text(encoding="utf-8")).get("title") == "runner spec"
+        detail = f"schema exited 0 but {target} holds no schema"
+    return [] if ok else [Violation("exit-0-output", detail, call, case, "cli")]
 
 
 def _rows_written(path: Path, fmt: str | None) -> int | None:

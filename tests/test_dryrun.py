@@ -204,3 +204,45 @@ def test_every_unreachable_model_is_named_at_once(tmp_path, run_cli, monkeypatch
     for key, model in (("members[0].model", "model-one"), ("members[1].model", "model-two"),
                        ("members[2].model", "no/such/folder")):
         assert key in err and model in err
+
+
+def test_an_unreachable_hub_is_decided_once_quietly_and_names_every_model(tmp_path):
+    """No network (the Hub at an address where nothing listens), offline mode off: `validate` decides
+    once, prints no huggingface_hub retry lines, and names both Hub ids with their keys in one exit-2
+    paragraph. The real CLI in a fresh process, as a user runs it (huggingface_hub reads HF_ENDPOINT at
+    import). The bound is loose on purpose (it took 27 s per model before runner.hub; the README's
+    figure is measured, not asserted)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    spec = tmp_path / "hub.toml"
+    spec.write_text(textwrap.dedent("""
+        name = "hub"
+        [data]
+        source = "synthetic"
+        [data.options]
+        size = 200
+        [[members]]
+        backbone = "hf"
+        model = "org-a/model-one"
+        [[members]]
+        backbone = "hf"
+        model = "org-b/model-two"
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), HF_HUB_CACHE=str(tmp_path / "hf"))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "runner.cli", "validate", str(spec)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    seconds = time.monotonic() - start
+    shown = done.stdout + done.stderr
+    assert done.returncode == 2, shown
+    assert "Retry" not in shown and "Traceback" not in shown, shown
+    paragraph = done.stderr.strip()
+    assert "\n\n" not in paragraph, paragraph
+    for key, model in (("members[0].model", "org-a/model-one"), ("members[1].model", "org-b/model-two")):
+        assert f"{spec}: {key}: cannot load the model for '{model}'" in paragraph, paragraph
+    assert paragraph.count("could not be reached (ConnectError") == 2, paragraph
+    assert seconds < 60, f"validate took {seconds:.1f} s"

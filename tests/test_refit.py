@@ -268,6 +268,29 @@ def test_compare_shows_the_refit_beside_its_parent(case):
     assert all(r["eval_accuracy"] is None and r["test_accuracy"] is not None for r in own)
 
 
+def test_the_report_of_the_parent_shows_the_refit_beside_it(case, tmp_path):
+    """`runner report PARENT`: the strategies table of the page holds the refit blocks with the refit
+    run's stored test numbers (the before/after `runner compare` shows)."""
+    from html_page import Page, column
+
+    run_cli, store, parent = case["run_cli"], case["store"], case["parent"]
+    out = tmp_path / "parent.html"
+    cli(run_cli, "report", parent.run_id, "--store", store, "--plugins", case["dir"] / "plugins", "--out", out)
+    table = Page(out.read_text(encoding="utf-8")).table(f"Run {parent.run_id}: selection strategies")
+    refit = refit_of(store, parent.run_id, "best_eval_accuracy")
+    metrics = Store(store).checkpoint_metrics(refit.run_id)
+    picks = Store(store).selections(parent.run_id, "best_eval_accuracy")
+    strategy, shown = None, {}
+    for row in table["rows"]:
+        strategy = row[column(table, "strategy")][0] or strategy
+        if strategy == "refit:best_eval_accuracy":
+            shown[row[column(table, "member")][0]] = row[column(table, "test_accuracy")][0]
+    assert set(shown) == {"a", "b", "ensemble"}
+    for member in ("a", "b"):  # each member trained for the epochs its parent's strategy picked
+        assert shown[member] == f"{metrics[('member', member, picks[member])]['test_accuracy']:.4f}"
+    assert shown["ensemble"] == f"{metrics[('ensemble', 'ensemble', 'last')]['test_accuracy']:.4f}"
+
+
 def snapshot(d: Path):
     store = d / "results.duckdb"
     runs = sorted(str(p.relative_to(d)) for p in (d / "runs").rglob("*")) if (d / "runs").exists() else []

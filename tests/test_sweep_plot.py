@@ -6,6 +6,7 @@ param as categories); a trial's run name still draws the run's plot. Figures of 
 what a short sweep cannot show for sure: pruned and failed marks, the log axis, the best-so-far line
 when minimizing, and legends that never overlap an axes. Exit 2, with nothing written: an unknown
 RUN|SWEEP, --sweep on a store without sweeps, no store, a sweep with no finished trial, a bad --out.
+`runner report SWEEP` reads its argument the same way; its page holds the same sweep's tables.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import duckdb
 import pytest
 from typer.testing import CliRunner
 
+from html_page import Page, column
 from runner.cli import app
 from runner.store import Store
 from runner.sweep_plot import Param, SweepPlot, best_so_far, figure, is_log, load, params_of
@@ -92,6 +94,34 @@ def swept(tmp_path_factory):
     assert code == 0, err
     (sweep_id,), = Store(store).query("SELECT sweep_id FROM sweeps")[1]
     return folder, store, sweep_id
+
+
+def test_report_of_a_sweep_holds_its_trials_best_params_and_rescoring(swept, tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    folder, store, sweep_id = swept
+    out = tmp_path / "sweep.html"
+    code, _, err = cli("report", "swp", "--store", store, "--out", out)
+    assert code == 0, err
+    page = Page(out.read_text(encoding="utf-8"))
+    trials = page.table(f"Sweep {sweep_id}: objective")
+    stored = {n: (s, v, r) for n, s, v, r in Store(store).query(
+        "SELECT number, status, value, run_id FROM trials WHERE sweep_id = ?", [sweep_id])[1]}
+    shown = {int(r[column(trials, "trial")][0]): (r[column(trials, "status")][0], r[column(trials, "value")][0],
+                                                   r[column(trials, "run")][0]) for r in trials["rows"]}
+    assert shown == {n: (s, f"{v:.4f}", r) for n, (s, v, r) in stored.items()}
+    assert "best" in trials["rows"][0][column(trials, "value")][1]  # best first, marked
+    best = max(stored.items(), key=lambda kv: (kv[1][1], -kv[0]))
+    assert f"best: trial {best[0]} ({best[1][1]:.4f})" in out.read_text(encoding="utf-8")
+    rescoring = page.table("Re-scoring")
+    assert {r[0][0].removesuffix(" (objective)") for r in rescoring["rows"]} >= {"best_eval_accuracy", "last"}
+    (image,) = page.images
+    with Image.open(io.BytesIO(base64.b64decode(image.split(",", 1)[1]))) as im:
+        im.verify()
+    assert not [u for u in page.urls if not u[2].startswith("data:")]
 
 
 def test_plot_by_sweep_name_writes_a_png_with_one_slice_per_param(swept, tmp_path):

@@ -40,10 +40,10 @@ class HFOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    revision: str | None = None  # branch, tag or commit of a Hub repository
-    trust_remote_code: bool = False  # never on by default: it runs the repository's Python code
-    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)  # overrides the config's dropout
-    local_files_only: bool = False  # use the local Hugging Face cache only, never the network
+    revision: str | None = Field(None, description="Branch, tag or commit of a Hub repository.")
+    trust_remote_code: bool = Field(False, description="Run the repository's own Python code (never on by default).")
+    dropout: float | None = Field(default=None, ge=0.0, lt=1.0, description="Overrides the config's dropout.")
+    local_files_only: bool = Field(False, description="Use the local Hugging Face cache only, never the network.")
 
 
 def _is_offline(options: HFOptions | None) -> bool:
@@ -51,6 +51,14 @@ def _is_offline(options: HFOptions | None) -> bool:
 
     # Read at call time: huggingface_hub caches HF_HUB_OFFLINE at import, tests patch the constant.
     return bool(constants.HF_HUB_OFFLINE) or bool(options and options.local_files_only)
+
+
+def _local_only(options: HFOptions | None) -> bool:
+    """Whether loading a Hub id must use the local cache only: offline mode, `local_files_only`, or a Hub
+    that runner.hub found unreachable (probed once per process, so nothing waits on retries)."""
+    from runner import hub
+
+    return _is_offline(options) or not hub.status().online
 
 
 def _looks_local(model: str) -> bool:
@@ -106,6 +114,11 @@ def _diagnose(model: str, exc: BaseException | None, options: HFOptions | None, 
         why = ("offline mode is on (HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE or options.local_files_only) and the "
                "model is not in the local Hugging Face cache. Download it once with network access "
                f"(`hf download {model}`), or point `model` at a local directory holding it.")
+    elif (probe := _unreachable()) is not None and (has(hub_errors.LocalEntryNotFoundError) or network_error
+                                                     or "cache" in text):
+        why = (f"{probe.describe()}, and the model is not in the local Hugging Face cache. Where there is network, "
+               f"download it (`hf download {model} --local-dir DIR`) and point `model` at DIR, or fill the cache "
+               "(`hf download " + model + "`) and run with HF_HUB_OFFLINE=1.")
     elif has(hub_errors.LocalEntryNotFoundError, ConnectionError, TimeoutError) or network_error:
         why = ("the Hugging Face Hub could not be reached (no network, a proxy or a firewall?) and the model "
                f"is not in the local cache. Check the connection, or download it elsewhere (`hf download {model}`) "
@@ -115,6 +128,14 @@ def _diagnose(model: str, exc: BaseException | None, options: HFOptions | None, 
     else:
         why = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown cause"
     return ModelLoadError(head + why)
+
+
+def _unreachable():
+    """runner.hub's status when it found the Hub unreachable (not merely offline mode), else None."""
+    from runner import hub
+
+    found = hub.known()
+    return found if found is not None and not found.online and found.why != "HF_HUB_OFFLINE" else None
 
 
 def _no_safetensors(model: str) -> str:
@@ -148,7 +169,7 @@ def check_reachable(model: str, options: HFOptions | None = None) -> None:
         raise _diagnose(model, None, options)
     from transformers.utils.hub import cached_file, has_file
 
-    kwargs = dict(revision=options.revision, local_files_only=_is_offline(options))
+    kwargs = dict(revision=options.revision, local_files_only=_local_only(options))
     try:
         found = cached_file(model, "config.json", **kwargs)
     except Exception as e:  # OSError wrapping a huggingface_hub error, or httpx errors
@@ -213,10 +234,13 @@ def _source(ctx, options: HFOptions) -> tuple[str, dict]:
     if ctx.adapted is not None:  # written by runner.adapt: a local folder, no revision, no remote code
         return str(ctx.adapted), dict(revision=None, trust_remote_code=False, local_files_only=True)
     model_id = str(ctx.model)
-    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code,
-               local_files_only=_is_offline(options))
-    if _looks_local(model_id) and not os.path.exists(os.path.expanduser(model_id)):
-        raise _diagnose(model_id, None, options)
+    if _looks_local(model_id):
+        if not os.path.exists(os.path.expanduser(model_id)):
+            raise _diagnose(model_id, None, options)
+        local_only = _is_offline(options)  # a local folder: no reason to probe the Hub
+    else:
+        local_only = _local_only(options)
+    hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code, local_files_only=local_only)
     return os.path.expanduser(model_id), hub
 
 
@@ -264,16 +288,19 @@ class ScratchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    architecture: Literal["bert", "roberta"] = "bert"
+    architecture: Literal["bert", "roberta"] = Field("bert",
+        description="bert (WordPiece tokenizer) or roberta (byte-level BPE).")
     # upper bounds well above any model trained from scratch on a task's texts: a typo (an extra
     # digit) is then a spec error instead of an allocation that overflows or exhausts memory
-    hidden_size: int = Field(default=64, gt=0, le=8192)
-    layers: int = Field(default=2, gt=0, le=96)
-    heads: int = Field(default=2, gt=0, le=256)
-    intermediate_size: int | None = Field(default=None, gt=0, le=65536)  # None: 4 * hidden_size, as in BERT
-    vocab_size: int = Field(default=8000, ge=100, le=1_000_000)  # an upper bound: small corpora give fewer tokens
-    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    lowercase: bool = True
+    hidden_size: int = Field(default=64, gt=0, le=8192, description="Hidden size (divisible by heads).")
+    layers: int = Field(default=2, gt=0, le=96, description="Transformer layers.")
+    heads: int = Field(default=2, gt=0, le=256, description="Attention heads.")
+    intermediate_size: int | None = Field(default=None, gt=0, le=65536,
+        description="Feed-forward size; default 4 x hidden_size.")
+    vocab_size: int = Field(default=8000, ge=100, le=1_000_000,
+        description="Upper bound of the tokenizer's vocabulary (trained on the training split).")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout of hidden states and attention.")
+    lowercase: bool = Field(True, description="Lowercase texts before tokenizing (accents are kept).")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):

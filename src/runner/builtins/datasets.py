@@ -60,7 +60,7 @@ class TextOptions(BaseModel):
 
 
 class CsvOptions(TextOptions):
-    delimiter: str = Field(",", min_length=1, max_length=1)
+    delimiter: str = Field(",", min_length=1, max_length=1, description="The column separator, one character.")
 
     @field_validator("delimiter")
     @classmethod
@@ -81,9 +81,9 @@ class NoOptions(BaseModel):
 
 class SyntheticOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    size: int = Field(3000, ge=20, le=5_000_000)
-    language: Literal["en", "ko"] = "en"
-    noise: float = Field(0.08, ge=0.0, le=0.5)
+    size: int = Field(3000, ge=20, le=5_000_000, description="Reviews generated (before the splits).")
+    language: Literal["en", "ko"] = Field("en", description="en or ko.")
+    noise: float = Field(0.08, ge=0.0, le=0.5, description="Share of labels flipped to a neighbouring class.")
 
 
 def _decode(path: Path, fmt: str, options) -> str:

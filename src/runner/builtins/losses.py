@@ -17,13 +17,15 @@ from runner.losses import LossContext
 
 class CrossEntropyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    class_weights: list[float] | Literal["inverse_frequency"] | None = None
+    class_weights: list[float] | Literal["inverse_frequency"] | None = Field(None,
+        description="Per-class weights: a list (one per label), \"inverse_frequency\", or none.")
 
 
 class FocalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    gamma: float = Field(2.0, ge=0.0)
-    alpha: list[float] | Literal["inverse_frequency"] | float | None = None
+    gamma: float = Field(2.0, ge=0.0, description="Focusing parameter: 0 is cross-entropy.")
+    alpha: list[float] | Literal["inverse_frequency"] | float | None = Field(None,
+        description="Per-class weights: a list (one per label), one number for all, \"inverse_frequency\", or none.")
 
 
 def _per_class(value, ctx: LossContext, key: str):

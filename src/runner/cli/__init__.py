@@ -66,6 +66,7 @@ class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+    markdown = "markdown"  # GitHub-flavoured pipe tables of the same cells as `table` (runner.tables)
 
 
 def _print_error(text: str) -> None:
@@ -116,9 +117,12 @@ def _quiet_libraries() -> None:
     except ImportError:
         pass
     try:
-        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import disable_progress_bars, logging as hub_logging
 
         disable_progress_bars()  # "Writing model shards" bars between rich's progress lines
+        # "Retrying in 8s [Retry 4/5]" lines: runner.hub decides once whether the Hub is reachable, and a
+        # model that cannot be loaded is one paragraph naming its key
+        hub_logging.set_verbosity_error()
     except ImportError:
         pass
 
@@ -142,6 +146,15 @@ def emit(cols, rows, format: Format, title: str | None = None) -> None:
         sys.stdout.write(buf.getvalue())
     elif format == Format.json:
         sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1) + "\n")
+    elif format == Format.markdown:
+        # built from the values, not through rich, which would read a "[...]" value as markup
+        from ..tables import Cell, markdown_table
+
+        right = [bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
+                                    for r in rows if r[i] is not None) and any(r[i] is not None for r in rows)
+                 for i in range(len(cols))]
+        text = markdown_table([str(c) for c in cols], [[Cell(_cell(v)) for v in r] for r in rows], right)
+        sys.stdout.write((f"**{title}**\n\n" if title else "") + text)
     else:
         table = Table(title=title)
         for c in cols:
@@ -149,6 +162,18 @@ def emit(cols, rows, format: Format, title: str | None = None) -> None:
         for r in rows:
             table.add_row(*[_cell(v) for v in r])
         out.print(table)
+
+
+def show(renderable, format: Format) -> None:
+    """What a command prints as rich tables: on the terminal, or (--format markdown) as GFM tables of the
+    same cells."""
+    if format == Format.markdown:
+        from ..tables import to_markdown
+
+        sys.stdout.write(to_markdown(renderable))
+    else:
+        for part in renderable if isinstance(renderable, (list, tuple)) else [renderable]:
+            out.print(part)
 
 
 def _cell(v) -> str:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, out, say
+from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, say, show
 
 
 @command
@@ -42,11 +42,11 @@ def calibrate(
         f"`calibrations`, and `metrics` rows named <metric>@{method} (and <metric>@none, before)")
     keys = {(c.kind, c.member, c.checkpoint, c.method) for c in done}
     rows = [c for c in stored(st, p.run) if (c.kind, c.member, c.checkpoint, c.method) in keys]
-    if format == Format.table:
+    if format in (Format.table, Format.markdown):
         true = true_shares(st, p.run)
         split = "test" if "test" in true else "valid"
-        out.print(render(rows, p.run.label_names, list(true[split]), split,
-                         f"Run {p.run.run_id}: {method} calibration fitted on valid ({p.strategy})"))
+        show(render(rows, p.run.label_names, list(true[split]), split,
+                    f"Run {p.run.run_id}: {method} calibration fitted on valid ({p.strategy})"), format)
     else:
         records = []
         for c in rows:

@@ -34,7 +34,7 @@ def refit(
     result = run_refit(store, run, strategy, registry=registry, progress=TrainingProgress(err), say=say,
                        verbose=failures.context.verbose)
     if result.status != "up-to-date":
-        from ..report import summary_table
+        from ..summary import summary_table
         from ..store import Store
 
         out.print(summary_table(Store(store), Store(store).run(result.run_id)))

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from ..errors import InputError
-from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, out, say
+from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, say, show
 
 
 @command
@@ -57,7 +57,7 @@ def sql(
     table_rows = 1000
     with sql_query(store, query, allow_write=allow_write, timeout=timeout, memory=memory_limit) as result:
         cols = result.columns
-        if format == Format.table:
+        if format in (Format.table, Format.markdown):
             rows = result.fetch(table_rows + 1)
             emit(cols, rows[:table_rows], format)
             if len(rows) > table_rows:
@@ -106,8 +106,8 @@ def compare(
     if other is not None:
         return _compare_two(st, run, other, registry, wanted, format)
     c = build(st, st.run(run), registry, wanted)
-    if format == Format.table:
-        out.print(render(c))
+    if format in (Format.table, Format.markdown):
+        show(render(c), format)
     else:
         records = c.records()
         cols = list(dict.fromkeys(k for r in records for k in r))  # a replica's rows over seeds add columns
@@ -129,9 +129,8 @@ def _compare_two(st, a: str | None, b: str, registry, wanted, format) -> None:
             raise InputError(f"--strategies: {', '.join(unknown)} is not a registered strategy; one of: selected, "
                              + ", ".join(registry.names("selections")))
     c = compare_runs(st, st.run(a), st.run(b), registry, wanted, ref_b=f"B {b!r}")
-    if format == Format.table:
-        for t in c.render():
-            out.print(t)
+    if format in (Format.table, Format.markdown):
+        show(c.render(), format)
     else:
         records = c.records()
         cols = list(records[0]) if records else ["model", "strategy"]
@@ -185,13 +184,15 @@ def ensemble(
     cols = ["ensemble", "strategy", "member", "checkpoint", "weight"]
     rows = [[ens.name, ens.strategy, m, c, float(x)] for m, c, x in zip(ens.members, ens.checkpoints, ens.weights)]
     emit(cols, rows, format, title=f"Ensemble {ens.name} of run {ens.run_id} ({ens.method} weights)")
-    if format == Format.table:
+    if format in (Format.table, Format.markdown):
         mt = Table(title="Metrics")
         mt.add_column("metric")
         mt.add_column("value", justify="right")
         for k, v in ens.metrics.items():
             mt.add_row(k, f"{v:.4f}")
-        out.print(mt)
+        if format == Format.markdown:
+            sys.stdout.write("\n")
+        show(mt, format)
 
 
 @command
@@ -236,3 +237,39 @@ def plot(
     note(st.notice)  # an older store, read through an upgraded copy in memory
 
 
+
+
+@command
+def report(
+    ref: Optional[str] = typer.Argument(
+        None, metavar="[RUN|SWEEP]",
+        help="A run id or run name (its latest run), else a sweep id or the sweep spec's name (its latest sweep), "
+             "as `runner plot` reads it. Default: the latest run (with --sweep, the latest sweep)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Read the argument as a sweep only; with no argument, the "
+                                                      "latest sweep."),
+    store: Path = STORE_OPT,
+    plugins: Optional[Path] = PLUGINS_OPT,
+    out: Path = typer.Option(None, "--out", help="HTML file to write (default: <run_id>.html, or <sweep_id>.html, "
+                                                 "beside the store). An existing file is replaced only when it is an "
+                                                 "earlier report."),
+):
+    """One self-contained HTML page of a run or a sweep (no network: plots embedded, style inline): the spec,
+    the members and their status, the strategies table with the best values marked, learning curves and class
+    shares, SWA and ensemble weights; a sweep's trials, best params and re-scoring table; a refit's or a
+    calibration's before and after. Readable on a phone, printable."""
+    from ..html_report import build, check_out, write
+    from ..plot import target
+    from ..store import Store
+
+    registry = _registry(None, plugins)
+    st = Store(store).open_read()
+    kind, record, aside = target(st, ref, sweep)
+    stem = record.run_id if kind == "run" else record["sweep_id"]
+    if out is None:
+        out = store.parent / f"{stem}.html"
+    check_out(out, store)
+    text = build(st, kind, record, registry)
+    write(out, text)
+    say(f"wrote {out} ({len(text.encode()) / 1e6:.1f} MB, self-contained: open it in any browser, offline)")
+    note(aside)
+    note(st.notice)

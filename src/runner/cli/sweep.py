@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import PLUGINS_OPT, STORE_OPT, Format, _registry, command, emit, note, out
+from . import PLUGINS_OPT, STORE_OPT, Format, _registry, command, emit, note, show
 
 
 @command
@@ -25,8 +25,8 @@ def sweep(
 
     reader = Store(store).open_read()
     view = load_view(reader, ref, _registry(None, plugins))
-    if format == Format.table:
-        out.print(render(view))
+    if format in (Format.table, Format.markdown):
+        show(render(view), format)
     else:
         cols = ["number", "status", "value", "run_id", "params"]
         emit(cols, [[t[c] for c in cols] for t in view.trials], format)

@@ -1,8 +1,11 @@
-"""`runner apply`, `runner validate` and `runner plugins`: training, and checking before training."""
+"""`runner apply`, `runner validate`, `runner plugins` and `runner schema`: training, and checking before
+training."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -49,7 +52,7 @@ def apply(
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
                        verbose=failures.context.verbose, overrides=overrides, workers=workers, worker_argv=argv,
                        backend=backend.value if backend is not None else None, address=address)
-    from ..report import summary_table
+    from ..summary import summary_table
     from ..store import Store
 
     from ..sweep import SweepResult
@@ -156,3 +159,33 @@ def plugins(
         note("./plugins was not loaded: plugins are loaded from beside a spec (give SPEC) or with --plugins DIR")
 
 
+
+
+@command
+def schema(
+    spec: Optional[Path] = typer.Argument(None, help="A spec: include the plugins it would load (its plugins/ "
+                                                     "folder)."),
+    plugins: Optional[Path] = typer.Option(None, "--plugins", help="Plugins directory to include."),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON file to write (default: stdout); an existing file "
+                                                           "is replaced only when it is an earlier schema."),
+):
+    """The JSON Schema of a spec file, registered plugins' options included, for editor completion and checks
+    (taplo / Even Better TOML: a `#:schema ./runner.schema.json` first line in the spec)."""
+    from ..spec.schema import check_out, spec_schema
+
+    if spec is not None and not spec.is_file():
+        raise InputError(f"SPEC {spec}: no such file")
+    if out is not None:
+        check_out(out)
+    text = json.dumps(spec_schema(_registry(spec, plugins)), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+        return
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    say(f"wrote {out}: put `#:schema {out}` (a path relative to the spec, or a URL) as a spec's first line")

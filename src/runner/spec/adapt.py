@@ -29,15 +29,17 @@ SPLIT_NAMES = ("train", "valid", "test")
 
 
 class AdaptSpec(Strict):
-    epochs: int = Field(3, ge=1, le=1000)
-    learning_rate: float = Field(1e-4, gt=0, le=1)
-    batch_size: int = Field(32, ge=1, le=65536)
-    max_length: int | None = Field(None, ge=8, le=8192)
-    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
-    whole_word_mask: bool = False
-    texts: list[str] = Field(default_factory=lambda: ["train", "valid"])
-    extra: list[Text] = Field(default_factory=list)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    epochs: int = Field(3, ge=1, le=1000, description="Masked-LM epochs.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Masked-LM learning rate.")
+    batch_size: int = Field(32, ge=1, le=65536, description="Masked-LM batch size.")
+    max_length: int | None = Field(None, ge=8, le=8192, description="Tokens per text; default: [data] max_length.")
+    mlm_probability: float = Field(0.15, gt=0.0, lt=1.0, description="Share of tokens masked.")
+    whole_word_mask: bool = Field(False, description="Mask whole words rather than single tokens.")
+    texts: list[str] = Field(default_factory=lambda: ["train", "valid"],
+        description="Splits whose texts are used (train, valid; test only when named: transductive).")
+    extra: list[Text] = Field(default_factory=list,
+        description="Files of unlabeled text: one per line, or csv/jsonl/parquet with the text column.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="The adaptation's seed; default: the spec's seed.")
 
     @field_validator("texts")
     @classmethod

@@ -77,16 +77,23 @@ class Strict(BaseModel):
 
 
 class DataSpec(Strict):
-    source: str = "csv"
-    train: Text | None = None
-    valid: Text | float | None = 0.1
-    test: Text | float | None = None
-    text_column: Text = Field("text", min_length=1)
-    label_column: Text = Field("label", min_length=1)
-    labels: list[Text] | None = None
-    max_length: int = Field(128, ge=8, le=8192)
-    special_tokens: list[Text] = Field(default_factory=list)
-    options: dict[str, Any] = Field(default_factory=dict)
+    source: str = Field("csv",
+        description="The dataset loader: csv, jsonl, parquet, synthetic, or a plugin's (`runner plugins` lists them).")
+    train: Text | None = Field(None,
+        description="The training file (a path, relative to the spec), or none for a loader that makes its own data.")
+    valid: Text | float | None = Field(0.1,
+        description="The validation split: a file, or a fraction of train split off stratified and seeded.")
+    test: Text | float | None = Field(None,
+        description="The test split: a file, or a fraction of train; its labels are optional.")
+    text_column: Text = Field("text", min_length=1, description="The column holding the text.")
+    label_column: Text = Field("label", min_length=1, description="The column holding the label.")
+    labels: list[Text] | None = Field(None,
+        description="The label names in order (label ids 0..n-1); default: read from the data.")
+    max_length: int = Field(128, ge=8, le=8192, description="Tokens per example; longer texts are truncated.")
+    special_tokens: list[Text] = Field(default_factory=list,
+        description="Tokens added to every tokenizer, never split (e.g. \"<movie>\").")
+    options: dict[str, Any] = Field(default_factory=dict,
+        description="The dataset loader's own options (checked by its options model).")
 
     @field_validator("valid", "test")
     @classmethod
@@ -127,21 +134,27 @@ class DataSpec(Strict):
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(3, ge=1, le=1000)
-    batch_size: int = Field(32, ge=1, le=65536)
-    eval_batch_size: int | None = Field(None, ge=1, le=65536)
-    learning_rate: float = Field(5e-5, gt=0, le=1)
-    lr_scheduler: str = "linear"
-    warmup: float = Field(0.0, ge=0, le=1e9)  # below 1: a fraction of the steps; from 1: a number of steps
-    weight_decay: float = Field(0.0, ge=0, le=1e6)
-    gradient_accumulation_steps: int = Field(1, ge=1, le=65536)
-    max_grad_norm: float = Field(1.0, ge=0, le=1e9)
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    epochs: int = Field(3, ge=1, le=1000, description="Epochs to train (early stopping may end sooner).")
+    batch_size: int = Field(32, ge=1, le=65536, description="Training batch size per device.")
+    eval_batch_size: int | None = Field(None, ge=1, le=65536,
+        description="Evaluation batch size; default: batch_size.")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate.")
+    lr_scheduler: str = Field("linear",
+        description="Learning-rate schedule (a transformers SchedulerType: linear, constant, cosine...).")
+    warmup: float = Field(0.0, ge=0, le=1e9,
+        description="Warm-up: below 1 a fraction of the steps, from 1 a number of steps.")
+    weight_decay: float = Field(0.0, ge=0, le=1e6, description="AdamW weight decay.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=65536, description="Batches accumulated per optimizer step.")
+    max_grad_norm: float = Field(1.0, ge=0, le=1e9, description="Gradient clipping norm (0: none).")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto",
+        description="auto (bf16/fp16 on CUDA, else fp32), fp32, fp16 or bf16.")
     # Trainer's length-grouped sampler (train_sampling_strategy = "group_by_length"): batches of
     # similar lengths, so dynamic padding pads little
-    group_by_length: bool = False
-    compile: bool = False  # torch.compile the model (TrainingArguments.torch_compile)
-    trainer_args: dict[str, Any] = Field(default_factory=dict)
+    group_by_length: bool = Field(False,
+        description="Batch examples of similar lengths (Trainer's length-grouped sampler); evaluation stays in order.")
+    compile: bool = Field(False, description="torch.compile the model.")
+    trainer_args: dict[str, Any] = Field(default_factory=dict,
+        description="Any other TrainingArguments field, checked against the installed transformers.")
 
     @model_serializer(mode="wrap")
     def _omit_defaults_added_later(self, handler):
@@ -270,16 +283,20 @@ class LossSpec(BaseModel):
     """`name` and `label_smoothing`; every other key goes to the loss plugin's options model."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
-    name: str = "cross_entropy"
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    name: str = Field("cross_entropy",
+        description="The loss: cross_entropy, focal, or a plugin's; its options are the other keys of this table.")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing, 0 to below 1.")
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
 
 
 class SelectionSpec(Strict):
-    metric: str = "eval_accuracy"
-    early_stopping_patience: int | None = Field(None, ge=1, le=1000)
+    metric: str = Field("eval_accuracy",
+        description="The validation metric that selects the checkpoint kept as selected/ (eval_accuracy, eval_loss, "
+                    "eval_f1_macro, eval_log_loss or a plugin's; +name/-name force the direction).")
+    early_stopping_patience: int | None = Field(None, ge=1, le=1000,
+        description="Stop a member after this many epochs without improvement (none: never).")
 
     def parsed(self) -> tuple[str, bool | None]:
         """(metric name without eval_ and sign, forced greater_is_better or None to infer)."""
@@ -294,12 +311,14 @@ class SelectionSpec(Strict):
 
 
 class SwaSpec(Strict):
-    k: int = Field(0, ge=0, le=1000)
+    k: int = Field(0, ge=0, le=1000, description="Average the weights of the last K epoch checkpoints (0: no SWA).")
 
 
 class EnsembleSpec(Strict):
-    checkpoint: Literal["selected", "swa", "last"] = "selected"
-    weights: list[float] | Literal["equal", "fit"] = "equal"
+    checkpoint: Literal["selected", "swa", "last"] = Field("selected",
+        description="Which checkpoint of each member the ensemble averages: selected, swa or last.")
+    weights: list[float] | Literal["equal", "fit"] = Field("equal",
+        description="One weight per member, \"equal\", or \"fit\" (fitted on validation predictions).")
 
     @field_validator("weights")
     @classmethod
@@ -317,7 +336,9 @@ class RefitSpec(Strict):
     selection strategy chose for it (None = no refit). A refit is a run of its own, linked to its
     parent; the strategy is checked against the registered ones in resolve.py."""
 
-    strategy: str | None = Field(None, min_length=1, max_length=200)
+    strategy: str | None = Field(None, min_length=1, max_length=200,
+        description="After the run, retrain every member on train+valid for the epochs this strategy chose "
+                    "(\"selected\" or a registered strategy).")
 
 
 class ComputeSpec(Strict):
@@ -349,33 +370,50 @@ class ComputeSpec(Strict):
 
 
 class MemberSpec(Strict):
-    name: str | None = Field(None, pattern=NAME_PATTERN)
-    backbone: str
-    model: Text | None = Field(None, min_length=1)
-    options: dict[str, Any] = Field(default_factory=dict)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)
-    train: dict[str, Any] = Field(default_factory=dict)
-    loss: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(None, pattern=NAME_PATTERN,
+        description="The member's name (a folder name): a letter or digit, then letters, digits, _ . -; default "
+                    "from the model or backbone.")
+    backbone: str = Field(
+        description="A registered backbone: hf (a Hugging Face model), scratch (a small model trained from "
+                    "scratch), or a plugin's.")
+    model: Text | None = Field(None, min_length=1,
+        description="For backbones that take one: a Hub id (klue/bert-base) or a local folder made by save_pretrained.")
+    options: dict[str, Any] = Field(default_factory=dict,
+        description="The backbone's own options (checked by its options model).")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED,
+        description="The member's seed; default: the spec's seed + the member's index.")
+    train: dict[str, Any] = Field(default_factory=dict, description="[train] keys overridden for this member.")
+    loss: dict[str, Any] = Field(default_factory=dict,
+        description="[loss] keys overridden for this member (another name starts from that loss's defaults).")
     # runner.spec.adapt: false opts out of [adapt], true adapts with its defaults, a table overrides it
-    adapt: bool | dict[str, Any] | None = None
+    adapt: bool | dict[str, Any] | None = Field(None,
+        description="false: no [adapt] for this member; true: adapt with the defaults; a table: [adapt] keys "
+                    "overridden.")
 
 
 class Spec(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    data: DataSpec
-    train: TrainSpec = Field(default_factory=TrainSpec)
-    loss: LossSpec = Field(default_factory=LossSpec)
-    selection: SelectionSpec = Field(default_factory=SelectionSpec)
-    swa: SwaSpec = Field(default_factory=SwaSpec)
-    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec)
-    refit: RefitSpec = Field(default_factory=RefitSpec)
-    adapt: AdaptSpec | None = None  # runner.spec.adapt: masked-LM adaptation before fine-tuning
-    compute: ComputeSpec = Field(default_factory=ComputeSpec)  # where members train (runner.ray_backend)
-    sweep: SweepSpec | None = None  # runner.spec.sweep: a search whose trials are runs of this spec
+    name: str = Field(pattern=NAME_PATTERN,
+        description="The run's name (a folder name): a letter or digit, then letters, digits, _ . -.")
+    seed: int = Field(42, ge=0, le=MAX_SEED,
+        description="The seed of data splits and, plus the member's index, of each member.")
+    data: DataSpec = Field(description="The dataset: where it comes from, its splits and columns.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings shared by every member.")
+    loss: LossSpec = Field(default_factory=LossSpec, description="The loss shared by every member.")
+    selection: SelectionSpec = Field(default_factory=SelectionSpec,
+        description="How each member's checkpoint is selected.")
+    swa: SwaSpec = Field(default_factory=SwaSpec, description="Stochastic weight averaging over the last epochs.")
+    ensemble: EnsembleSpec = Field(default_factory=EnsembleSpec, description="The soft-vote ensemble of the members.")
+    refit: RefitSpec = Field(default_factory=RefitSpec, description="Retraining on train+valid after the run.")
+    adapt: AdaptSpec | None = Field(None,
+        description="Masked-LM adaptation of each member's encoder to the task's texts before fine-tuning.")
+    compute: ComputeSpec = Field(default_factory=ComputeSpec,
+        description="Where members train: here, or as Ray tasks on a cluster (not part of the spec hash).")
+    sweep: SweepSpec | None = Field(None, description="A hyperparameter search whose trials are runs of this spec.")
     # runner.repeats: train the spec this many times with other member seeds (the data stays the same)
-    repeats: int = Field(1, ge=1, le=100)
-    members: list[MemberSpec] = Field(min_length=1, max_length=1000)
+    repeats: int = Field(1, ge=1, le=100,
+        description="Train the spec this many times with other member seeds on the same data.")
+    members: list[MemberSpec] = Field(min_length=1, max_length=1000,
+        description="The models to train ([[members]] tables).")
 
     @model_validator(mode="after")
     def _cross_checks(self):

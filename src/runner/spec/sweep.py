@@ -37,11 +37,13 @@ class Distribution(Strict):
     """`{ low, high [, log] [, step] }` (a float, or an int when low, high and step are integers), or
     `{ choices = [...] }`."""
 
-    low: int | float | None = None
-    high: int | float | None = None
-    log: bool = False
-    step: int | float | None = Field(None, gt=0)
-    choices: list[Scalar] | None = Field(None, min_length=1, max_length=1000)
+    low: int | float | None = Field(None,
+        description="Lower bound (an integer with high and step integers too: an integer parameter).")
+    high: int | float | None = Field(None, description="Upper bound.")
+    log: bool = Field(False, description="Sample on a log scale (low > 0).")
+    step: int | float | None = Field(None, gt=0, description="Step between low and high (a grid).")
+    choices: list[Scalar] | None = Field(None, min_length=1, max_length=1000,
+        description="The values to choose from, instead of low and high.")
 
     @model_validator(mode="after")
     def _shape(self):
@@ -82,18 +84,24 @@ class Distribution(Strict):
 
 
 class SweepSpec(Strict):
-    trials: int = Field(10, ge=1, le=100_000)
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    seed: int | None = Field(None, ge=0, le=MAX_SEED)  # the sampler's; default the spec's seed
-    timeout: float | None = Field(None, gt=0, le=10 * 365 * 86400)  # seconds; no new trial starts after it
-    objective: str | None = Field(None, min_length=1, max_length=200)  # default: the spec's own strategy
-    member: str | None = Field(None, min_length=1, max_length=100)  # the objective on one member, else the ensemble
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    pruner_startup: int = Field(2, ge=0, le=100_000)  # trials that complete before the pruner prunes
-    pruner_warmup: int = Field(0, ge=0, le=100_000)  # epochs a trial reports before it may be pruned
-    storage: str | None = Field(None, min_length=1, max_length=4096)  # Optuna storage: journal file or URL
-    repeats: int | None = Field(None, ge=1, le=100)  # replicas per trial (default: the spec's `repeats`)
-    space: dict[str, Distribution] = Field(min_length=1, max_length=200)
+    trials: int = Field(10, ge=1, le=100_000, description="Trials to run (raise it to continue a finished sweep).")
+    sampler: Literal["tpe", "random", "grid"] = Field("tpe", description="Optuna's sampler: tpe, random or grid.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="The sampler's seed; default: the spec's seed.")
+    timeout: float | None = Field(None, gt=0, le=10 * 365 * 86400,
+        description="Seconds after which no new trial starts.")
+    objective: str | None = Field(None, min_length=1, max_length=200,
+        description="A selection strategy whose validation metric the sweep optimises; default: the spec's own.")
+    member: str | None = Field(None, min_length=1, max_length=100,
+        description="Optimise one member's objective instead of the ensemble's.")
+    pruner: Literal["median", "hyperband", "none"] = Field("median",
+        description="median, hyperband or none, fed each epoch's validation metric.")
+    pruner_startup: int = Field(2, ge=0, le=100_000, description="Trials that complete before any is pruned.")
+    pruner_warmup: int = Field(0, ge=0, le=100_000, description="Epochs a trial reports before it may be pruned.")
+    storage: str | None = Field(None, min_length=1, max_length=4096,
+        description="Optuna storage: a journal file or a database URL (default: a journal under runs/_sweeps/).")
+    repeats: int | None = Field(None, ge=1, le=100, description="Replicas per trial; default: the spec's repeats.")
+    space: dict[str, Distribution] = Field(min_length=1, max_length=200,
+        description="Dotted spec keys (\"loss.gamma\", \"members.NAME.train.learning_rate\") mapped to distributions.")
 
     @model_validator(mode="after")
     def _grid(self):
