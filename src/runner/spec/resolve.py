@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import SpecError
 from .adapt import AdaptSpec, merged_adapt
-from .models import MAX_SEED, ComputeSpec, LossSpec, Spec, TrainSpec
+from .compute import ComputeSpec
+from .models import MAX_SEED, LossSpec, Spec, TrainSpec
 from .names import member_names
 from .problems import Problem, dedupe, pydantic_problems, unknown
 
