@@ -238,3 +238,22 @@ def test_scratch_attention_is_sdpa_and_matches_eager():
         with torch.no_grad():
             a, b = model(**batch).logits, eager(**batch).logits
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+def test_a_scratch_tokenizer_is_trained_once_per_process_and_each_caller_gets_its_own(monkeypatch):
+    from runner import tokenization
+
+    texts = [f"review {i}: a {w} film" for i, w in enumerate(["dull", "superb", "fine", "bad"] * 8)]
+    trained = []
+    real = tokenization._wordpiece
+    monkeypatch.setattr(tokenization, "_wordpiece", lambda *a: trained.append(1) or real(*a))
+    tokenization._TRAINED.clear()
+    first = tokenization.train_tokenizer(texts, "wordpiece", vocab_size=150)
+    second = tokenization.train_tokenizer(texts, "wordpiece", vocab_size=150)
+    assert len(trained) == 1 and first is not second
+    assert first.backend_tokenizer.to_str() == second.backend_tokenizer.to_str()
+    first.add_special_tokens({"extra_special_tokens": ["[ACTOR]"]})
+    assert len(second) == len(first) - 1  # adding to one changes neither the other nor the cache
+    assert len(tokenization.train_tokenizer(texts, "wordpiece", vocab_size=150)) == len(second)
+    tokenization.train_tokenizer(texts, "wordpiece", vocab_size=160)
+    assert len(trained) == 2
