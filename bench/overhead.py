@@ -1,47 +1,50 @@
-"""How much does runner cost on top of a plain Hugging Face `Trainer` script?
+"""Is runner faster than a plain Hugging Face `Trainer` script doing the same work?
 
-Runs the quickstart's first member twice, back to back, each in its own Python subprocess so that
-both pay the same interpreter and import start-up:
+One invocation trains the quickstart's first member (scratch BERT, hidden 64 x 2 layers) on runner's
+synthetic English reviews (`--size` examples, 11,000 by default, split 70/15/15 as the quickstart
+does) for `--epochs` epochs (6), once per member seed (`--seeds`, 3 by default), three ways, each in
+its own Python subprocess so that all pay the same interpreter and import start-up:
 
-(a) runner: a spec derived from specs/quickstart.toml with only its first member (written to a temp
-    dir), trained by `runner apply SPEC --store <fresh temp store>` (the real CLI entry point,
-    `runner.cli.app`, progress bar and final summary table included). runner stores every epoch's
-    metrics and every validation *and test* example's probabilities, and predicts the test split
-    every epoch.
-(b) plain: the notebook's way: a `Trainer` with validation every epoch, a checkpoint every epoch,
-    `load_best_model_at_end=True`, `metric_for_best_model="eval_accuracy"`, `save_total_limit=2`,
-    early stopping with the spec's patience, focal loss through `compute_loss_func`
-    (`runner.losses.focal_loss`), accuracy through `compute_metrics`; no store, no test predictions.
-    It uses exactly the same inputs: the train/valid split comes from `runner.synthetic.generate` +
-    `runner.data.prepare` (the script checks that its dataset hash equals the one runner stored), the
-    model and tokenizer from the scratch backbone's build function (`runner.builtins.backbones
-    .build_scratch`, same seed, so the same initial weights), and every `TrainingArguments` value
-    (epochs, batch sizes, LR, scheduler, warmup, weight decay, accumulation, clipping, seed) is taken
-    from the resolved spec. The script checks that both sides trained on the same examples (runner's
-    stored `dataset_id` equals the plain side's hash of its split) for the same number of epochs, and
-    shows the last epoch's validation accuracy of each: they are equal, because the scratch tokenizer
-    is deterministic (the same vocabulary in every process) and runner forks the RNG around its extra
-    test and SWA predictions, so both sides start from the same weights and see the same batches.
+(a) default: `runner apply SPEC --store <a fresh folder>` with the spec as the quickstart writes it:
+    the real CLI (validation dry run, progress, end-of-run table), every epoch's metrics and every
+    validation and test probability stored, the test split predicted every epoch, a checkpoint per
+    epoch, SWA over the last 2. A fresh store folder per seed, so the tokenization cache
+    (runner.tokenized) starts cold: its in-process level is all that helps.
+(b) fast: the same spec with the settings that make runner fast on this machine without changing
+    the model (`FAST`, printed with the results): `[train] group_by_length = true` (Trainer's
+    length-grouped sampler: batches of similar lengths pad little), and one store folder shared by
+    the seeds, as `repeats`, a sweep or a re-run share one, so every seed after the first reads its
+    tokens from `tokenized/` instead of tokenizing (the first seed pays for it).
+(c) plain: the notebook's way: a `Trainer` evaluating the validation *and* test split every epoch
+    (`eval_dataset={"valid": ..., "test": ...}`), a checkpoint every epoch, `load_best_model_at_end`
+    on the validation accuracy, `save_total_limit=2`, early stopping with the spec's patience, focal
+    loss through `compute_loss_func`, accuracy through `compute_metrics`; no store, no SWA, texts
+    tokenized in the script. It uses exactly runner's inputs: the split from
+    `runner.synthetic.generate` + `runner.data.prepare` (checked: its dataset hash equals the one
+    runner stored), the model and tokenizer from `runner.builtins.backbones.build_scratch` with the
+    same seed, every `TrainingArguments` value from runner's resolution of the spec.
 
-Wall time is measured by this process around each subprocess (start to exit). The ratio is
-runner / plain. CPU time (user + sys of the subprocess, from `getrusage`) is shown too: on a shared
-machine it is less disturbed by other processes than wall time. With `--repeat N` the two alternate
-N times (a, b, a, b, ...) and medians are shown.
+Accuracy beside time: for each run the *selected checkpoint* is the epoch with the best validation
+accuracy (ties to the earliest: runner's `best_eval_accuracy`, and what `load_best_model_at_end`
+keeps), and its test accuracy is reported; means over the seeds. Wall time is measured around each
+subprocess (start to exit); the ratios are each variant's mean wall time over plain's. CPU time
+(user + sys, from `getrusage`) is shown too. The order of the three alternates from seed to seed.
 
-Store insert rate: the runner subprocess is started through a small bootstrap (`_runner` mode of this
-script) that wraps `Store.log_checkpoint` and `Store.put_examples` (runner's two bulk writers) with a
-`perf_counter` timer before it hands over to `runner.cli.app`. Both methods return the number of
-rows they wrote, so insert rate = rows written / seconds spent inside those calls, where the seconds
-cover everything a write costs: building the Arrow batches, opening the DuckDB file, deleting old
-rows, the inserts and the commit. It is the real writes of the real run, not a replay. The bootstrap
-also times every other `Store` call (small writes such as run/member status, and reads) so that the
-table shows the share of the wall time spent in the store at all, and `Trainer.predict` (which runner
-uses for the test split every epoch, and for SWA) so that the cost of the test predictions is
-visible. The wrappers cost a few microseconds per call (a few dozen calls a run).
+Threads: the subprocesses run with OMP_NUM_THREADS / MKL_NUM_THREADS removed from their
+environment, so torch uses every core, as a user's run would. Run it alone (under
+`flock /tmp/runner-heavy.lock`): a benchmark measured beside another job is noise.
 
-    python bench/overhead.py                 # one a/b pair
-    python bench/overhead.py --repeat 3      # three alternating pairs, medians
-    python bench/overhead.py --epochs 2      # override [train].epochs on both sides
+The runner subprocesses start through a small bootstrap (`_runner` mode of this script) that times
+runner's bulk store writes (`Store.log_checkpoint`, `Store.put_examples`: rows written / seconds
+inside them), every other `Store` call, `Trainer.predict` (the test split every epoch, SWA) and the
+tokenization (runner.tokenized: tokenizing, or reading `tokenized/`) before it hands over to
+`runner.cli.app`. Before the runs, `--tokenization` (on by default) times one member's tokenization
+in process on the quickstart's data and on `--size`: what it cost before the cache (the dry run and
+the training each tokenized every split), a miss, a hit in memory, a hit on disk.
+
+    python bench/overhead.py                          # 11,000 reviews, 6 epochs, seeds 1 2 3
+    python bench/overhead.py --size 3000 --epochs 2 --seeds 1   # a quick look
+    python bench/overhead.py --no-tokenization        # the training comparison only
 
 The last line of output is one JSON object with the figures (for the README / notes).
 """
@@ -61,6 +64,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.toml"
+# What `fast` turns on, as (spec key, value); and what it does beyond the spec (printed with the table)
+FAST = (("train.group_by_length", True),)
+FAST_NOTES = ("[train] group_by_length = true", "tokenization cache warm: one store folder for all seeds")
+VARIANTS = ("default", "fast", "plain")
 
 
 # -- a minimal TOML writer (the spec has strings, numbers, booleans, lists and tables only) ------------
@@ -85,8 +92,12 @@ def to_toml(doc: dict) -> str:
              (isinstance(v, list) and not all(isinstance(x, dict) for x in v))]
     for k, v in doc.items():
         if isinstance(v, dict):
+            sub = {kk: vv for kk, vv in v.items() if isinstance(vv, dict)}
             lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if kk not in sub]
+            for kk, vv in sub.items():
+                lines.append(f"\n[{k}.{kk}]")
+                lines += [f"{kkk} = {_toml_value(vvv)}" for kkk, vvv in vv.items()]
         elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
             for item in v:
                 lines.append(f"\n[[{k}]]")
@@ -94,13 +105,20 @@ def to_toml(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def derived_spec(epochs: int | None) -> dict:
+def derived_spec(size: int, epochs: int, seed: int, fast: bool) -> dict:
+    """The quickstart with its first member only, `size` examples, `epochs` epochs, member seed `seed`."""
     doc = tomllib.loads(QUICKSTART.read_text())
+    doc["name"] = "overhead-fast" if fast else "overhead"
     doc["members"] = doc["members"][:1]
-    if epochs is not None:
-        doc.setdefault("train", {})["epochs"] = epochs
-        if doc.get("swa", {}).get("k", 0) > epochs:  # runner refuses SWA over more epochs than it trains
-            doc["swa"]["k"] = epochs
+    doc["members"][0]["seed"] = seed
+    doc["data"].setdefault("options", {})["size"] = size
+    doc["train"]["epochs"] = epochs
+    if doc.get("swa", {}).get("k", 0) > epochs:  # runner refuses SWA over more epochs than it trains
+        doc["swa"]["k"] = epochs
+    if fast:
+        for key, value in FAST:
+            section, field = key.split(".")
+            doc[section][field] = value
     return doc
 
 
@@ -131,17 +149,20 @@ def plain_config(spec_path: Path) -> dict:
     }
 
 
-# -- (a) the runner subprocess ---------------------------------------------------------------------------
+# -- (a), (b) the runner subprocess -------------------------------------------------------------------
 
 
 def runner_main(spec: str, store: str, timing_out: str) -> None:
-    """Bootstrap: time Store calls, then run the real CLI (`runner apply SPEC --store STORE`)."""
+    """Bootstrap: time Store calls, predictions and tokenization, then run the real CLI."""
     import atexit
     import functools
 
     from runner import store as store_mod
+    from runner import tokenized
 
-    stats = {"insert_rows": 0, "insert_s": 0.0, "insert_calls": 0, "store_other_s": 0.0, "store_other_calls": 0}
+    stats = {"insert_rows": 0, "insert_s": 0.0, "insert_calls": 0, "store_other_s": 0.0, "store_other_calls": 0,
+             "predict_s": 0.0, "predict_calls": 0, "tokenize_s": 0.0, "tokenize_calls": 0,
+             "token_read_s": 0.0, "token_read_calls": 0}
     depth = [0]
 
     def wrap(name, bulk):
@@ -175,22 +196,26 @@ def runner_main(spec: str, store: str, timing_out: str) -> None:
         if callable(member) and not name.startswith("_") and name not in ("log_checkpoint", "put_examples",
                                                                           "connect", "transaction"):
             wrap(name, bulk=False)
-    # the test split's prediction every epoch (and SWA's) goes through Trainer.predict: time it too
+
+    def timer(owner, name, key):
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                stats[f"{key}_s"] += time.perf_counter() - t0
+                stats[f"{key}_calls"] += 1
+
+        setattr(owner, name, timed)
+
     import transformers
 
-    predict = transformers.Trainer.predict
-    stats.update(predict_s=0.0, predict_calls=0)
-
-    @functools.wraps(predict)
-    def timed_predict(*args, **kwargs):
-        t0 = time.perf_counter()
-        try:
-            return predict(*args, **kwargs)
-        finally:
-            stats["predict_s"] += time.perf_counter() - t0
-            stats["predict_calls"] += 1
-
-    transformers.Trainer.predict = timed_predict
+    timer(transformers.Trainer, "predict", "predict")  # the test split every epoch, and SWA
+    timer(tokenized, "_tokenize_all", "tokenize")  # a cache miss: every split of the data
+    timer(tokenized, "_read", "token_read")  # a look in tokenized/ (a hit, or nothing there yet)
     atexit.register(lambda: Path(timing_out).write_text(json.dumps(stats)))
 
     from runner.cli import app
@@ -198,7 +223,7 @@ def runner_main(spec: str, store: str, timing_out: str) -> None:
     app(["apply", spec, "--store", store], prog_name="runner")
 
 
-# -- (b) the plain Trainer subprocess ---------------------------------------------------------------------
+# -- (c) the plain Trainer subprocess ---------------------------------------------------------------------
 
 
 def plain_main(config_path: str, out_dir: str, result_out: str) -> None:
@@ -235,7 +260,7 @@ def plain_main(config_path: str, out_dir: str, result_out: str) -> None:
     data_spec = SimpleNamespace(source="synthetic", valid=d["valid"], test=d["test"], labels=d["labels"],
                                 text_column=d["text_column"], label_column=d["label_column"])
     data = prepare(data_spec, raw, cfg["spec_seed"])
-    train, valid = data.splits["train"], data.splits["valid"]
+    train, valid, test = data.splits["train"], data.splits["valid"], data.splits["test"]
 
     # model and tokenizer: the scratch backbone, seeded as runner seeds it
     set_seed(m["seed"])
@@ -290,7 +315,7 @@ def plain_main(config_path: str, out_dir: str, result_out: str) -> None:
         save_strategy="epoch",
         logging_strategy="epoch",
         load_best_model_at_end=True,
-        metric_for_best_model="eval_accuracy",
+        metric_for_best_model="eval_valid_accuracy",
         save_total_limit=2,
         report_to="none",
         disable_tqdm=True,
@@ -298,12 +323,59 @@ def plain_main(config_path: str, out_dir: str, result_out: str) -> None:
         **t["trainer_args"],
     )
     callbacks = [EarlyStoppingCallback(early_stopping_patience=cfg["patience"])] if cfg["patience"] else []
-    trainer = Trainer(model=model, args=args, train_dataset=Encoded(train), eval_dataset=Encoded(valid),
+    t0 = time.perf_counter()
+    train_ds, eval_ds = Encoded(train), {"valid": Encoded(valid), "test": Encoded(test)}
+    tokenize_s = time.perf_counter() - t0
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                       processing_class=tokenizer, data_collator=DataCollatorWithPadding(tokenizer),
                       compute_metrics=compute_metrics, compute_loss_func=compute_loss, callbacks=callbacks)
     trainer.train()
-    evals = {int(round(h["epoch"])): h["eval_accuracy"] for h in trainer.state.log_history if "eval_accuracy" in h}
-    Path(result_out).write_text(json.dumps({"dataset_id": data.dataset_id, "eval_accuracy": evals}))
+    rows = {}
+    for h in trainer.state.log_history:
+        for split in ("valid", "test"):
+            if f"eval_{split}_accuracy" in h:
+                rows.setdefault(int(round(h["epoch"])), {})[split] = h[f"eval_{split}_accuracy"]
+    Path(result_out).write_text(json.dumps({"dataset_id": data.dataset_id, "tokenize_s": tokenize_s,
+                                            "epochs": {e: r for e, r in sorted(rows.items())}}))
+
+
+# -- tokenization, in process ------------------------------------------------------------------------------
+
+
+def tokenization_figures(size: int, root: Path) -> dict:
+    """One member's tokenization of every split, in seconds: before the cache (dry run + training
+    each tokenized it all), a miss, a memory hit, a disk hit (a new process: memory empty)."""
+    from types import SimpleNamespace
+
+    from runner import synthetic, tokenized
+    from runner.builtins.backbones import ScratchOptions, build_scratch
+    from runner.backbones import BackboneContext
+    from runner.data import RawDataset, prepare
+
+    texts, labels = synthetic.generate(size, seed=13, language="en")
+    raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},
+                     label_names=list(synthetic.LABEL_NAMES))
+    spec = SimpleNamespace(source="synthetic", valid=0.15, test=0.15, labels=None, text_column="text",
+                           label_column="label")
+    data = prepare(spec, raw, 13)
+    ctx = BackboneContext(model=None, num_labels=4, label_names=data.label_names,
+                          train_texts=data.splits["train"].texts, max_length=64, seed=1)
+    _, tok = build_scratch(ctx, ScratchOptions())
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    tokenized.MEMORY.clear()
+    once = min(timed(lambda: tokenized._tokenize_all(tok, data, 64)) for _ in range(3))
+    folder = root / f"tok{size}"
+    miss = timed(lambda: tokenized.encoded_splits(tok, data, 64, folder))
+    memory = timed(lambda: tokenized.encoded_splits(tok, data, 64, folder))
+    tokenized.MEMORY.clear()
+    disk = timed(lambda: tokenized.encoded_splits(tok, data, 64, folder))
+    tokenized.MEMORY.clear()
+    return {"texts": size, "before_s": 2 * once, "miss_s": miss, "memory_s": memory, "disk_s": disk}
 
 
 # -- the driver --------------------------------------------------------------------------------------------
@@ -324,107 +396,150 @@ def timed_run(cmd: list[str], env: dict) -> tuple[float, float]:
     return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 
-def runner_eval_accuracy(store: Path) -> tuple[str, dict[int, float]]:
+def selected(epochs: dict[int, dict]) -> tuple[int, float, float]:
+    """(epoch, valid accuracy, test accuracy) of the best validation accuracy, ties to the earliest."""
+    best = None
+    for e in sorted(epochs):
+        if best is None or epochs[e]["valid"] > epochs[best]["valid"]:
+            best = e
+    return best, epochs[best]["valid"], epochs[best]["test"]
+
+
+def runner_epochs(store: Path) -> tuple[str, dict[int, dict]]:
     import duckdb
 
     con = duckdb.connect(str(store), read_only=True)
     try:
         dataset_id = con.execute("SELECT dataset_id FROM runs").fetchall()[0][0]
-        rows = con.execute("SELECT epoch, eval_accuracy FROM epochs ORDER BY epoch").fetchall()
+        rows = con.execute("SELECT epoch, eval_accuracy, test_accuracy FROM epochs ORDER BY epoch").fetchall()
     finally:
         con.close()
-    return dataset_id, {int(e): float(v) for e, v in rows}
+    return dataset_id, {int(e): {"valid": float(v), "test": float(t)} for e, v, t in rows}
+
+
+def one_run(variant: str, seed: int, tmp: Path, opts, env: dict) -> dict:
+    spec_path = tmp / "spec" / f"{variant}-{seed}.toml"
+    spec_path.write_text(to_toml(derived_spec(opts.size, opts.epochs, seed, fast=variant == "fast")))
+    work = tmp / f"{variant}-{seed}"
+    work.mkdir()
+    if variant == "plain":
+        cfg_path = work / "plain.json"
+        cfg_path.write_text(json.dumps(plain_config(spec_path)))
+        result = work / "plain_result.json"
+        wall, cpu = timed_run([sys.executable, __file__, "_plain", str(cfg_path), str(work / "out"), str(result)], env)
+        out = json.loads(result.read_text())
+        epochs = {int(k): v for k, v in out["epochs"].items()}
+        run = {"dataset_id": out["dataset_id"], "tokenize_s": out["tokenize_s"]}
+    else:
+        # fast: one store folder for every seed (the tokenization cache is shared); default: one each
+        folder = tmp / "fast-store" if variant == "fast" else work / "store"
+        folder.mkdir(exist_ok=True)
+        timing = work / "timing.json"
+        wall, cpu = timed_run([sys.executable, __file__, "_runner", str(spec_path), str(folder / f"r{seed}.duckdb"),
+                               str(timing)], env)
+        st = json.loads(timing.read_text())
+        dataset_id, epochs = runner_epochs(folder / f"r{seed}.duckdb")
+        run = {"dataset_id": dataset_id, "tokenize_s": st["tokenize_s"] + st["token_read_s"],
+               "tokenized_now": st["tokenize_calls"] > 0, "insert_rows": st["insert_rows"],
+               "insert_s": st["insert_s"], "store_s": st["insert_s"] + st["store_other_s"],
+               "predict_s": st["predict_s"]}
+    epoch, valid_acc, test_acc = selected(epochs)
+    run.update(variant=variant, seed=seed, wall_s=wall, cpu_s=cpu, epochs=len(epochs), selected_epoch=epoch,
+               valid_accuracy=valid_acc, test_accuracy=test_acc)
+    return run
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="runner apply vs a plain Trainer script: wall time and store insert rate.")
-    ap.add_argument("--repeat", type=int, default=1, help="alternate a/b this many times; medians are reported")
-    ap.add_argument("--epochs", type=int, default=None, help="override [train].epochs (both sides)")
+    ap = argparse.ArgumentParser(description="runner apply (default and fast settings) vs a plain Trainer script: "
+                                             "wall time and test accuracy over member seeds.")
+    ap.add_argument("--size", type=int, default=11000, help="synthetic reviews in all (70/15/15 split)")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="member seeds, one run of each variant")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="cap torch's threads in the subprocesses (default: none, every core, as a user's run)")
+    ap.add_argument("--no-tokenization", dest="tokenization", action="store_false",
+                    help="skip the in-process tokenization timings")
     opts = ap.parse_args(argv)
-    if opts.repeat < 1:
-        ap.error("--repeat must be at least 1")
-    if opts.epochs is not None and opts.epochs < 1:
+    if opts.size < 100:
+        ap.error("--size must be at least 100")
+    if opts.epochs < 1:
         ap.error("--epochs must be at least 1")
 
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    runs: list[dict] = []
+    # every core, as a user's run: the caller's thread caps are not passed on
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env.update(TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    if opts.threads:
+        env.update(OMP_NUM_THREADS=str(opts.threads), MKL_NUM_THREADS=str(opts.threads))
+    summary: dict = {"bench": "overhead", "size": opts.size, "epochs": opts.epochs, "seeds": opts.seeds,
+                     "cpus": os.cpu_count(), "threads": opts.threads, "fast": list(FAST_NOTES)}
     with tempfile.TemporaryDirectory(prefix="runner-overhead-") as tmp:
         tmp = Path(tmp)
-        spec_path = tmp / "spec" / "quickstart1.toml"
-        spec_path.parent.mkdir()
-        spec_path.write_text(to_toml(derived_spec(opts.epochs)))
-        cfg_path = tmp / "plain.json"
-        cfg = plain_config(spec_path)
-        cfg_path.write_text(json.dumps(cfg))
-        console.print(f"quickstart member [bold]{cfg['member']['name']}[/], {cfg['train']['epochs']} epochs, "
-                      f"{opts.repeat} alternating pair(s) of runs, {os.cpu_count()} CPUs", highlight=False)
-        for i in range(opts.repeat):
-            work = tmp / f"pair{i}"
-            (work / "store").mkdir(parents=True)
-            store = work / "store" / "results.duckdb"
-            timing = work / "store_timing.json"
-            a, a_cpu = timed_run([sys.executable, __file__, "_runner", str(spec_path), str(store), str(timing)], env)
-            result = work / "plain_result.json"
-            b, b_cpu = timed_run([sys.executable, __file__, "_plain", str(cfg_path), str(work / "plain_out"),
-                                  str(result)], env)
-            st = json.loads(timing.read_text())
-            dataset_id, runner_acc = runner_eval_accuracy(store)
-            plain = json.loads(result.read_text())
-            plain_acc = {int(k): v for k, v in plain["eval_accuracy"].items()}
-            run = {"runner_s": a, "plain_s": b, "ratio": a / b, "runner_cpu_s": a_cpu, "plain_cpu_s": b_cpu,
-                   "cpu_ratio": a_cpu / b_cpu, "insert_rows": st["insert_rows"], "insert_s": st["insert_s"],
-                   "insert_rows_per_s": st["insert_rows"] / st["insert_s"],
-                   "store_total_s": st["insert_s"] + st["store_other_s"], "predict_s": st["predict_s"],
-                   "runner_epochs": len(runner_acc), "plain_epochs": len(plain_acc),
-                   "runner_last_eval_accuracy": runner_acc[max(runner_acc)],
-                   "plain_last_eval_accuracy": plain_acc[max(plain_acc)],
-                   "same_data": dataset_id == plain["dataset_id"]}
-            runs.append(run)
-            console.print(f"pair {i + 1}: runner {a:.2f} s (cpu {a_cpu:.1f} s), plain {b:.2f} s (cpu {b_cpu:.1f} s), "
-                          f"ratio {a / b:.3f}; {st['insert_rows']} rows stored in {st['insert_s'] * 1000:.0f} ms; "
-                          f"epochs {len(runner_acc)}/{len(plain_acc)}, last eval_accuracy "
-                          f"{run['runner_last_eval_accuracy']:.4f}/{run['plain_last_eval_accuracy']:.4f}",
-                          highlight=False)
+        (tmp / "spec").mkdir()
+        if opts.tokenization:
+            tok = Table(title="one member's tokenization of every split, in process (seconds)")
+            for col in ("texts", "before the cache (dry run + training)", "miss", "memory hit", "disk hit"):
+                tok.add_column(col, justify="right")
+            figures = [tokenization_figures(n, tmp) for n in sorted({3000, opts.size})]
+            for f in figures:
+                tok.add_row(f"{f['texts']:,}", f"{f['before_s']:.3f}", f"{f['miss_s']:.3f}", f"{f['memory_s']:.4f}",
+                            f"{f['disk_s']:.4f}")
+            console.print(tok)
+            summary["tokenization"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in f.items()}
+                                       for f in figures]
+        console.print(f"BERT h64 x 2 layers, {opts.size:,} synthetic reviews, {opts.epochs} epochs, member seeds "
+                      f"{opts.seeds}, {os.cpu_count()} CPUs, subprocesses with "
+                      f"{opts.threads or 'uncapped'} threads; fast = {'; '.join(FAST_NOTES)}", highlight=False)
+        runs: list[dict] = []
+        for i, seed in enumerate(opts.seeds):
+            order = VARIANTS[i % 3:] + VARIANTS[:i % 3]  # alternate who goes first
+            for variant in order:
+                r = one_run(variant, seed, tmp, opts, env)
+                runs.append(r)
+                console.print(f"seed {seed} {variant:>7}: {r['wall_s']:6.1f} s wall, {r['cpu_s']:6.1f} s CPU, "
+                              f"{r['epochs']} epochs, selected epoch {r['selected_epoch']}: valid "
+                              f"{r['valid_accuracy']:.4f}, test {r['test_accuracy']:.4f}; tokenization "
+                              f"{r['tokenize_s']:.2f} s", highlight=False)
 
-    keys = ("runner_s", "plain_s", "ratio", "runner_cpu_s", "plain_cpu_s", "cpu_ratio", "insert_rows", "insert_s",
-            "insert_rows_per_s", "store_total_s", "predict_s")
-    med = {k: statistics.median(r[k] for r in runs) for k in keys}
-    same_data = all(r["same_data"] for r in runs)
-    same_epochs = all(r["runner_epochs"] == r["plain_epochs"] for r in runs)
-    table = Table(title=f"runner apply vs plain Trainer · quickstart member 1 · median of {len(runs)}")
-    table.add_column("measure")
-    table.add_column("runner", justify="right")
-    table.add_column("plain", justify="right")
-    table.add_column("ratio", justify="right")
-    table.add_row("wall time", f"{med['runner_s']:.2f} s", f"{med['plain_s']:.2f} s", f"[bold]{med['ratio']:.3f}[/]")
-    if len(runs) > 1:
-        best_a, best_b = min(r["runner_s"] for r in runs), min(r["plain_s"] for r in runs)
-        table.add_row(f"wall time, best of {len(runs)}", f"{best_a:.2f} s", f"{best_b:.2f} s", f"{best_a / best_b:.3f}")
-    table.add_row("CPU time (user+sys)", f"{med['runner_cpu_s']:.2f} s", f"{med['plain_cpu_s']:.2f} s",
-                  f"{med['cpu_ratio']:.3f}")
-    table.add_row("rows written to the store", f"{med['insert_rows']:.0f}", "0", "")
-    table.add_row("time inside bulk store writes", f"{med['insert_s'] * 1000:.0f} ms", "", "")
-    table.add_row("store insert rate", f"{med['insert_rows_per_s']:,.0f} rows/s", "", "")
-    table.add_row("time in the store, all calls", f"{med['store_total_s']:.2f} s", "",
-                  f"{100 * med['store_total_s'] / med['runner_s']:.1f} % of wall")
-    table.add_row("Trainer.predict (test every epoch, SWA)", f"{med['predict_s']:.2f} s", "",
-                  f"{100 * med['predict_s'] / med['runner_s']:.1f} % of wall")
-    table.add_row("same data (dataset hash) / same epoch count", f"{same_data} / {same_epochs}", "", "")
+    by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
+    mean = {v: {k: statistics.fmean(r[k] for r in by[v]) for k in ("wall_s", "cpu_s", "test_accuracy",
+                                                                    "valid_accuracy", "tokenize_s")}
+            for v in VARIANTS}
+    sd = {v: statistics.stdev([r["test_accuracy"] for r in by[v]]) if len(by[v]) > 1 else 0.0 for v in VARIANTS}
+    same_data = len({r["dataset_id"] for r in runs}) == 1
+    same_epochs = {v: [r["epochs"] for r in by[v]] for v in VARIANTS}
+    table = Table(title=f"runner apply vs a plain Trainer script · mean of {len(opts.seeds)} member seed(s)")
+    for col in ("", "wall time", "× plain", "CPU time", "× plain ", "test acc (selected)", "Δ vs plain",
+                "valid acc", "tokenization"):
+        table.add_column(col, justify="left" if not col else "right")
+    for v in VARIANTS:
+        mv = mean[v]
+        table.add_row(v, f"{mv['wall_s']:.1f} s", f"[bold]{mv['wall_s'] / mean['plain']['wall_s']:.3f}[/]",
+                      f"{mv['cpu_s']:.1f} s", f"{mv['cpu_s'] / mean['plain']['cpu_s']:.3f}",
+                      f"{mv['test_accuracy']:.4f} ± {sd[v]:.4f}",
+                      f"{100 * (mv['test_accuracy'] - mean['plain']['test_accuracy']):+.2f} pt",
+                      f"{mv['valid_accuracy']:.4f}", f"{mv['tokenize_s']:.2f} s")
     console.print(table)
-    summary = {
-        "bench": "overhead", "member": cfg["member"]["name"], "epochs": cfg["train"]["epochs"], "repeat": len(runs),
-        "cpus": os.cpu_count(), **{k: (round(v, 4) if k.endswith("ratio") else round(v, 3)) for k, v in med.items()},
-        "same_data": same_data, "same_epochs": same_epochs,
-        "runs": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in runs],
-    }
-    best_a, best_b = min(r["runner_s"] for r in runs), min(r["plain_s"] for r in runs)
-    summary.update(best_runner_s=round(best_a, 3), best_plain_s=round(best_b, 3), best_ratio=round(best_a / best_b, 4))
-    summary["insert_rows"] = int(summary["insert_rows"])
-    summary["insert_rows_per_s"] = round(med["insert_rows_per_s"])
+    d = by["default"]
+    console.print(f"runner default stored {statistics.fmean(r['insert_rows'] for r in d):,.0f} rows a run in "
+                  f"{1000 * statistics.fmean(r['insert_s'] for r in d):.0f} ms of bulk writes "
+                  f"({statistics.fmean(r['store_s'] for r in d):.2f} s in the store in all); Trainer.predict "
+                  f"(test every epoch, SWA) {statistics.fmean(r['predict_s'] for r in d):.1f} s; same data "
+                  f"(dataset hash) in every run: {same_data}; epochs trained {same_epochs}", highlight=False)
+    summary.update({
+        **{f"{v}_wall_s": round(mean[v]["wall_s"], 2) for v in VARIANTS},
+        **{f"{v}_cpu_s": round(mean[v]["cpu_s"], 2) for v in VARIANTS},
+        **{f"{v}_test_accuracy": round(mean[v]["test_accuracy"], 4) for v in VARIANTS},
+        **{f"{v}_test_accuracy_sd": round(sd[v], 4) for v in VARIANTS},
+        "default_ratio": round(mean["default"]["wall_s"] / mean["plain"]["wall_s"], 4),
+        "fast_ratio": round(mean["fast"]["wall_s"] / mean["plain"]["wall_s"], 4),
+        "same_data": same_data,
+        "runs": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k != "dataset_id"}
+                 for r in runs],
+    })
     print(json.dumps(summary))
 
 

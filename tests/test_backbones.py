@@ -118,6 +118,23 @@ def test_hf_loads_local_model_with_special_tokens(tiny_bert_dir):
     assert model(**batch(tok)).logits.shape == (5, 4)
 
 
+def test_hf_asks_for_sdpa_attention_and_falls_back_where_a_model_has_none(tiny_bert_dir, tmp_path):
+    """`hf` loads with SDPA attention; a model class without it (ConvBERT) loads with its eager default."""
+    from transformers import ConvBertConfig, ConvBertForSequenceClassification
+
+    model, _ = build_hf(ctx(model=str(tiny_bert_dir)), HFOptions())
+    assert model.config._attn_implementation == "sdpa"
+    tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
+    config = ConvBertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=64, embedding_size=32, num_labels=2)
+    ConvBertForSequenceClassification(config).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model, tok = build_hf(ctx(model=str(tmp_path)), HFOptions())
+    assert type(model).__name__ == "ConvBertForSequenceClassification"
+    assert model.config._attn_implementation == "eager"
+    assert model(**batch(tok)).logits.shape == (5, 4)
+
+
 @pytest.mark.parametrize("model_id", ["/definitely/not/here", "./not-here-either"])
 def test_hf_missing_local_path(model_id):
     for fail in (lambda: check_reachable(model_id, HFOptions()),

@@ -5,7 +5,7 @@ This module holds all of the folder's bookkeeping: listing the epoch checkpoints
 pruning those neither selection nor SWA can need, cleaning up before a resume, copying the selected
 epoch out, checking before a run starts that every path it will write is safe and fits the OS limits,
 and `remove_under`: the only function in runner that deletes files. It refuses any path that does not
-resolve inside the folder it is given (a member folder, or the adaptation cache), so no name,
+resolve inside the folder it is given (a member folder, or the adaptation or tokenization cache), so no name,
 symlink or stale record can make runner delete anything else.
 """
 
@@ -89,8 +89,8 @@ def remove(path: Path, owner: MemberDir) -> None:
 
 def remove_under(path: Path, root: Path, allow_root: bool = False) -> None:
     """Delete `path` (a file or a folder tree), which must resolve inside `root`: the only function
-    in runner that deletes files (member folders through `remove`, the adaptation cache through
-    runner.adapt). `root` itself only with `allow_root`. A path outside `root`, or reached through a
+    in runner that deletes files (member folders through `remove`, the adaptation and tokenization
+    caches through runner.adapt, runner.tokenized and `runner gc`). `root` itself only with `allow_root`. A path outside `root`, or reached through a
     symbolic link out of it, or a `root` that is itself a symbolic link, raises ValueError and
     nothing is deleted."""
     root = Path(os.path.abspath(root))

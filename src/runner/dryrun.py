@@ -94,8 +94,12 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
         problem = dry_run_problem(m, resolved, registry, data)
         if problem is not None:
             return [(m.adapt_loc, f"member {m.name}: {problem}")]
+    # a few full batches of each split are all it pushes through: tokenizing the whole data here
+    # would repeat what training does (runner.tokenized caches that one)
+    t = m.train
+    preview = max(t.batch_size * t.gradient_accumulation_steps, t.eval_batch_size or 2 * t.batch_size)
     try:
-        inputs = prepare_member(m, resolved, data, registry)
+        inputs = prepare_member(m, resolved, data, registry, preview=preview)
     except SpecError as e:
         return e.problems
     except ModelLoadError as e:
@@ -108,7 +112,7 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
         except Exception as e:
             return [(_train_loc(m), f"Trainer refused the arguments: {type(e).__name__}: {_first_line(e)}{_given(m)}")]
         try:
-            steps = max(1, math.ceil(len(inputs.train) / m.train.batch_size / m.train.gradient_accumulation_steps))
+            steps = max(1, math.ceil(len(data.splits["train"]) / t.batch_size / t.gradient_accumulation_steps))
             trainer.create_optimizer_and_scheduler(num_training_steps=steps * m.train.epochs)
             if trainer.args.gradient_checkpointing:
                 if not hasattr(inputs.model, "gradient_checkpointing_enable"):

@@ -15,13 +15,18 @@ import torch
 from .data import Split
 from .errors import TrainingError
 from .records import metric_key
+from .tokenized import Encoded, tokenize
 
 
 class EncodedSplit(torch.utils.data.Dataset):
-    """Tokenized examples; `order[i]` is the split index of the example at position `i`."""
+    """Tokenized examples; `order[i]` is the split index of the example at position `i`.
 
-    def __init__(self, encodings: dict[str, list], labels: np.ndarray | None, order: np.ndarray):
-        self.encodings = encodings
+    The tokens are a runner.tokenized.Encoded (shared, read-only, possibly with other members):
+    position `i` reads row `order[i]` of it, so sorting a split costs an index, not a copy.
+    """
+
+    def __init__(self, encoded: Encoded, labels: np.ndarray | None, order: np.ndarray):
+        self.encoded = encoded
         self.labels = labels
         self.order = order
 
@@ -29,21 +34,25 @@ class EncodedSplit(torch.utils.data.Dataset):
         return len(self.order)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {k: v[i] for k, v in self.encodings.items()}
+        row = self.order[i]
+        a, b = self.encoded.offsets[row], self.encoded.offsets[row + 1]
+        item = {k: v[a:b].tolist() for k, v in self.encoded.arrays.items()}
         if self.labels is not None:
             item["labels"] = int(self.labels[i])
         return item
 
 
-def encode(tokenizer, split: Split, max_length: int, sort_by_length: bool) -> EncodedSplit:
-    enc = tokenizer(split.texts, truncation=True, max_length=max_length)
-    enc = {k: list(v) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+def encode(tokenizer, split: Split, max_length: int, sort_by_length: bool,
+           encoded: Encoded | None = None) -> EncodedSplit:
+    """The split as Trainer reads it; `encoded`: its tokens already (runner.tokenized's cache),
+    else it is tokenized now. Evaluation splits are sorted by length (stable)."""
+    if encoded is None:
+        encoded = tokenize(tokenizer, split.texts, max_length)
     order = np.arange(len(split))
     if sort_by_length:
-        order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
-        enc = {k: [v[i] for i in order] for k, v in enc.items()}
+        order = np.argsort(encoded.lengths, kind="stable")
     labels = split.labels[order] if split.labels is not None else None
-    return EncodedSplit(enc, labels, order)
+    return EncodedSplit(encoded, labels, order)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -46,6 +46,10 @@ class Store(AfterTrainingWrites, StoreFile):
     def run_ids(self) -> list[str]:
         return [r["run_id"] for r in self.query_dicts("SELECT run_id FROM runs")]
 
+    def dataset_ids(self) -> set[str]:
+        """The datasets this store's runs trained on (what keeps a tokenized/ folder from `runner gc`)."""
+        return {r[0] for r in self.query("SELECT DISTINCT dataset_id FROM runs")[1]}
+
     def run(self, ref: str | None = None) -> RunRecord:
         """A run as a typed record: by id, or by name (the latest run of that name), or the latest run."""
         if ref is None:

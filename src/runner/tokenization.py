@@ -15,7 +15,8 @@ it saves with ``save_pretrained`` and loads back with ``AutoTokenizer.from_pretr
 
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+from collections import Counter, OrderedDict
 from typing import Iterable, Literal
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -91,21 +92,46 @@ def _bpe(texts: list[str], vocab_size: int, lowercase: bool) -> Tokenizer:
     return tok
 
 
+# Trained vocabularies of this process, by content: the dry run and the training of a member, and
+# members with the same tokenizer options, train the very same tokenizer; a hit rebuilds it from its
+# JSON (`Tokenizer.from_str`), so every caller still gets an object of its own to add tokens to.
+_TRAINED: OrderedDict[str, str] = OrderedDict()
+_TRAINED_KEEP = 8
+
+
+def _trained_key(texts: list[str], kind: str, vocab_size: int, lowercase: bool) -> str:
+    h = hashlib.sha256(repr((kind, vocab_size, lowercase, len(texts))).encode())
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
 def train_tokenizer(texts: list[str], kind: Literal["wordpiece", "bpe"], vocab_size: int = 8000,
                     lowercase: bool = True, max_length: int = 128) -> PreTrainedTokenizerFast:
-    """Train a ``kind`` tokenizer on ``texts`` and wrap it as a Hugging Face fast tokenizer."""
+    """Train a ``kind`` tokenizer on ``texts`` and wrap it as a Hugging Face fast tokenizer (trained
+    once per process for the same texts and options)."""
     if not texts:
         raise ValueError("cannot train a tokenizer on no texts")
     if kind == "wordpiece":
-        backend = _wordpiece(list(texts), vocab_size, lowercase)
+        train = _wordpiece
         specials = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                         sep_token="[SEP]", mask_token="[MASK]")
     elif kind == "bpe":
-        backend = _bpe(list(texts), vocab_size, lowercase)
+        train = _bpe
         specials = dict(bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
                         cls_token="<s>", sep_token="</s>", mask_token="<mask>")
     else:
         raise ValueError(f"unknown tokenizer kind {kind!r}: expected 'wordpiece' or 'bpe'")
+    key = _trained_key(texts, kind, vocab_size, lowercase)
+    if key in _TRAINED:
+        _TRAINED.move_to_end(key)
+        backend = Tokenizer.from_str(_TRAINED[key])
+    else:
+        backend = train(list(texts), vocab_size, lowercase)
+        _TRAINED[key] = backend.to_str()
+        while len(_TRAINED) > _TRAINED_KEEP:
+            _TRAINED.popitem(last=False)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         model_max_length=max_length,

@@ -1,4 +1,5 @@
-"""`runner gc`: remove the adapted encoders ([adapt], runner.adapt) that no run references any more."""
+"""`runner gc`: remove the caches beside a store that no run references any more: the adapted
+encoders ([adapt], runner.adapt) and the tokenized splits (runner.tokenized)."""
 
 from __future__ import annotations
 
@@ -15,23 +16,34 @@ def gc(
     store: Path = STORE_OPT,
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
 ):
-    """Remove the adapted/ folders beside the store that no member of any run references.
+    """Remove the adapted/ and tokenized/ folders beside the store that no run references.
 
-    Each folder lists the stores that used it (stores.txt); a folder is kept while any of them that
-    still exists has a member with its adapt_key (or cannot be read, to be safe). Interrupted
-    adaptations (`<key>.partial`) are kept: the next `runner apply` resumes them.
+    Each folder lists the stores that used it (stores.txt). An adapted encoder is kept while any of
+    them that still exists has a member with its adapt_key; a tokenization while any of them has a
+    run on its dataset (or a store cannot be read, to be safe). Interrupted adaptations
+    (`<key>.partial`) are kept: the next `runner apply` resumes them; an interrupted tokenization is
+    removed (it is redone in seconds).
     """
-    from ..adapt import gc_plan, root_for
-    from ..checkpoints import remove_under
+    from .. import adapt, tokenized
     from ..store import Store
 
     st = Store(store).open_read()
     try:
-        entries, partial = gc_plan(st)
+        adapted, adapt_partial = adapt.gc_plan(st)
+        tokens, token_partial = tokenized.gc_plan(st)
     finally:
         st.close()
-    root = root_for(st.path)
-    table = Table(title=f"adapted encoders in {root}", title_style="bold")
+    _collect(adapted, adapt.root_for(st.path), "adapted encoders", dry_run)
+    for p in adapt_partial:
+        err.print(f"{p.name}: an interrupted adaptation, kept (the next `runner apply` of its spec resumes it)",
+                  highlight=False)
+    _collect(tokens, tokenized.root_for(st.path), "tokenized splits", dry_run, leftovers=token_partial)
+
+
+def _collect(entries, root: Path, what: str, dry_run: bool, leftovers=()) -> None:
+    from ..checkpoints import remove_under
+
+    table = Table(title=f"{what} in {root}", title_style="bold")
     for col in ("key", "MB", "used by", "action"):
         table.add_column(col, justify="right" if col == "MB" else "left")
     freed = 0
@@ -45,11 +57,15 @@ def gc(
             freed += e.size
         users = ", ".join(e.used_by) if e.used_by else "no run"
         table.add_row(e.key, f"{e.size / 1e6:.1f}", users, action)
-    if entries:
+    for p in leftovers:  # interrupted writes: nothing resumes them
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        table.add_row(p.name, f"{size / 1e6:.1f}", "interrupted", "would remove" if dry_run else "removed")
+        if not dry_run:
+            remove_under(p, root)
+        freed += size
+    if entries or leftovers:
         out.print(table)
-    for p in partial:
-        err.print(f"{p.name}: an interrupted adaptation, kept (the next `runner apply` of its spec resumes it)",
-                  highlight=False)
     verb = "would free" if dry_run else "freed"
-    say(f"{sum(1 for e in entries if not e.used_by)} of {len(entries)} adapted encoders unreferenced; "
-        f"{verb} {freed / 1e6:.1f} MB.")
+    if entries or leftovers or what == "adapted encoders":
+        say(f"{sum(1 for e in entries if not e.used_by)} of {len(entries)} {what} unreferenced; "
+            f"{verb} {freed / 1e6:.1f} MB.")
