@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
                                        for f in figures]
         console.print(f"BERT h64 x 2 layers, {opts.size:,} synthetic reviews, {opts.epochs} epochs, member seeds "
                       f"{opts.seeds}, {os.cpu_count()} CPUs, subprocesses with "
-                      f"{opts.threads or 'uncapped'} threads; fast = {'; '.join(FAST_NOTES)}", highlight=False)
+                      f"{opts.threads or 'uncapped'} threads; fast = {'; '.join(FAST_NOTES)}", highlight=False, markup=False)
         runs: list[dict] = []
         for i, seed in enumerate(opts.seeds):
             order = VARIANTS[i % 3:] + VARIANTS[:i % 3]  # alternate who goes first

@@ -205,6 +205,12 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
                       "dataloader_persistent_workers": True, "bf16": True}
     monkeypatch.setattr("runner.train.cpus_per_member", lambda resolved: 2)
     assert train.loader_args(p.resolved)["dataloader_num_workers"] == 2
+    monkeypatch.undo()
+    three = tmp_path / "three.toml"  # a member's share of the cores, as [compute] gives it
+    three.write_text(SPEC.format(size=80, max_length=32) + "\n[compute]\ncpus_per_member = 3\n")
+    p3 = plan(three, REPO / "plugins")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.loader_args(p3.resolved)["dataloader_num_workers"] == 3
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert train.precision_args("auto") == {"fp16": True}
     assert train.precision_args("fp32") == {}

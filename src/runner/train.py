@@ -82,11 +82,11 @@ def loader_args(resolved: ResolvedSpec) -> dict[str, Any]:
 
 
 def cpus_per_member(resolved: ResolvedSpec) -> int:
-    """`[compute] cpus_per_member` when the spec has it, else the CPUs this process may run on."""
+    """The CPUs one member may use: on Ray, `[compute] cpus_per_member` (what its task reserved), or
+    that setting wherever the spec gives it; else the CPUs this process may run on."""
     compute = getattr(resolved.spec, "compute", None)
-    cpus = getattr(compute, "cpus_per_member", None)
-    if cpus:
-        return int(cpus)
+    if compute is not None and (compute.backend == "ray" or "cpus_per_member" in compute.model_fields_set):
+        return max(1, int(compute.cpus_per_member))
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
