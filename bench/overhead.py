@@ -66,7 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.toml"
 # What `fast` turns on, as (spec key, value); and what it does beyond the spec (printed with the table)
 FAST = (("train.group_by_length", True),)
-FAST_NOTES = ("[train] group_by_length = true", "tokenization cache warm: one store folder for all seeds")
+FAST_NOTES = ("[train] group_by_length = true (length-grouped batches, in random order)", "tokenization cache warm: one store folder for all seeds")
 VARIANTS = ("default", "fast", "plain")
 
 

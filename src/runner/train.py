@@ -246,7 +246,8 @@ def quiet_replicas(args, model) -> None:
 
 
 def _in_order(trainer_class):
-    """`Trainer` whose evaluation and prediction read a split in its own order, always.
+    """`Trainer` whose evaluation and prediction read a split in its own order, always, and whose
+    length-grouped training batches come in random order (runner.sampling).
 
     With `train_sampling_strategy = "group_by_length"`, transformers 5 also evaluates through a
     *shuffled* length-grouped sampler; runner stores each prediction under the example index of its
@@ -255,7 +256,13 @@ def _in_order(trainer_class):
     """
     from torch.utils.data import SequentialSampler
 
+    from .sampling import shuffled
+
     class InOrder(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            # length-grouped batches come in random order (runner.sampling), not longest to shortest
+            return shuffled(super()._get_train_sampler(train_dataset))
+
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is not None and self.args.train_sampling_strategy == "group_by_length":
                 # one process: in order; several: None lets the distributed loader shard it in order
