@@ -12,7 +12,8 @@ its own Python subprocess so that all pay the same interpreter and import start-
     (runner.tokenized) starts cold: its in-process level is all that helps.
 (b) fast: the same spec with the settings that make runner fast on this machine without changing
     the model (`FAST`, printed with the results): `[train] group_by_length = true` (Trainer's
-    length-grouped sampler: batches of similar lengths pad little), and one store folder shared by
+    length grouping, the batches in random order (runner.sampling): batches of similar lengths pad
+    little), and one store folder shared by
     the seeds, as `repeats`, a sweep or a re-run share one, so every seed after the first reads its
     tokens from `tokenized/` instead of tokenizing (the first seed pays for it).
 (c) plain: the notebook's way: a `Trainer` evaluating the validation *and* test split every epoch
