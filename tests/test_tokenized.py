@@ -175,6 +175,17 @@ def test_disk_folder_round_trip_and_a_damaged_folder_is_retokenized(tmp_path):
     rows = [again["test"].arrays["input_ids"][a:b].tolist()
             for a, b in zip(again["test"].offsets[:-1], again["test"].offsets[1:])]
     assert rows == direct["input_ids"]
+    # a DDP follower reads the folder and writes none; a store folder missing here (another node) is not made
+    follower = tmp_path / "follower" / "tokenized"
+    follower.parent.mkdir()
+    tokenized.MEMORY.clear()
+    assert tokenized.encoded_splits(tok, data, 8, follower, write=False)[1].source == "tokenized"
+    assert not follower.exists()
+    tokenized.MEMORY.clear()
+    assert tokenized.encoded_splits(tok, data, 8, root, write=False)[1].source == "disk"
+    tokenized.MEMORY.clear()
+    elsewhere = tmp_path / "not-on-this-node" / "tokenized"
+    assert tokenized.encoded_splits(tok, data, 8, elsewhere)[1].folder is None and not elsewhere.parent.exists()
     (root / look.key / "test.input_ids.npy").write_bytes(b"not numpy")
     tokenized.MEMORY.clear()
     _, look3 = tokenized.encoded_splits(tok, data, 8, root)

@@ -176,8 +176,10 @@ def prepare_member(member: ResolvedMember, resolved: ResolvedSpec, data: Prepare
                   for name, s in splits.items()}
         encoded = {name: tokenized.tokenize(tokenizer, s.texts, max_len) for name, s in splits.items()}
     else:
+        from .ddp import writes
+
         root = tokenized.root_for(store_path) if store_path is not None else None
-        encoded, _ = tokenized.encoded_splits(tokenizer, data, max_len, root, store_path)
+        encoded, _ = tokenized.encoded_splits(tokenizer, data, max_len, root, store_path, write=writes())
 
     def split(name: str, sort: bool) -> EncodedSplit | None:
         if name not in splits:
