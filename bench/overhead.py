@@ -12,7 +12,8 @@ its own Python subprocess so that all pay the same interpreter and import start-
     (runner.tokenized) starts cold: its in-process level is all that helps.
 (b) fast: the same spec with the settings that make runner fast on this machine without changing
     the model (`FAST`, printed with the results): `[train] group_by_length = true` (Trainer's
-    length-grouped sampler: batches of similar lengths pad little), and one store folder shared by
+    length grouping, the batches in random order (runner.sampling): batches of similar lengths pad
+    little), and one store folder shared by
     the seeds, as `repeats`, a sweep or a re-run share one, so every seed after the first reads its
     tokens from `tokenized/` instead of tokenizing (the first seed pays for it).
 (c) plain: the notebook's way: a `Trainer` evaluating the validation *and* test split every epoch
@@ -66,7 +67,7 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "specs" / "quickstart.toml"
 # What `fast` turns on, as (spec key, value); and what it does beyond the spec (printed with the table)
 FAST = (("train.group_by_length", True),)
-FAST_NOTES = ("[train] group_by_length = true", "tokenization cache warm: one store folder for all seeds")
+FAST_NOTES = ("[train] group_by_length = true (length-grouped batches, in random order)", "tokenization cache warm: one store folder for all seeds")
 VARIANTS = ("default", "fast", "plain")
 
 
@@ -492,7 +493,7 @@ def main(argv: list[str] | None = None) -> None:
                                        for f in figures]
         console.print(f"BERT h64 x 2 layers, {opts.size:,} synthetic reviews, {opts.epochs} epochs, member seeds "
                       f"{opts.seeds}, {os.cpu_count()} CPUs, subprocesses with "
-                      f"{opts.threads or 'uncapped'} threads; fast = {'; '.join(FAST_NOTES)}", highlight=False)
+                      f"{opts.threads or 'uncapped'} threads; fast = {'; '.join(FAST_NOTES)}", highlight=False, markup=False)
         runs: list[dict] = []
         for i, seed in enumerate(opts.seeds):
             order = VARIANTS[i % 3:] + VARIANTS[:i % 3]  # alternate who goes first

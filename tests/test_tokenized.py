@@ -175,6 +175,17 @@ def test_disk_folder_round_trip_and_a_damaged_folder_is_retokenized(tmp_path):
     rows = [again["test"].arrays["input_ids"][a:b].tolist()
             for a, b in zip(again["test"].offsets[:-1], again["test"].offsets[1:])]
     assert rows == direct["input_ids"]
+    # a DDP follower reads the folder and writes none; a store folder missing here (another node) is not made
+    follower = tmp_path / "follower" / "tokenized"
+    follower.parent.mkdir()
+    tokenized.MEMORY.clear()
+    assert tokenized.encoded_splits(tok, data, 8, follower, write=False)[1].source == "tokenized"
+    assert not follower.exists()
+    tokenized.MEMORY.clear()
+    assert tokenized.encoded_splits(tok, data, 8, root, write=False)[1].source == "disk"
+    tokenized.MEMORY.clear()
+    elsewhere = tmp_path / "not-on-this-node" / "tokenized"
+    assert tokenized.encoded_splits(tok, data, 8, elsewhere)[1].folder is None and not elsewhere.parent.exists()
     (root / look.key / "test.input_ids.npy").write_bytes(b"not numpy")
     tokenized.MEMORY.clear()
     _, look3 = tokenized.encoded_splits(tok, data, 8, root)
@@ -205,6 +216,12 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
                       "dataloader_persistent_workers": True, "bf16": True}
     monkeypatch.setattr("runner.train.cpus_per_member", lambda resolved: 2)
     assert train.loader_args(p.resolved)["dataloader_num_workers"] == 2
+    monkeypatch.undo()
+    three = tmp_path / "three.toml"  # a member's share of the cores, as [compute] gives it
+    three.write_text(SPEC.format(size=80, max_length=32) + "\n[compute]\ncpus_per_member = 3\n")
+    p3 = plan(three, REPO / "plugins")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.loader_args(p3.resolved)["dataloader_num_workers"] == 3
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
     assert train.precision_args("auto") == {"fp16": True}
     assert train.precision_args("fp32") == {}

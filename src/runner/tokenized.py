@@ -166,10 +166,14 @@ class Lookup:
 
 
 def encoded_splits(tokenizer, data, max_length: int, root: Path | None = None,
-                   store_path: Path | None = None) -> tuple[dict[str, Encoded], Lookup]:
+                   store_path: Path | None = None, write: bool = True) -> tuple[dict[str, Encoded], Lookup]:
     """Every split of `data` (a runner.data.PreparedData) tokenized, from the cache when it has it.
-    `root`: the `tokenized/` folder beside the store (None: in process only, as the dry run does,
-    which writes nothing); `store_path`: the store recorded as a user of the folder."""
+    `root`: the `tokenized/` folder beside the store (None: in process only); `store_path`: the
+    store recorded as a user of the folder; `write=False` only reads the folder (a DDP follower:
+    rank 0 writes). A `root` whose store folder does not exist here (a Ray worker on another node
+    without shared storage) is not created: that process keeps its tokens in memory."""
+    if root is not None and not root.parent.is_dir():
+        root = None
     fingerprint = tokenizer_fingerprint(tokenizer) if enabled() else None
     if fingerprint is None:
         return _tokenize_all(tokenizer, data, max_length), Lookup(None, "uncached")
@@ -184,7 +188,9 @@ def encoded_splits(tokenizer, data, max_length: int, root: Path | None = None,
     if splits is None:
         splits, source = _tokenize_all(tokenizer, data, max_length), "tokenized"
     MEMORY.put(key, splits)
-    if folder is not None:
+    if folder is not None and not write:
+        folder = folder if source == "disk" else None
+    elif folder is not None:
         info = {"format": FORMAT, "key": key, "dataset_id": data.dataset_id, "tokenizer": fingerprint,
                 "max_length": max_length, "splits": sizes}
         if not _write(folder, splits, info, store_path):

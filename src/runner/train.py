@@ -82,11 +82,11 @@ def loader_args(resolved: ResolvedSpec) -> dict[str, Any]:
 
 
 def cpus_per_member(resolved: ResolvedSpec) -> int:
-    """`[compute] cpus_per_member` when the spec has it, else the CPUs this process may run on."""
+    """The CPUs one member may use: on Ray, `[compute] cpus_per_member` (what its task reserved), or
+    that setting wherever the spec gives it; else the CPUs this process may run on."""
     compute = getattr(resolved.spec, "compute", None)
-    cpus = getattr(compute, "cpus_per_member", None)
-    if cpus:
-        return int(cpus)
+    if compute is not None and (compute.backend == "ray" or "cpus_per_member" in compute.model_fields_set):
+        return max(1, int(compute.cpus_per_member))
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -176,8 +176,10 @@ def prepare_member(member: ResolvedMember, resolved: ResolvedSpec, data: Prepare
                   for name, s in splits.items()}
         encoded = {name: tokenized.tokenize(tokenizer, s.texts, max_len) for name, s in splits.items()}
     else:
+        from .ddp import writes
+
         root = tokenized.root_for(store_path) if store_path is not None else None
-        encoded, _ = tokenized.encoded_splits(tokenizer, data, max_len, root, store_path)
+        encoded, _ = tokenized.encoded_splits(tokenizer, data, max_len, root, store_path, write=writes())
 
     def split(name: str, sort: bool) -> EncodedSplit | None:
         if name not in splits:
@@ -246,7 +248,8 @@ def quiet_replicas(args, model) -> None:
 
 
 def _in_order(trainer_class):
-    """`Trainer` whose evaluation and prediction read a split in its own order, always.
+    """`Trainer` whose evaluation and prediction read a split in its own order, always, and whose
+    length-grouped training batches come in random order (runner.sampling).
 
     With `train_sampling_strategy = "group_by_length"`, transformers 5 also evaluates through a
     *shuffled* length-grouped sampler; runner stores each prediction under the example index of its
@@ -255,7 +258,13 @@ def _in_order(trainer_class):
     """
     from torch.utils.data import SequentialSampler
 
+    from .sampling import shuffled
+
     class InOrder(trainer_class):
+        def _get_train_sampler(self, train_dataset=None):
+            # length-grouped batches come in random order (runner.sampling), not longest to shortest
+            return shuffled(super()._get_train_sampler(train_dataset))
+
         def _get_eval_sampler(self, eval_dataset):
             if eval_dataset is not None and self.args.train_sampling_strategy == "group_by_length":
                 # one process: in order; several: None lets the distributed loader shard it in order

@@ -22,6 +22,7 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 MAX_SEED = 2**32 - 1  # numpy's legacy RNG (seeded by transformers.set_seed) takes 0 .. 2**32 - 1
 # Training arguments that runner sets itself from the spec; naming one in trainer_args is an error
 # that says which spec field to use instead.
+SHUFFLED_BATCHES = "shuffled"  # how a stored spec writes `group_by_length = true` (TrainSpec)
 OWNED_TRAINER_ARGS = {
     "output_dir": "it is runs/<run_id>/<member>/ beside the store",
     "num_train_epochs": "use [train].epochs",
@@ -148,10 +149,11 @@ class TrainSpec(Strict):
     max_grad_norm: float = Field(1.0, ge=0, le=1e9, description="Gradient clipping norm (0: none).")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto",
         description="auto (bf16/fp16 on CUDA, else fp32), fp32, fp16 or bf16.")
-    # Trainer's length-grouped sampler (train_sampling_strategy = "group_by_length"): batches of
-    # similar lengths, so dynamic padding pads little
+    # Trainer's length grouping (train_sampling_strategy = "group_by_length"): batches of similar
+    # lengths, so dynamic padding pads little; runner.sampling then shuffles the batches' order
     group_by_length: bool = Field(False,
-        description="Batch examples of similar lengths (Trainer's length-grouped sampler); evaluation stays in order.")
+        description="Batch examples of similar lengths (Trainer's length grouping, the batches in random order); "
+                    "evaluation stays in order.")
     compile: bool = Field(False, description="torch.compile the model.")
     trainer_args: dict[str, Any] = Field(default_factory=dict,
         description="Any other TrainingArguments field, checked against the installed transformers.")
@@ -164,7 +166,16 @@ class TrainSpec(Strict):
         for key in ("group_by_length", "compile"):
             if d.get(key) is False:
                 d.pop(key)
+        if d.get("group_by_length") is True:
+            # stored as "shuffled": runs stored as `true` had Trainer's batch order (longest to
+            # shortest within each group of 50 batches), so they keep a hash of their own
+            d["group_by_length"] = SHUFFLED_BATCHES
         return d
+
+    @field_validator("group_by_length", mode="before")
+    @classmethod
+    def _stored_group_by_length(cls, v):
+        return True if v == SHUFFLED_BATCHES else v
 
     @field_validator("warmup")
     @classmethod
