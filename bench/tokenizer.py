@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from rich.console import Console
     from rich.table import Table
+    from transformers.utils import logging as hf_logging
 
     from runner.tokenization import train_tokenizer
+
+    hf_logging.set_verbosity_error()  # lengths beyond max_length are what is measured, not a mistake
 
     corpora = {f"synthetic {lang}": synthetic_splits(lang, opts.size, opts.seed) for lang in ("en", "ko")}
     for f in opts.file:
