@@ -8,12 +8,15 @@ Drop this file into a `plugins/` directory and a spec can use it as `backbone = 
     options = { hidden_size = 128, layers = 2 }
 """
 
+from typing import Any, Literal
+
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_serializer, model_validator
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from runner import hookimpl  # also exported as runner.hookimpl
+from runner.spec.compat import drop_for_hash, fill_stored
 from runner.tokenization import train_tokenizer
 
 
@@ -26,6 +29,19 @@ class GRUOptions(BaseModel):
     layers: int = Field(1, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
     vocab_size: int = Field(8000, ge=100)
+    # "wordpiece" learns subword units; "words" is what runner's WordPiece vocabulary was before
+    tokenizer: Literal["wordpiece", "words"] = "wordpiece"
+
+    # `tokenizer` came after runs were stored (runner.spec.compat): a stored spec without it trained
+    # with "words", and the spec hash leaves "words" out, so asking for it finds those runs.
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_of_stored_options(cls, data: Any, info: ValidationInfo):
+        return fill_stored(data, info, "tokenizer", "words")
+
+    @model_serializer(mode="wrap")
+    def _hashed_without_the_old_tokenizer(self, handler, info):
+        return drop_for_hash(handler(self), info, "tokenizer", "words")
 
 
 class GRUClassifier(nn.Module):
@@ -64,7 +80,7 @@ def build(ctx, options: GRUOptions):
     reuse it, so token ids match the saved embedding. Otherwise train one on the training split."""
     tokenizer = ctx.tokenizer
     if tokenizer is None:
-        tokenizer = train_tokenizer(ctx.train_texts, "wordpiece", vocab_size=options.vocab_size,
+        tokenizer = train_tokenizer(ctx.train_texts, options.tokenizer, vocab_size=options.vocab_size,
                                     max_length=ctx.max_length)
         if ctx.special_tokens:  # e.g. "<movie>": kept whole, never split into word pieces
             tokenizer.add_special_tokens({"extra_special_tokens": ctx.special_tokens},

@@ -262,6 +262,43 @@ def test_scratch_options_validation():
         ScratchOptions(hidden_size=30, heads=4)
     with pytest.raises(ValueError):
         ScratchOptions(depth=3)  # unknown key
+    assert (ScratchOptions().tokenizer, ScratchOptions(architecture="roberta").tokenizer) == ("wordpiece", "bpe")
+    with pytest.raises(ValueError, match="does not fit architecture 'roberta'"):
+        ScratchOptions(architecture="roberta", tokenizer="words")
+    with pytest.raises(ValueError, match="does not fit architecture 'bert'"):
+        ScratchOptions(tokenizer="bpe")
+
+
+@pytest.mark.parametrize("backbone", ["scratch", "gru"])
+def test_a_checkpoint_saved_before_the_tokenizer_option_loads_with_its_own_tokenizer(backbone, tmp_path):
+    """A member saved by runner before `tokenizer` existed: runner.json's options have no such key and
+    its tokenizer files hold the old `words` vocabulary. load_checkpoint reads the saved tokenizer (no
+    new vocabulary is trained) and the same weights give the same logits."""
+    import json
+
+    from runner.plugins import load_registry
+
+    registry = load_registry(REPO / "plugins")
+    comp = registry.backbone(backbone)
+    options = comp.options.model_validate({**(TINY if backbone == "scratch" else dict(embedding_dim=16, hidden_size=16)),
+                                           "tokenizer": "words"})
+    model, tok = comp.build(ctx(), options)
+    model.eval()
+    tok.save_pretrained(tmp_path)
+    if backbone == "scratch":
+        model.save_pretrained(tmp_path)
+    else:
+        save_file(model.state_dict(), str(tmp_path / "model.safetensors"))
+    stored = {k: v for k, v in options.model_dump(mode="json").items() if k != "tokenizer"}  # as runner wrote it
+    write_runner_json(tmp_path, backbone, stored, LABELS, 32, None)
+    assert "tokenizer" not in json.loads((tmp_path / "runner.json").read_text())["options"]
+
+    again, tok2, _ = load_checkpoint(tmp_path, registry)
+    assert tok2.get_vocab() == tok.get_vocab()
+    assert tok2.tokenize("스토리가 지루해서") == tok.tokenize("스토리가 지루해서")
+    torch.testing.assert_close(again(**batch(tok2)).logits, model(**batch(tok)).logits)
+    # the stored options read as what the checkpoint was trained with
+    assert comp.options.model_validate(stored, context={"runner_stored": True}).tokenizer == "words"
 
 
 # ------------------------------------------------------------------------------------ gru plugin
@@ -293,22 +330,60 @@ def test_gru_plugin_trains_saves_and_reloads(tmp_path):
     torch.testing.assert_close(again(**batch(tok2)).logits, expected)
 
 
-def test_scratch_tokenizers_are_the_same_in_every_process():
-    """Same texts, same vocabulary, in a fresh interpreter each time (tokenizers' own WordPiece trainer
-    breaks ties in hash-map order, which differs between processes)."""
+def test_scratch_tokenizers_are_byte_identical_in_every_process(tmp_path):
+    """Same texts, same files, in fresh interpreters with different PYTHONHASHSEED (Rust's hash maps
+    are seeded afresh in every process anyway): tokenizers' own WordPieceTrainer gives another
+    vocabulary in every process, runner's tokenizers never do (runner.tokenization)."""
+    import os
     import subprocess
     import sys
 
     code = (
-        "import hashlib; from runner import synthetic; from runner.tokenization import train_tokenizer\n"
-        "texts, _ = synthetic.generate(600, seed=1, language='ko')\n"
-        "for kind in ('wordpiece', 'bpe'):\n"
-        "    t = train_tokenizer(texts, kind, vocab_size=700)\n"
-        "    print(hashlib.sha256(str(sorted(t.get_vocab().items())).encode()).hexdigest())\n"
+        "import hashlib, pathlib, sys; from runner import synthetic; from runner.tokenization import train_tokenizer\n"
+        "texts = synthetic.generate(300, seed=1, language='ko')[0] + synthetic.generate(300, seed=1)[0]\n"
+        "for kind in ('wordpiece', 'bpe', 'words'):\n"
+        "    out = pathlib.Path(sys.argv[1]) / kind\n"
+        "    train_tokenizer(texts, kind, vocab_size=500).save_pretrained(out)\n"
+        "    print(kind, *sorted((f.name, hashlib.sha256(f.read_bytes()).hexdigest()) for f in out.iterdir()))\n"
+        # the trainer runner does not use, as a witness that these processes do order hash maps apart
+        "from tokenizers import Tokenizer, models, pre_tokenizers, trainers\n"
+        "t = Tokenizer(models.WordPiece(unk_token='[UNK]')); t.pre_tokenizer = pre_tokenizers.BertPreTokenizer()\n"
+        "t.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=500, show_progress=False))\n"
+        "print('witness', hashlib.sha256(t.to_str().encode()).hexdigest(), file=sys.stderr)\n"
     )
-    runs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-            for _ in range(3)}
-    assert len(runs) == 1
+    outs, witnesses = set(), set()
+    for seed in ("0", "1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], env=env, capture_output=True,
+                              text=True, check=True)
+        outs.add(proc.stdout)
+        witnesses.add(next(x for x in proc.stderr.splitlines() if x.startswith("witness")))
+    assert len(outs) == 1, outs
+    assert "tokenizer.json" in next(iter(outs))
+    assert len(witnesses) > 1, ("tokenizers' WordPieceTrainer gave one vocabulary in 3 processes: either it is "
+                                "deterministic now (runner.tokenization's workaround may go) or this test no "
+                                "longer runs apart processes")
+
+
+def test_wordpiece_splits_unseen_korean_forms_into_subwords_never_jamo():
+    """Inflected forms the training texts never had split into learned pieces (stems, endings), not
+    into single syllables as the old `words` vocabulary does, never into jamo; NFD input gives the
+    same ids."""
+    from runner import synthetic
+
+    texts = synthetic.generate(1500, seed=2, language="ko")[0]
+    tok = train_tokenizer(texts, "wordpiece", vocab_size=8000)
+    old = train_tokenizer(texts, "words", vocab_size=8000)
+    seen = " ".join(texts)
+    for word in ("지루했었는데", "훌륭했었지만", "최악이었습니다", "아름다웠었다"):
+        assert word not in seen and all(c in seen for c in word), word  # unseen, but every syllable known
+        pieces = tok.tokenize(word)
+        assert len(pieces) > 1 and tok.unk_token not in pieces, pieces
+        assert not any(has_jamo(p) for p in pieces), pieces
+        assert any(len(p.removeprefix("##")) > 1 for p in pieces), pieces  # not all single characters
+        assert len(pieces) < len(old.tokenize(word)) == len(word)  # the old vocabulary: one per syllable
+        assert tok(unicodedata.normalize("NFD", word))["input_ids"] == tok(word)["input_ids"]
+    assert tok.tokenize("지루했다") == ["지루했다"]  # a frequent word of the training texts stays whole
 
 
 def test_hf_member_trains_from_a_model_folder_beside_the_spec(tiny_bert_dir, tmp_path, monkeypatch):

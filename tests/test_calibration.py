@@ -212,11 +212,15 @@ name = "focal"
 alpha = "inverse_frequency"
 gamma = 2.0
 label_smoothing = 0.1
+# The model this test needs over-predicts the minority more than twice over. On these 800 reviews
+# that is the setup before issue 13 (whole-word vocabulary, alpha_c on every smoothed term); today's
+# defaults give 1.9 times on valid, and calibration then has less to take back.
+modulation = "per_class"
 
 [[members]]
 name = "a"
 backbone = "scratch"
-options = { hidden_size = 32, layers = 1, heads = 2, vocab_size = 500 }
+options = { hidden_size = 32, layers = 1, heads = 2, vocab_size = 500, tokenizer = "words" }
 """
 MINORITY = 1
 SHARES = [0.3, 0.1, 0.3, 0.3]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -24,9 +26,12 @@ def batch():
     return logits, labels
 
 
-def focal(gamma=2.0, alpha=None, smoothing=0.0, counts=None):
-    ctx = LossContext(num_labels=C, class_counts=counts or [], label_smoothing=smoothing)
-    return build_focal(ctx, FocalOptions(gamma=gamma, alpha=alpha))
+def focal(gamma=2.0, alpha=None, smoothing=0.0, counts=None, modulation="true_class", num_labels=C):
+    ctx = LossContext(num_labels=num_labels, class_counts=counts or [], label_smoothing=smoothing)
+    return build_focal(ctx, FocalOptions(gamma=gamma, alpha=alpha, modulation=modulation))
+
+
+MODULATIONS = ["true_class", "per_class"]
 
 
 def per_example(loss_fn, logits, labels):
@@ -42,13 +47,71 @@ def test_builtin_losses_are_registered():
 # ---------------------------------------------------------------------------- focal
 
 
+@pytest.mark.parametrize("modulation", MODULATIONS)
 @pytest.mark.parametrize("smoothing", [0.0, 0.185])
 @pytest.mark.parametrize("alpha", [None, 1.0, [1.0, 1.0, 1.0, 1.0]])
-def test_focal_is_cross_entropy_at_gamma_0_alpha_1(batch, smoothing, alpha):
+def test_focal_is_cross_entropy_at_gamma_0_alpha_1(batch, smoothing, alpha, modulation):
     logits, labels = batch
-    got = focal(gamma=0.0, alpha=alpha, smoothing=smoothing)(logits, labels)
+    got = focal(gamma=0.0, alpha=alpha, smoothing=smoothing, modulation=modulation)(logits, labels)
     want = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
     assert torch.allclose(got, want, atol=1e-6, rtol=0), (got.item(), want.item())
+
+
+# Two examples, three classes, probabilities p = (0.5, 0.3, 0.2) for both (logits = log p), labels
+# 1 and 0, label smoothing s = 0.3 (targets (1 - s) one-hot + s / 3: (0.1, 0.8, 0.1) and (0.8, 0.1, 0.1)),
+# gamma 2, alpha (1, 2, 3).
+HAND_LOGITS = torch.log(torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]))
+HAND_LABELS = torch.tensor([1, 0])
+L5, L3, L2 = math.log(0.5), math.log(0.3), math.log(0.2)
+CE = [-(0.1 * L5 + 0.8 * L3 + 0.1 * L2), -(0.8 * L5 + 0.1 * L3 + 0.1 * L2)]  # smoothed cross-entropy
+HAND = {
+    # alpha_y (1 - p_y)^2 * CE: y = 1 has p_y = 0.3 and alpha 2, y = 0 has p_y = 0.5 and alpha 1
+    "true_class": (2 * 0.7 ** 2 * CE[0] + 1 * 0.5 ** 2 * CE[1]) / 2,
+    # -sum_c alpha_c t_c (1 - p_c)^2 log p_c, with (1 - p)^2 = (0.25, 0.49, 0.64)
+    "per_class": (-(1 * 0.1 * 0.25 * L5 + 2 * 0.8 * 0.49 * L3 + 3 * 0.1 * 0.64 * L2)
+                  - (1 * 0.8 * 0.25 * L5 + 2 * 0.1 * 0.49 * L3 + 3 * 0.1 * 0.64 * L2)) / 2,
+}
+
+
+@pytest.mark.parametrize("modulation", MODULATIONS)
+def test_focal_by_hand(modulation):
+    loss = focal(gamma=2.0, alpha=[1.0, 2.0, 3.0], smoothing=0.3, modulation=modulation, num_labels=3)
+    got = loss(HAND_LOGITS, HAND_LABELS).item()
+    assert math.isclose(got, HAND[modulation], rel_tol=1e-6), (modulation, got, HAND[modulation])
+    assert math.isclose(HAND["true_class"], 0.6892664, rel_tol=1e-6)  # the numbers themselves, written out
+    assert math.isclose(HAND["per_class"], 0.9179431, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("modulation", MODULATIONS)
+def test_focal_without_smoothing_is_one_loss(batch, modulation):
+    """With one-hot targets both forms are alpha_y (1 - p_y)^gamma (-log p_y)."""
+    logits, labels = batch
+    alpha = [0.5, 1.0, 2.0, 4.0]
+    got = focal(gamma=2.0, alpha=alpha, modulation=modulation)(logits, labels)
+    p = logits.float().softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    want = (torch.tensor(alpha)[labels] * (1 - p) ** 2 * -p.log()).mean()
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_the_two_modulations_differ_with_smoothing(batch):
+    logits, labels = batch
+    a = focal(gamma=2.0, smoothing=0.1, modulation="true_class")(logits, labels)
+    b = focal(gamma=2.0, smoothing=0.1, modulation="per_class")(logits, labels)
+    assert abs(a.item() - b.item()) > 1e-3
+
+
+def test_focal_modulation_default_and_stored_options():
+    """A spec stored before `modulation` existed trained per_class; a new spec gets true_class."""
+    from runner.spec.compat import HASHING, STORED
+
+    assert FocalOptions().modulation == "true_class"
+    assert FocalOptions.model_validate({"gamma": 2.0}, context={STORED: True}).modulation == "per_class"
+    assert FocalOptions.model_validate({"modulation": "true_class"}, context={STORED: True}).modulation == "true_class"
+    assert "modulation" not in FocalOptions(modulation="per_class").model_dump(context={HASHING: True})
+    assert FocalOptions().model_dump(context={HASHING: True})["modulation"] == "true_class"
+    assert "1 - p_y" in FocalOptions.model_json_schema()["properties"]["modulation"]["description"]
+    with pytest.raises(ValueError):
+        FocalOptions(modulation="true-class")
 
 
 def test_focal_is_not_cross_entropy_with_gamma(batch):
@@ -79,19 +142,35 @@ def test_focal_ratio_tracks_confidence_on_random_logits(batch):
     assert torch.all(ratio[order][1:] <= ratio[order][:-1] + 1e-6)  # more confident, smaller share
 
 
+@pytest.mark.parametrize("modulation", MODULATIONS)
 @pytest.mark.parametrize("gamma", [0.0, 2.0])
-def test_focal_alpha_scales_each_class(batch, gamma):
+def test_focal_alpha_scales_each_class(batch, gamma, modulation):
     logits, labels = batch
     alpha = [0.25, 1.0, 2.0, 4.0]
-    plain = per_example(focal(gamma=gamma), logits, labels)
-    weighted = per_example(focal(gamma=gamma, alpha=alpha), logits, labels)
+    plain = per_example(focal(gamma=gamma, modulation=modulation), logits, labels)
+    weighted = per_example(focal(gamma=gamma, alpha=alpha, modulation=modulation), logits, labels)
     assert torch.allclose(weighted, plain * torch.tensor(alpha)[labels], atol=1e-6)
-    assert torch.allclose(focal(gamma=gamma, alpha=alpha)(logits, labels), weighted.mean(), atol=1e-6)
+    assert torch.allclose(focal(gamma=gamma, alpha=alpha, modulation=modulation)(logits, labels), weighted.mean(),
+                          atol=1e-6)
 
 
-def test_focal_scalar_alpha_scales_the_whole_loss(batch):
+def test_true_class_alpha_is_the_labels_alpha_even_with_smoothing(batch):
+    """true_class weights the whole smoothed term by alpha_y; per_class weighs each class's term by its own."""
     logits, labels = batch
-    assert torch.allclose(focal(alpha=0.5)(logits, labels), 0.5 * focal()(logits, labels), atol=1e-6)
+    alpha = [0.25, 1.0, 2.0, 4.0]
+    plain = per_example(focal(smoothing=0.2), logits, labels)
+    weighted = per_example(focal(smoothing=0.2, alpha=alpha), logits, labels)
+    assert torch.allclose(weighted, plain * torch.tensor(alpha)[labels], atol=1e-6)
+    per = per_example(focal(smoothing=0.2, alpha=alpha, modulation="per_class"), logits, labels)
+    per_plain = per_example(focal(smoothing=0.2, modulation="per_class"), logits, labels)
+    assert not torch.allclose(per, per_plain * torch.tensor(alpha)[labels], atol=1e-3)
+
+
+@pytest.mark.parametrize("modulation", MODULATIONS)
+def test_focal_scalar_alpha_scales_the_whole_loss(batch, modulation):
+    logits, labels = batch
+    assert torch.allclose(focal(alpha=0.5, smoothing=0.1, modulation=modulation)(logits, labels),
+                          0.5 * focal(smoothing=0.1, modulation=modulation)(logits, labels), atol=1e-6)
 
 
 def test_focal_inverse_frequency_weights_rarer_classes_more(batch):

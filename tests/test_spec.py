@@ -79,6 +79,90 @@ def test_the_quickstart_is_among_the_example_specs():
     assert (REPO / "specs" / "quickstart.toml").is_file()
 
 
+# ------------------------------------------------- options added after runs were stored (spec.compat)
+
+# A spec with focal loss and a BERT and a RoBERTa scratch member, and the hashes runner gave it and
+# a RoBERTa-only spec before `[loss] modulation` and the scratch `tokenizer` option existed (computed
+# with runner at a99bf50): a run stored then is found again by these hashes.
+BEFORE = """\
+name = "h"
+seed = 3
+
+[data]
+source = "synthetic"
+
+[loss]
+name = "focal"
+label_smoothing = 0.1{modulation}
+
+[[members]]
+backbone = "scratch"
+options = {{ architecture = "bert"{tokenizer} }}
+
+[[members]]
+backbone = "scratch"
+options = {{ architecture = "roberta" }}
+"""
+BEFORE_HASH = "f666dde5d2ea6315eaa0e83e731e989994756b3fb5057a432c6eff24950e27fa"
+ROBERTA_ONLY = """\
+name = "r"
+
+[data]
+source = "synthetic"
+
+[[members]]
+backbone = "scratch"
+options = { architecture = "roberta" }
+"""
+ROBERTA_ONLY_HASH = "7fdc630fb8c0aa4cd8558b2ec5b4de6ef871a070e86ce8ac53e5504044b85ae1"
+
+
+def test_new_defaults_give_new_hashes_and_the_old_behaviour_asked_by_name_finds_old_runs(write_spec, registry):
+    """The new defaults (subword `wordpiece` for BERT, `true_class` focal) trained differently, so an
+    old run is never continued as if it had; `tokenizer = "words"` and `modulation = "per_class"` are
+    what runner did before, so asking for them by name continues those runs; RoBERTa's tokenizer is
+    unchanged, so a spec without focal or BERT keeps its hash."""
+    default = load_and_resolve(write_spec(BEFORE.format(modulation="", tokenizer=""), "a.toml"), registry)
+    assert [m.options.tokenizer for m in default.members] == ["wordpiece", "bpe"]
+    assert [m.loss_options.modulation for m in default.members] == ["true_class"] * 2
+    assert default.spec_hash() != BEFORE_HASH
+    # validate prints (and the store keeps) every value, the old ones included
+    assert default.to_dict()["members"][1]["options"]["tokenizer"] == "bpe"
+
+    asked = BEFORE.format(modulation='\nmodulation = "per_class"', tokenizer=', tokenizer = "words"')
+    old = load_and_resolve(write_spec(asked, "b.toml"), registry)
+    assert old.spec_hash() == BEFORE_HASH
+    assert old.to_dict()["loss"]["modulation"] == "per_class" and old.to_dict()["members"][0]["options"]["tokenizer"] == "words"
+    # one of the two asked for is still a new run
+    half = load_and_resolve(write_spec(BEFORE.format(modulation='\nmodulation = "per_class"', tokenizer=""), "c.toml"),
+                            registry)
+    assert half.spec_hash() not in (BEFORE_HASH, default.spec_hash())
+    assert load_and_resolve(write_spec(ROBERTA_ONLY, "d.toml"), registry).spec_hash() == ROBERTA_ONLY_HASH
+
+
+def test_a_stored_spec_without_the_new_options_reads_as_what_runner_did_then(write_spec, registry):
+    """What a refit reads back from an old run: no `tokenizer`, no `modulation` (runner.refit resolves
+    stored specs with `stored=True`), is the old vocabulary and per_class focal, and hashes as before."""
+    from runner.spec import Spec, resolve
+
+    d = load_and_resolve(write_spec(BEFORE.format(modulation="", tokenizer=""), "a.toml"), registry).to_dict()
+    d["selection"].pop("resolved")
+    for m in d["members"]:
+        del m["options"]["tokenizer"], m["loss"]["modulation"]
+    stored = resolve(Spec.model_validate(d), registry, "run r1", stored=True)
+    assert [m.options.tokenizer for m in stored.members] == ["words", "bpe"]
+    assert [m.loss_options.modulation for m in stored.members] == ["per_class"] * 2
+    fresh = resolve(Spec.model_validate(d), registry, "spec.toml")
+    assert [m.options.tokenizer for m in fresh.members] == ["wordpiece", "bpe"]
+
+
+def test_scratch_tokenizer_must_fit_the_architecture(write_spec, run_cli):
+    members = MEMBERS.replace("options = { hidden_size = 32, heads = 2, layers = 1 }\n\n",
+                              'options = { architecture = "roberta", tokenizer = "wordpiece" }\n\n', 1)
+    err = validate_fails(run_cli, write_spec(spec_text(members=members)))
+    assert "members[0].options" in err and "'bpe'" in err
+
+
 # ---------------------------------------------------------------------------- a good spec
 
 

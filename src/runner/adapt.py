@@ -89,7 +89,7 @@ def plan_adaptations(resolved, registry, texts_by_split: dict[str, list[str]], t
         backbone = registry.backbone(m.backbone)
         payload = {
             "format": FORMAT, "backbone": m.backbone, "plugin": backbone.plugin, "model": m.model,
-            "model_files": _fingerprint(m.model), "options": m.options_dict(),
+            "model_files": _fingerprint(m.model), "options": m.options_dict(hashed=True),
             "special_tokens": list(resolved.spec.data.special_tokens),
             "settings": m.adapt.model_dump(mode="json", exclude={"texts", "extra"}), "corpus": digest,
         }

@@ -82,7 +82,11 @@ def load_checkpoint(directory: str | Path, registry=None, plugins_dir: str | Pat
                  else f"it was registered by {origin}; install that package" if origin
                  else "load the plugin that registers it")
         raise InputError(f"{directory}: backbone {info['backbone']!r} is not registered; {where}")
-    options = comp.options.model_validate(info["options"]) if comp.options is not None else None
+    from .spec.compat import STORED
+
+    # options stored before a key existed read as what runner did then (runner.spec.compat)
+    options = (comp.options.model_validate(info["options"], context={STORED: True})
+               if comp.options is not None else None)
     ctx = BackboneContext(
         model=info.get("model"),
         num_labels=len(info["label_names"]),

@@ -296,7 +296,7 @@ def _refit_spec(parent: RunRecord, name: str, epochs: dict[str, int], windows: d
             m.setdefault("train", {})["epochs"] = epochs[m["name"]]
     label = Path(f"run {parent.run_id}")
     try:
-        resolved = resolve(Spec.model_validate(d), registry, label)
+        resolved = resolve(Spec.model_validate(d), registry, label, stored=True)
     except ValidationError as e:
         raise InputError(f"{where}: the spec stored with run {parent.run_id} cannot be read by this runner "
                          f"({e.errors()[0]['loc']}: {e.errors()[0]['msg']}); it cannot be refit") from None

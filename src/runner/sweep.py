@@ -109,7 +109,7 @@ def sweep_plan(p, overrides: tuple = ()) -> SweepPlan:
     doc, _ = read_document(resolved.path, overrides)
     doc = {k: v for k, v in doc.items() if k != "sweep"}
     strategy, metric, greater = objective_of(p.registry, resolved, resolved.spec.sweep.objective)
-    d = resolved.to_dict()
+    d = resolved.to_dict(hashed=True)  # the spec hash's rules (runner.spec.compat)
     for key in ("trials", "timeout"):  # more trials or more time continue the same sweep
         d["sweep"].pop(key, None)
     d["dataset_id"] = p.data.dataset_id

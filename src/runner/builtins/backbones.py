@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_serializer, model_validator
 
 from runner.errors import ModelLoadError, OptionError
 from runner.hookspecs import hookimpl
+from runner.spec.compat import drop_for_hash, fill_stored
 
 # Files any one of which makes a directory a loadable tokenizer.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json",
@@ -295,6 +296,13 @@ def adapt_hf(ctx, options: HFOptions):
 # ----------------------------------------------------------------------------------------- scratch
 
 
+# The scratch tokenizer of each architecture: its default, the ones it accepts, and the one runner
+# trained before the `tokenizer` option existed (runner.spec.compat: what a stored spec without the
+# key means, and the value the spec hash leaves out).
+TOKENIZERS = {"bert": ("wordpiece", "words"), "roberta": ("bpe",)}
+TOKENIZER_BEFORE = {"bert": "words", "roberta": "bpe"}
+
+
 class ScratchOptions(BaseModel):
     """Options of the `scratch` backbone: a small random BERT/RoBERTa and a tokenizer trained on train."""
 
@@ -313,12 +321,42 @@ class ScratchOptions(BaseModel):
         description="Upper bound of the tokenizer's vocabulary (trained on the training split).")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="Dropout of hidden states and attention.")
     lowercase: bool = Field(True, description="Lowercase texts before tokenizing (accents are kept).")
+    tokenizer: Literal["wordpiece", "words", "bpe"] | None = Field(
+        default=None,
+        description=(
+            "How the tokenizer is trained on the training texts (runner.tokenization). "
+            "'wordpiece' (bert's default): WordPiece with learned subword units, so an unseen word splits "
+            "into the longest pieces the vocabulary has; deterministic in every process. "
+            "'bpe' (roberta's, the only one it takes): byte-level BPE. "
+            "'words': what bert members used before 'wordpiece' (every character plus the most frequent "
+            "whole words; any other word falls apart into characters), to reproduce runs trained with it."),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tokenizer_of_stored_options(cls, data: Any, info: ValidationInfo):
+        arch = data.get("architecture", "bert") if isinstance(data, dict) else None
+        return fill_stored(data, info, "tokenizer", TOKENIZER_BEFORE.get(arch))
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self):
         if self.hidden_size % self.heads:
             raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by heads ({self.heads})")
         return self
+
+    @model_validator(mode="after")
+    def _tokenizer_fits_architecture(self):
+        allowed = TOKENIZERS[self.architecture]
+        if self.tokenizer is None:
+            self.tokenizer = allowed[0]
+        elif self.tokenizer not in allowed:
+            raise ValueError(f"tokenizer {self.tokenizer!r} does not fit architecture {self.architecture!r} "
+                             f"(it needs that architecture's special tokens); use {' or '.join(map(repr, allowed))}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _hashed_without_the_old_tokenizer(self, handler, info):
+        return drop_for_hash(handler(self), info, "tokenizer", TOKENIZER_BEFORE[self.architecture])
 
 
 def _scratch_tokenizer(ctx, options: ScratchOptions):
@@ -332,8 +370,7 @@ def _scratch_tokenizer(ctx, options: ScratchOptions):
         return AutoTokenizer.from_pretrained(str(ctx.adapted))
     if not ctx.train_texts:
         raise ModelLoadError("the scratch backbone trains its tokenizer on the training texts, and there are none")
-    kind = "wordpiece" if options.architecture == "bert" else "bpe"
-    tokenizer = train_tokenizer(ctx.train_texts, kind, vocab_size=options.vocab_size,
+    tokenizer = train_tokenizer(ctx.train_texts, options.tokenizer, vocab_size=options.vocab_size,
                                 lowercase=options.lowercase, max_length=ctx.max_length)
     _add_special_tokens(tokenizer, ctx.special_tokens)
     return tokenizer

@@ -6,13 +6,18 @@ ensemble` and `runner compare` included) must not pay for importing torch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_serializer, model_validator
 
 from runner.errors import OptionError
 from runner.hookspecs import hookimpl
 from runner.losses import LossContext
+from runner.spec.compat import drop_for_hash, fill_stored
+
+# what focal did before `modulation` existed: a stored spec without the key trained with it, and the
+# spec hash leaves it out, so asking for it by name continues those runs (runner.spec.compat)
+MODULATION_BEFORE = "per_class"
 
 
 class CrossEntropyOptions(BaseModel):
@@ -23,9 +28,29 @@ class CrossEntropyOptions(BaseModel):
 
 class FocalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    gamma: float = Field(2.0, ge=0.0, description="Focusing parameter: 0 is cross-entropy.")
-    alpha: list[float] | Literal["inverse_frequency"] | float | None = Field(None,
-        description="Per-class weights: a list (one per label), one number for all, \"inverse_frequency\", or none.")
+    gamma: float = Field(2.0, ge=0.0, description="The focusing exponent gamma; 0 gives cross-entropy.")
+    alpha: list[float] | Literal["inverse_frequency"] | float | None = Field(
+        None, description=("Per-class weights alpha_c: a list (one per label), one number for every class, "
+                           "\"inverse_frequency\" (N / (C * n_c) from the training split, mean 1), or none (1)."))
+    modulation: Literal["true_class", "per_class"] = Field(
+        "true_class",
+        description=(
+            "Where the focal factor applies. With p = softmax(logits), y the label, t the label-smoothed "
+            "target (t_c = (1 - s)[c = y] + s / C) and CE = -sum_c t_c log p_c: "
+            "'true_class' (default; the usual form): loss = alpha_y * (1 - p_y)^gamma * CE. "
+            "'per_class': loss = -sum_c alpha_c * t_c * (1 - p_c)^gamma * log p_c (what runner computed "
+            "before this option existed; a run stored without it trained so). "
+            "Identical without label smoothing; the batch loss is the mean over examples."),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _modulation_of_stored_options(cls, data: Any, info: ValidationInfo):
+        return fill_stored(data, info, "modulation", MODULATION_BEFORE)
+
+    @model_serializer(mode="wrap")
+    def _hashed_without_the_old_modulation(self, handler, info):
+        return drop_for_hash(handler(self), info, "modulation", MODULATION_BEFORE)
 
 
 def _per_class(value, ctx: LossContext, key: str):
@@ -64,10 +89,11 @@ def build_focal(ctx: LossContext, options: FocalOptions):
     from runner.losses import focal_loss
 
     alpha = _per_class(options.alpha, ctx, "alpha")
-    gamma, smoothing = options.gamma, ctx.label_smoothing
+    gamma, smoothing, modulation = options.gamma, ctx.label_smoothing, options.modulation
 
     def loss(logits, labels):
-        return focal_loss(logits, labels, gamma=gamma, alpha=alpha, label_smoothing=smoothing)
+        return focal_loss(logits, labels, gamma=gamma, alpha=alpha, label_smoothing=smoothing,
+                          modulation=modulation)
 
     return loss
 

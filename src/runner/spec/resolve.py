@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import SpecError
 from .adapt import AdaptSpec, merged_adapt
 from .compute import ComputeSpec
+from .compat import HASHING, STORED
 from .models import MAX_SEED, LossSpec, Spec, TrainSpec
 from .names import member_names
 from .problems import Problem, dedupe, pydantic_problems, unknown
@@ -37,9 +38,15 @@ class ResolvedMember:
     adapt: AdaptSpec | None = None
     adapt_loc: str = "adapt"
 
-    def options_dict(self) -> dict[str, Any]:
-        """The backbone options with defaults filled in, as JSON-ready values."""
-        return self.options.model_dump(mode="json") if self.options is not None else {}
+    def options_dict(self, hashed: bool = False) -> dict[str, Any]:
+        """The backbone options with defaults filled in, as JSON-ready values; `hashed`: the form
+        content hashes take (runner.spec.compat)."""
+        return _dump(self.options, hashed)
+
+    def loss_dict(self, hashed: bool = False) -> dict[str, Any]:
+        """The loss with its plugin options expanded, as JSON-ready values."""
+        d = {**self.loss.model_dump(mode="json"), **_dump(self.loss_options, False)}
+        return _unhashed_removed(d, self.loss_options) if hashed else d
 
     @property
     def loc(self) -> str:
@@ -60,8 +67,9 @@ class ResolvedSpec:
     def name(self) -> str:
         return self.spec.name
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec with every default filled in and plugin options expanded (what `validate` prints)."""
+    def to_dict(self, hashed: bool = False) -> dict[str, Any]:
+        """The spec with every default filled in and plugin options expanded (what `validate` prints
+        and the store keeps); `hashed`: the form the spec hash is taken of (runner.spec.compat)."""
         d = self.spec.model_dump(mode="json")
         for table in ("sweep", "adapt"):  # a spec without them reads (and hashes) as before they existed
             if d.get(table) is None:
@@ -79,19 +87,23 @@ class ResolvedSpec:
                 "backbone": m.backbone,
                 "model": m.model,
                 "seed": m.seed,
-                "options": m.options_dict(),
+                "options": m.options_dict(hashed),
                 "train": m.train.model_dump(mode="json"),
-                "loss": {
-                    **m.loss.model_dump(mode="json"),
-                    **(m.loss_options.model_dump(mode="json") if m.loss_options is not None else {}),
-                },
+                "loss": m.loss_dict(hashed),
             }
             for m in self.members
         ]
+        if hashed:
+            # `[loss]` is kept as written (members hold it resolved): a key it sets to a value the
+            # plugin leaves out of the hash leaves it here too, or asking for the old behaviour by
+            # name would not find the old runs
+            same = next((m for m in self.members if m.loss.name == d["loss"].get("name")), None)
+            if same is not None:
+                d["loss"] = _unhashed_removed(d["loss"], same.loss_options)
         return d
 
     def spec_hash(self) -> str:
-        d = self.to_dict()
+        d = self.to_dict(hashed=True)
         # The strategy is derived from the metric and its direction, which the hash already covers;
         # leaving it out keeps the hashes of runs stored before strategies were recorded.
         del d["selection"]["resolved"]["strategy"]
@@ -108,14 +120,28 @@ class ResolvedSpec:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def validate_options(component, kind: str, raw: dict[str, Any], loc: str, problems: list[Problem]):
-    """The component's options model built from `raw`, or None (problems appended)."""
+def _dump(options: BaseModel | None, hashed: bool) -> dict[str, Any]:
+    if options is None:
+        return {}
+    return options.model_dump(mode="json", context={HASHING: True} if hashed else None)
+
+
+def _unhashed_removed(d: dict[str, Any], options: BaseModel | None) -> dict[str, Any]:
+    """`d` without the keys whose value the options model leaves out of its hashed form."""
+    full, hashed = _dump(options, False), _dump(options, True)
+    return {k: v for k, v in d.items() if not (k in full and k not in hashed and v == full[k])}
+
+
+def validate_options(component, kind: str, raw: dict[str, Any], loc: str, problems: list[Problem],
+                     stored: bool = False):
+    """The component's options model built from `raw`, or None (problems appended). `stored`: `raw`
+    is what runner stored, so a key added since reads as what runner did before (runner.spec.compat)."""
     if component.options is None:
         if raw:
             problems.append((loc, f"{SINGULAR[kind]} {component.name!r} takes no options"))
         return None
     try:
-        return component.options.model_validate(raw)
+        return component.options.model_validate(raw, context={STORED: True} if stored else None)
     except ValidationError as e:
         problems.extend(pydantic_problems(e, loc))
         return None
@@ -125,8 +151,9 @@ def validate_options(component, kind: str, raw: dict[str, Any], loc: str, proble
         return None
 
 
-def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
-    """Check the spec against the registered plugins and fill in every per-member value."""
+def resolve(spec: Spec, registry, path: str | Path, stored: bool = False) -> ResolvedSpec:
+    """Check the spec against the registered plugins and fill in every per-member value. `stored`:
+    the spec is one runner stored with a run (plugin options read as of then: runner.spec.compat)."""
     from ..selection import strategy_for
 
     path = Path(path)
@@ -137,7 +164,7 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
     if dataset is None:
         problems.append(("data.source", unknown("dataset", spec.data.source, registry.names("datasets"))))
     else:
-        data_options = validate_options(dataset, "datasets", spec.data.options, "data.options", problems)
+        data_options = validate_options(dataset, "datasets", spec.data.options, "data.options", problems, stored)
 
     metric, forced = spec.selection.parsed()
     comp = registry.metric(metric)
@@ -161,7 +188,7 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
         if backbone is None:
             problems.append((f"{loc}.backbone", unknown("backbone", m.backbone, registry.names("backbones"))))
         else:
-            options = validate_options(backbone, "backbones", m.options, f"{loc}.options", problems)
+            options = validate_options(backbone, "backbones", m.options, f"{loc}.options", problems, stored)
             if backbone.takes_model and not m.model:
                 problems.append((f"{loc}.model", f"backbone {m.backbone!r} needs a model (a Hub id or a local path)"))
             if not backbone.takes_model and m.model:
@@ -190,7 +217,7 @@ def resolve(spec: Spec, registry, path: str | Path) -> ResolvedSpec:
             if not any(p[0] == f"{loss_loc}.name" for p in problems):
                 problems.append((f"{loss_loc}.name", unknown("loss", loss.name, registry.names("losses"))))
         else:
-            loss_options = validate_options(loss_comp, "losses", loss.options(), loss_loc, problems)
+            loss_options = validate_options(loss_comp, "losses", loss.options(), loss_loc, problems, stored)
 
         seed = m.seed if m.seed is not None else spec.seed + i
         if seed > MAX_SEED:
