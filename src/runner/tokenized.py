@@ -65,8 +65,16 @@ class Encoded:
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Encoded:
-    """The split as runner tokenizes it (truncated to `max_length`, never padded), flattened."""
+    """The split as runner tokenizes it (truncated to `max_length`, never padded), flattened.
+
+    The tokenizer is left as it was: a fast tokenizer's call leaves its truncation on the backend,
+    which then goes into every saved tokenizer.json, so a member whose tokens came from the cache
+    would ship other files than one that tokenized them."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    before = (backend.truncation, backend.padding) if backend is not None else None
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    if backend is not None:
+        _restore(backend, *before)
     rows = {k: enc[k] for k in INPUTS if k in enc}
     lengths = np.fromiter((len(r) for r in rows["input_ids"]), dtype=np.int64, count=len(texts))
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
@@ -78,6 +86,17 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Encoded:
         small = flat.size == 0 or (flat.min() >= np.iinfo(np.int32).min and flat.max() <= np.iinfo(np.int32).max)
         arrays[k] = _frozen(flat.astype(np.int32) if small else flat)
     return Encoded(arrays, _frozen(offsets))
+
+
+def _restore(backend, truncation: dict | None, padding: dict | None) -> None:
+    if truncation is None:
+        backend.no_truncation()
+    else:
+        backend.enable_truncation(**truncation)
+    if padding is None:
+        backend.no_padding()
+    else:
+        backend.enable_padding(**padding)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
