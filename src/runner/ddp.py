@@ -25,8 +25,8 @@ the local disk; several: a shared filesystem), since every rank reads the checkp
 from __future__ import annotations
 
 import os
-import pickle
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 _busy = [0]  # >0 while the leader is inside something the followers take part in
@@ -84,10 +84,24 @@ def _broadcast(obj):
     return box[0]
 
 
+@dataclass
+class Payload:
+    """The spec and data a follower rebuilds: sent in two broadcasts, the plugins folder first (a
+    plugin's options model must be imported before an instance of it can be received), then the
+    objects themselves (torch.distributed serializes them; nothing is read from a file)."""
+
+    plugins_dir: str | None
+    objects: tuple  # (ResolvedSpec, PreparedData, {member: Adaptation})
+
+
 def tell(msg: tuple) -> None:
-    """The leader tells every follower `msg` (a no-op in one process)."""
+    """The leader tells every follower `msg` (a no-op in one process); a Payload in it goes in two
+    steps (see Payload)."""
     if leading() and msg:
-        _broadcast(msg)
+        _broadcast(tuple(("payload", x.plugins_dir) if isinstance(x, Payload) else x for x in msg))
+        for x in msg:
+            if isinstance(x, Payload):
+                _broadcast(x.objects)
 
 
 @contextmanager
@@ -110,8 +124,8 @@ def finish() -> None:
 
 def agree(value):
     """Every rank gets the leader's `value` (what its epoch hook raised, whether the cache holds an
-    adaptation...); in one process, `value` itself. An exception that cannot be pickled travels as a
-    RemoteError with its message."""
+    adaptation...); in one process, `value` itself. An exception that could not be rebuilt in another
+    process travels as a RemoteError with its message (runner.remote.portable)."""
     if not distributed():
         return value
     if leading() and isinstance(value, BaseException):
@@ -128,22 +142,25 @@ def barrier() -> None:
         dist.barrier()
 
 
-def payload(resolved, data, adaptations, registry) -> tuple[str | None, bytes]:
-    """What a follower needs to rebuild the spec and data: the plugins folder to load, then the pickle."""
+def payload(resolved, data, adaptations, registry) -> Payload:
+    """What a follower needs to rebuild the spec and data: the plugins folder to load, then the objects."""
     d = registry.plugins_dir
-    return (str(Path(d).resolve()) if d is not None else None, pickle.dumps((resolved, data, adaptations)))
+    return Payload(str(Path(d).resolve()) if d is not None else None, (resolved, data, adaptations))
 
 
 _registries: dict = {}
 
 
-def unpack(p: tuple[str | None, bytes]):
-    """(registry, resolved, data, adaptations) from a payload; plugin modules load before the pickle."""
+def unpack(p: tuple):
+    """(registry, resolved, data, adaptations) on a follower, from a ("payload", plugins_dir) the
+    leader broadcast: the plugin modules load, then the objects are received (the leader's next
+    broadcast)."""
     from .plugins import load_registry
 
-    if p[0] not in _registries:
-        _registries[p[0]] = load_registry(Path(p[0]) if p[0] else None)
-    return (_registries[p[0]], *pickle.loads(p[1]))
+    d = p[1]
+    if d not in _registries:
+        _registries[d] = load_registry(Path(d) if d else None)
+    return (_registries[d], *_broadcast(None))
 
 
 class NullStore:

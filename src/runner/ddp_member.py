@@ -3,19 +3,20 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node N -m runner.ddp_member TASK_DIR
 
-`TASK_DIR` holds `ticket.pkl` (runner.remote.Ticket, the member name and how to reach the driver's
-mailbox, written by the task a moment before) and receives `result.pkl`. Rank 0 joins the Ray
-cluster, finds the run's mailbox by name and trains through it exactly as a one-process task does
-(runner.ray_backend); the other ranks follow it (runner.ddp). Each process dies with its parent
+`TASK_DIR` holds `task.json` (the member, how to reach the driver's mailbox, and the key under which
+the task left its runner.remote.Ticket there). Rank 0 joins the Ray cluster, finds the run's mailbox
+by name, takes the ticket and trains through the mailbox exactly as a one-process task does
+(runner.ray_backend), then leaves the outcome in the mailbox for the task; the other ranks follow it
+(runner.ddp). Each process dies with its parent
 (Linux `PR_SET_PDEATHSIG`): a Ray worker that is killed takes torchrun and every rank with it, so a
 retried task never trains beside a leftover of the one before.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import pickle
 import signal
 import sys
 from pathlib import Path
@@ -39,9 +40,10 @@ def main(task_dir: str) -> None:
     if ddp.following():
         ddp.follow()
         return
-    folder = Path(task_dir)
-    ticket, member, mailbox_name, namespace, address, threads = pickle.loads((folder / "ticket.pkl").read_bytes())
+    task = json.loads((Path(task_dir) / "task.json").read_text())
+    member, key = task["member"], task["key"]
     outcome: tuple
+    mailbox = None
     try:
         import ray
 
@@ -50,8 +52,10 @@ def main(task_dir: str) -> None:
         from .remote import unwrap
 
         _quiet_libraries()
-        ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.ERROR)
-        mailbox = ray.get_actor(mailbox_name, namespace=namespace)
+        ray.init(address=task["address"], namespace=task["namespace"], log_to_driver=False,
+                 logging_level=logging.ERROR)
+        mailbox = ray.get_actor(task["mailbox"], namespace=task["namespace"])
+        ticket = ray.get(mailbox.kept.remote(f"{key}:ticket"))
 
         def channel(msg):
             return unwrap(ray.get(mailbox.call.remote(msg)))
@@ -66,7 +70,10 @@ def main(task_dir: str) -> None:
         outcome = ("error", portable(e))
     finally:
         ddp.finish()
-    (folder / "result.pkl").write_bytes(pickle.dumps(outcome))
+    if mailbox is not None:
+        import ray
+
+        ray.get(mailbox.keep.remote(f"{key}:outcome", outcome))
     if outcome[0] == "error":  # torchrun stops any rank still inside what failed here alone
         os._exit(1)
 

@@ -57,6 +57,14 @@ def _mailbox_class():
             self._inbox: asyncio.Queue | None = None
             self._waiting: dict[int, asyncio.Future] = {}
             self._ids = itertools.count()
+            self._kept: dict[str, object] = {}
+
+        async def keep(self, key: str, value):
+            """Hold `value` for another process of the run (a task's torchrun ranks: runner.ddp_member)."""
+            self._kept[key] = value
+
+        async def kept(self, key: str):
+            return self._kept.pop(key, None)
 
         def _queue(self) -> asyncio.Queue:
             if self._inbox is None:
@@ -102,7 +110,7 @@ def _member_task(ticket: Ticket, member: str, mailbox, threads: int, processes: 
     from .members import run_member
 
     if processes > 1:
-        return _over_processes(ticket, member, mailbox_name, threads, processes)
+        return _over_processes(ticket, member, mailbox, mailbox_name, threads, processes)
     _quiet_libraries()
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, threads))
@@ -116,9 +124,12 @@ def _member_task(ticket: Ticket, member: str, mailbox, threads: int, processes: 
     return run_member(ticket.job(member, channel, post))
 
 
-def _over_processes(ticket: Ticket, member: str, mailbox_name: str, threads: int, processes: int):
-    """torchrun with `processes` ranks on this node (the GPUs Ray gave the task are CUDA_VISIBLE_DEVICES)."""
-    import pickle
+def _over_processes(ticket: Ticket, member: str, mailbox, mailbox_name: str, threads: int, processes: int):
+    """torchrun with `processes` ranks on this node (the GPUs Ray gave the task are CUDA_VISIBLE_DEVICES).
+
+    The ranks get the ticket, and rank 0 hands back the outcome, through the run's mailbox (`keep`,
+    `kept`, under a key made for this attempt); the task folder holds only where to find it, as JSON."""
+    import json
     import subprocess
     import sys
     import tempfile
@@ -128,20 +139,23 @@ def _over_processes(ticket: Ticket, member: str, mailbox_name: str, threads: int
 
     from .ddp_member import die_with_parent
 
+    key = f"{member}:{uuid.uuid4().hex}"
+    ray.get(mailbox.keep.remote(f"{key}:ticket", ticket))
     address = ray.get_runtime_context().gcs_address
     with tempfile.TemporaryDirectory(prefix="runner-ddp-") as d:
-        Path(d, "ticket.pkl").write_bytes(pickle.dumps((ticket, member, mailbox_name, NAMESPACE, address, threads)))
+        Path(d, "task.json").write_text(json.dumps({"member": member, "mailbox": mailbox_name, "namespace": NAMESPACE,
+                                                    "address": address, "threads": threads, "key": key}))
         env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads // processes)), TOKENIZERS_PARALLELISM="false")
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                                f"--nproc_per_node={processes}", "-m", "runner.ddp_member", d],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               preexec_fn=die_with_parent)
-        result = Path(d, "result.pkl")
-        if result.is_file():
-            kind, value = pickle.loads(result.read_bytes())
-            if kind == "done":
-                return value
-            raise value
+    outcome = ray.get(mailbox.kept.remote(f"{key}:outcome"))
+    if outcome is not None:
+        kind, value = outcome
+        if kind == "done":
+            return value
+        raise value
     tail = " | ".join(line for line in proc.stdout.strip().splitlines()[-5:])
     raise TrainingError(f"member {member}: torchrun over {processes} processes exited {proc.returncode} without "
                         f"a result; its output ends: {tail}")

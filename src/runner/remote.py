@@ -1,10 +1,11 @@
 """A member trained in another process: what it is sent, and the stand-ins it writes through.
 
-A member that trains somewhere else (a Ray task; runner.ray_backend) gets a `Ticket`: the resolved
-spec, the prepared data and the member's adaptation, pickled, with the plugins directory to load
-first (a plugin's options model must be importable before its instances can be unpickled; plugin
-files load as `runner_plugins.<stem>` in every process). Nothing is pickled from an untrusted place:
-the driver made the ticket a moment ago.
+A member that trains somewhere else (a Ray task; runner.ray_backend) gets a `Ticket`: the plugins
+directory to load, and a reference to the resolved spec, the prepared data and the member's
+adaptation in Ray's object store, fetched only once the plugins are loaded (a plugin's options model
+must be importable before its instances can be received; plugin files load as
+`runner_plugins.<stem>` in every process). Ray serializes the objects between runner's own
+processes; runner itself never writes or reads a pickle (tests/test_reliability.py).
 
 In that process the member's `MemberJob` has a `RemoteStore` and a `RemoteProgress`: every store call
 and progress event is sent to the driver through a `channel` (the driver's mailbox), and the driver,
@@ -15,8 +16,8 @@ the member trains in the driver.
 
 from __future__ import annotations
 
+import copy
 import os
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,8 @@ class Ticket:
     """What a process needs to train one member of a run, besides a channel to the driver."""
 
     plugins_dir: str | None
-    blob: bytes  # pickle of (ResolvedSpec, PreparedData, {member: Adaptation})
+    parts: list  # [an ObjectRef of (ResolvedSpec, PreparedData, {member: Adaptation})]: inside a list,
+    # so Ray hands the task the reference and the objects come in job(), after the plugins
     run_id: str
     runs_root: str
     store_path: str
@@ -51,13 +53,17 @@ class Ticket:
 
     @classmethod
     def of(cls, p, run_id: str, runs_root: Path, store_path: Path, verbose: bool, watched: bool) -> "Ticket":
+        import ray
+
         plugins_dir = p.registry.plugins_dir
         return cls(str(Path(plugins_dir).resolve()) if plugins_dir is not None else None,
-                   pickle.dumps((p.resolved, p.data, p.adaptations)), run_id, str(runs_root),
+                   [ray.put((p.resolved, p.data, p.adaptations))], run_id, str(runs_root),
                    str(Path(store_path).resolve()), os.getcwd(), verbose, watched)
 
     def job(self, member: str, channel: Callable[[tuple], Any], post: Callable[[tuple], None]):
         """The member's runner.train.MemberJob in this process, writing through `channel`."""
+        import ray
+
         from . import checkpoints
         from .plugins import load_registry
         from .train import MemberJob
@@ -65,7 +71,7 @@ class Ticket:
         if os.path.isdir(self.cwd):
             os.chdir(self.cwd)
         registry = load_registry(Path(self.plugins_dir) if self.plugins_dir else None)
-        resolved, data, adaptations = pickle.loads(self.blob)
+        resolved, data, adaptations = ray.get(self.parts[0])
         m = next(x for x in resolved.members if x.name == member)
         say = lambda text: channel(("say", text))  # noqa: E731
         on_epoch = (lambda name, record: channel(("on_epoch", name, record))) if self.watched else None
@@ -110,16 +116,23 @@ class RemoteProgress:
 
 
 def portable(e: BaseException) -> BaseException:
-    """`e` if it survives pickling (to be raised in another process), else a RemoteError with its message."""
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:
-        return RemoteError(f"{type(e).__name__}: {e}")
+    """`e` if another process can rebuild it (to raise it there), else a RemoteError with its message.
+
+    Rebuildable: a built-in exception or one of runner's own (every process imports those; a plugin's
+    class may not be importable where the error is raised again), whose state copies the way Ray and
+    torch.distributed send it (`type(e)(*e.args)` plus its attributes, as `copy.deepcopy` does)."""
+    module = type(e).__module__.split(".")[0]
+    if module in ("builtins", "runner"):
+        try:
+            copy.deepcopy(e)
+            return e
+        except Exception:
+            pass
+    return RemoteError(f"{type(e).__name__}: {e}")
 
 
 def answer(handler: Callable[[tuple], Any], msg: tuple) -> tuple[bool, Any]:
-    """(True, result) or (False, exception) of `handler(msg)`, in a form that survives pickling."""
+    """(True, result) or (False, exception) of `handler(msg)`, in a form the member's process rebuilds."""
     try:
         return True, handler(msg)
     except Exception as e:  # it is raised again in the member's process
