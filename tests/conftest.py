@@ -7,8 +7,20 @@ files under tmp_path, data files are real CSVs.
 from __future__ import annotations
 
 import csv
+import os
 import textwrap
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two test processes share the cores (pyproject: -n 2): each trains on one thread, and so does every
+    # process it starts (the CLI in a subprocess, torchrun's ranks, Ray's workers), since two trainings
+    # that each take every core make torch's threads spin (a 1-minute job took 16).
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    import torch
+
+    torch.set_num_threads(1)
 
 import pytest
 from typer.testing import CliRunner
