@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 # TOML: tomllib only reads, and tomli_w is not a dependency. This writer covers what a spec needs,
 # including nan/inf floats, any unicode key, control characters and NUL in strings.
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: "$" would also match before a final "\n"
 
 
 def _toml_str(s: str) -> str:
@@ -44,7 +44,7 @@ def _toml_str(s: str) -> str:
 
 
 def _toml_key(k: str) -> str:
-    return k if _BARE_KEY.match(k) else _toml_str(k)
+    return k if _BARE_KEY.fullmatch(k) else _toml_str(k)
 
 
 def _toml_value(v: Any) -> str:
@@ -210,6 +210,8 @@ HANG_IF_BIG = {"layers", "dataloader_num_workers", "max_steps", "dataloader_pref
 
 
 def _vals(*values) -> st.SearchStrategy:
+    if any(v is None for v in values):  # TOML has no null: an absent key is a "del" op on DELETABLE
+        raise ValueError(f"_vals{values}: None cannot be written in a spec")
     return st.sampled_from(list(values))
 
 
@@ -255,7 +257,7 @@ SPEC_FIELDS: dict[tuple, st.SearchStrategy] = {
     ("loss", "name"): _vals("cross_entropy", "focal", "", "Focal", "nope"),
     ("loss", "label_smoothing"): _vals(0, 0.5, 0.999, 1, 1e-300, math.nan, math.inf, -1),
     ("loss", "gamma"): _vals(0, 2, 2.97, 1e308, math.inf, math.nan, -1),
-    ("loss", "modulation"): _vals("true_class", "per_class", "true-class", "", 1, None),
+    ("loss", "modulation"): _vals("true_class", "per_class", "true-class", "", 1),
     ("loss", "alpha"): _vals("inverse_frequency", 1.0, 0, -1, [1, 1], [1, 1, 1, 1], [math.inf, 1], [math.nan, 1],
                              [0, 0], [1e308, 1e308], [], "x", [[1]], 1e308),
     ("loss", "class_weights"): _vals("inverse_frequency", [1, 1], [1, 1, 1, 1], [math.inf, 1], [math.nan, 1],
@@ -299,7 +301,7 @@ MEMBER_FIELDS: dict[tuple, st.SearchStrategy] = {
     ("options", "vocab_size"): _vals(100, 99, 101, 2**31, 2**63 - 1, 0),
     ("options", "dropout"): _vals(0.0, 0.5, 0.999, 1.0, math.nan, -0.0, math.inf),
     ("options", "lowercase"): _vals(True, False, "yes", 1),
-    ("options", "tokenizer"): _vals("wordpiece", "words", "bpe", "sentencepiece", "", None, 1),
+    ("options", "tokenizer"): _vals("wordpiece", "words", "bpe", "sentencepiece", "", 1),
     ("train",): _vals({}, 5, {"nope": 1}, {"trainer_args": {"optim": "sgd"}}),
     ("train", "epochs"): _vals(1, 2, 0, -1, 2**63 - 1, 1.5),
     ("train", "learning_rate"): _vals(1e-3, 1.0, 0, math.nan, math.inf),
@@ -310,7 +312,7 @@ MEMBER_FIELDS: dict[tuple, st.SearchStrategy] = {
                      {"gamma": 2.0}, {"name": "cross_entropy", "class_weights": [math.nan, 1]}),
     ("loss", "label_smoothing"): _vals(0.5, 1, math.nan, -1),
     ("loss", "name"): _vals("focal", "cross_entropy", "", "nope"),
-    ("adapt",): _vals(False, True, {}, {"epochs": 1}, {"nope": 1}, 5, "x", None),
+    ("adapt",): _vals(False, True, {}, {"epochs": 1}, {"nope": 1}, 5, "x"),
     ("adapt", "epochs"): _vals(1, 0, 1.5),
     ("adapt", "texts"): _vals(["train"], [], ["test"]),
 }
