@@ -1,4 +1,4 @@
-"""What fitting a calibration costs (runner.calibration.fit), with no model and no store.
+"""What fitting a calibration costs (runner.posthoc.calibration.fit), with no model and no store.
 
 Issue 9 asks that `runner calibrate` fit in seconds at most. The fit is Newton's method on 1 (+K)
 parameters, each iteration a few passes over the (n, K) validation probabilities, so its cost grows
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from runner.calibration import METHODS, fit
+from runner.posthoc.calibration import METHODS, fit
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """What the validation dry run costs on top of building the models.
 
 `runner validate` and `runner apply` build every member as training will and push one batch of each
-split through it, run Trainer's evaluation on one batch and take one optimizer step (runner.dryrun).
+split through it, run Trainer's evaluation on one batch and take one optimizer step (runner.train.dryrun).
 Target (issue 7): under 2 s on top of model loading for the quickstart.
 
 In one process, for a spec (default specs/quickstart.toml): the baseline builds each member's model
@@ -29,12 +29,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
 
-    from runner.cli import _quiet_libraries
-    from runner.dryrun import dry_run
-    from runner.run import plan
-    from runner.train import build_model
+    from runner.core.quiet import quiet_libraries
+    from runner.train.dryrun import dry_run
+    from runner.run.plan import plan
+    from runner.train.build import build_model
 
-    _quiet_libraries()
+    quiet_libraries()
     p = plan(args.spec)
     members = p.resolved.members
     build, dry = [], []

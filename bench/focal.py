@@ -9,7 +9,7 @@ CLI (`runner apply`, `repeats`), on one store. Replica k of both uses member see
 comparison is paired by seed (same initial weights, same batches).
 
 Reported: mean selected-checkpoint test accuracy and log-loss of each variant, and true_class -
-per_class with a 95% t-interval of the per-seed differences and runner.stats' paired bootstrap over
+per_class with a 95% t-interval of the per-seed differences and runner.analysis.stats' paired bootstrap over
 seeds x test examples.
 
     python bench/focal.py                    # en and ko, 10 seeds each
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from runner.stats import paired_bootstrap
+    from runner.analysis.stats import paired_bootstrap
 
     console = Console(width=max(Console().width, 150))
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")

@@ -9,10 +9,10 @@ its own Python subprocess so that all pay the same interpreter and import start-
     the real CLI (validation dry run, progress, end-of-run table), every epoch's metrics and every
     validation and test probability stored, the test split predicted every epoch, a checkpoint per
     epoch, SWA over the last 2. A fresh store folder per seed, so the tokenization cache
-    (runner.tokenized) starts cold: its in-process level is all that helps.
+    (runner.data.tokenized) starts cold: its in-process level is all that helps.
 (b) fast: the same spec with the settings that make runner fast on this machine without changing
     the model (`FAST`, printed with the results): `[train] group_by_length = true` (Trainer's
-    length grouping, the batches in random order (runner.sampling): batches of similar lengths pad
+    length grouping, the batches in random order (runner.train.sampling): batches of similar lengths pad
     little), and one store folder shared by
     the seeds, as `repeats`, a sweep or a re-run share one, so every seed after the first reads its
     tokens from `tokenized/` instead of tokenizing (the first seed pays for it).
@@ -21,7 +21,7 @@ its own Python subprocess so that all pay the same interpreter and import start-
     on the validation accuracy, `save_total_limit=2`, early stopping with the spec's patience, focal
     loss through `compute_loss_func`, accuracy through `compute_metrics`; no store, no SWA, texts
     tokenized in the script. It uses exactly runner's inputs: the split from
-    `runner.synthetic.generate` + `runner.data.prepare` (checked: its dataset hash equals the one
+    `runner.data.synthetic.generate` + `runner.data.prepare.prepare` (checked: its dataset hash equals the one
     runner stored), the model and tokenizer from `runner.builtins.backbones.build_scratch` with the
     same seed, every `TrainingArguments` value from runner's resolution of the spec.
 
@@ -38,7 +38,7 @@ environment, so torch uses every core, as a user's run would. Run it alone (unde
 The runner subprocesses start through a small bootstrap (`_runner` mode of this script) that times
 runner's bulk store writes (`Store.log_checkpoint`, `Store.put_examples`: rows written / seconds
 inside them), every other `Store` call, `Trainer.predict` (the test split every epoch, SWA) and the
-tokenization (runner.tokenized: tokenizing, or reading `tokenized/`) before it hands over to
+tokenization (runner.data.tokenized: tokenizing, or reading `tokenized/`) before it hands over to
 `runner.cli.app`. Before the runs, `--tokenization` (on by default) times one member's tokenization
 in process on the quickstart's data and on `--size`: what it cost before the cache (the dry run and
 the training each tokenized every split), a miss, a hit in memory, a hit on disk.
@@ -125,7 +125,7 @@ def derived_spec(size: int, epochs: int, seed: int, fast: bool) -> dict:
 
 def plain_config(spec_path: Path) -> dict:
     """Every value the plain script needs, from runner's own resolution of the derived spec."""
-    from runner.plugins import default_plugins_dir, load_registry
+    from runner.plugins.registry import default_plugins_dir, load_registry
     from runner.spec import load_and_resolve
 
     resolved = load_and_resolve(spec_path, load_registry(default_plugins_dir(spec_path)))
@@ -158,8 +158,8 @@ def runner_main(spec: str, store: str, timing_out: str) -> None:
     import atexit
     import functools
 
-    from runner import store as store_mod
-    from runner import tokenized
+    from runner.store import store as store_mod
+    from runner.data import tokenized
 
     stats = {"insert_rows": 0, "insert_s": 0.0, "insert_calls": 0, "store_other_s": 0.0, "store_other_calls": 0,
              "predict_s": 0.0, "predict_calls": 0, "tokenize_s": 0.0, "tokenize_calls": 0,
@@ -241,18 +241,19 @@ def plain_main(config_path: str, out_dir: str, result_out: str) -> None:
                               set_seed)
     from transformers.utils import logging as hf_logging
 
-    from runner import synthetic
+    from runner.data import synthetic
     from runner.builtins.backbones import ScratchOptions, build_scratch
-    from runner.backbones import BackboneContext
-    from runner.data import RawDataset, prepare
-    from runner.losses import focal_loss
+    from runner.plugins.contexts import BackboneContext
+    from runner.plugins.contexts import RawDataset
+    from runner.data.prepare import prepare
+    from runner.train.losses import focal_loss
 
     hf_logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     cfg = json.loads(Path(config_path).read_text())
     d, m, t, lc = cfg["data"], cfg["member"], cfg["train"], cfg["loss"]
 
-    # data: the synthetic loader's rows, split by runner.data.prepare (same seeds as runner)
+    # data: the synthetic loader's rows, split by runner.data.prepare.prepare (same seeds as runner)
     opts = d["options"]
     texts, labels = synthetic.generate(opts["size"], seed=cfg["spec_seed"], language=opts["language"],
                                        noise=opts["noise"])
@@ -348,10 +349,11 @@ def tokenization_figures(size: int, root: Path) -> dict:
     each tokenized it all), a miss, a memory hit, a disk hit (a new process: memory empty)."""
     from types import SimpleNamespace
 
-    from runner import synthetic, tokenized
+    from runner.data import synthetic, tokenized
     from runner.builtins.backbones import ScratchOptions, build_scratch
-    from runner.backbones import BackboneContext
-    from runner.data import RawDataset, prepare
+    from runner.plugins.contexts import BackboneContext
+    from runner.plugins.contexts import RawDataset
+    from runner.data.prepare import prepare
 
     texts, labels = synthetic.generate(size, seed=13, language="en")
     raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},

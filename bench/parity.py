@@ -20,7 +20,7 @@ selection by `eval_accuracy`) once per seed:
     torch's generator, which would otherwise shift the training's random stream); the test
     accuracy of the best epoch is then checked against a prediction with the model loaded at the end.
     Same data: the train/valid/test split is runner's (the synthetic loader's rows split by
-    `runner.data.prepare`); the script checks that its content hash equals the `dataset_id` runner
+    `runner.data.prepare.prepare`); the script checks that its content hash equals the `dataset_id` runner
     stored and that its texts and labels are the stored `examples`. Same tokenizer: it loads the
     tokenizer files runner saved with each replica's selected checkpoint (and checks that every
     replica's files are byte-identical: the scratch tokenizer is deterministic). Same model config:
@@ -28,7 +28,7 @@ selection by `eval_accuracy`) once per seed:
 
 Reported per language: mean selected-checkpoint test accuracy of each side, the difference
 runner - plain with two 95% intervals (a t-interval of the per-seed differences, paired by seed; and
-runner.stats' paired two-level bootstrap over seeds x test examples), how many seeds gave identical
+runner.analysis.stats' paired two-level bootstrap over seeds x test examples), how many seeds gave identical
 test predictions, and the wall-time ratio runner / plain (each side is one subprocess training every
 seed, timed start to exit; both predict valid and test every epoch, and runner also runs its
 validation dry run, writes every epoch's predictions to the store and averages SWA over the last 2
@@ -204,8 +204,9 @@ def plain_main(config_path: str, result_path: str) -> None:
     # the data: runner's split of the synthetic loader's rows, checked against what runner stored
     from types import SimpleNamespace
 
-    from runner import synthetic
-    from runner.data import RawDataset, prepare
+    from runner.data import synthetic
+    from runner.plugins.contexts import RawDataset
+    from runner.data.prepare import prepare
 
     texts, labels = synthetic.generate(d["options"]["size"], seed=spec["seed"], language=d["options"]["language"])
     raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},
@@ -312,7 +313,7 @@ CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
 def one_language(language: str, seeds: int, size: int | None, tmp: Path, env: dict, epochs: int | None = None) -> dict:
     import numpy as np
 
-    from runner.stats import paired_bootstrap
+    from runner.analysis.stats import paired_bootstrap
 
     work = tmp / language
     (work / "specs").mkdir(parents=True)

@@ -2,10 +2,10 @@
 
 Trains the quickstart (specs/quickstart.toml: three small scratch encoders) in a temporary folder, or
 reuses a store given with --store that holds a finished quickstart run, then predicts the same texts
-(generated with runner.synthetic, another seed than the training data) two ways, each in its own
+(generated with runner.data.synthetic, another seed than the training data) two ways, each in its own
 Python subprocess so that each pays the same interpreter start-up and its memory is its own:
 
-(a) engine: `runner.predict.Predictor`, what `runner predict RUN INPUT` runs: the members' selected
+(a) engine: `runner.use.predict.Predictor`, what `runner predict RUN INPUT` runs: the members' selected
     checkpoints, one tokenization per distinct tokenizer (the two BERTs share theirs), batches sorted
     by token count and padded to their longest text, `torch.inference_mode`, the stored ensemble weights;
 (b) pipeline: for each member's checkpoint folder (the same files), a plain Hugging Face
@@ -57,9 +57,9 @@ def memory_mb(field: str) -> float:
 
 
 def choice_of(store: str, run: str):
-    from runner.plugins import load_registry
-    from runner.choice import choose
-    from runner.store import Store
+    from runner.plugins.registry import load_registry
+    from runner.use.choice import choose
+    from runner.store.store import Store
 
     st = Store(store).open_read()
     registry = load_registry(None)
@@ -78,7 +78,7 @@ def worker(args) -> None:
     choice, registry = choice_of(args.store, args.run)
     t0 = time.perf_counter()
     if args.worker == "engine":
-        from runner.predict import Predictor
+        from runner.use.predict import Predictor
 
         predictor = Predictor.load(choice, registry=registry, batch_size=args.batch_size, device="cpu")
         load_s = time.perf_counter() - t0
@@ -148,7 +148,7 @@ def main() -> None:
 
     import numpy as np
 
-    from runner import synthetic
+    from runner.data import synthetic
 
     with tempfile.TemporaryDirectory(prefix="runner-bench-predict-") as tmp:
         tmp = Path(tmp)

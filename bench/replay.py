@@ -14,14 +14,14 @@ Figures (each against its target):
 
 1. insert rate of the prediction rows: prediction rows written / seconds inside `log_checkpoint`
    (Arrow batch building, opening the file, the idempotent delete, the inserts, the commit);
-2. the whole `compare` table: `runner.compare.compare` + `render` + printing it, cold (the first
+2. the whole `compare` table: `runner.analysis.compare.compare` + `render` + printing it, cold (the first
    call builds and stores the five strategy ensembles the run lacks) and warm (the second call);
-3. `ensemble --weights fit` over the 10 members: `runner.ensemble.build_ensemble` in-process, and
+3. `ensemble --weights fit` over the 10 members: `runner.posthoc.ensemble.build_ensemble` in-process, and
    the real CLI (`runner ensemble RUN --weights fit`) as a subprocess, for reference (interpreter
    and import start-up included);
 4. SWA peak memory: K=5 safetensors checkpoints of a BERT-base-shaped classifier (transformers'
    `BertConfig()` defaults, 4 labels, about 110M parameters, 440 MB in fp32), averaged by
-   `runner.swa.average_checkpoints` in a fresh subprocess; the peak RSS above the RSS just before
+   `runner.train.swa.average_checkpoints` in a fresh subprocess; the peak RSS above the RSS just before
    the call (VmHWM reset through /proc/self/clear_refs when the kernel allows it, else
    peak - baseline), divided by one model's bytes. A naive average (all K state dicts loaded at
    once) is measured the same way for contrast.
@@ -91,7 +91,7 @@ def sharpen(p: np.ndarray, temperature: float) -> np.ndarray:
 
 def metric_values(p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The built-in metrics, and `loss` (a member's training objective: log-loss stands in for it here)."""
-    from runner.builtins.metrics import accuracy, f1_macro, log_loss
+    from runner.core.maths import accuracy, f1_macro, log_loss
 
     nll = log_loss(p, labels)
     return {"loss": nll, "accuracy": accuracy(p, labels), "f1_macro": f1_macro(p, labels), "log_loss": nll}
@@ -99,11 +99,11 @@ def metric_values(p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def build_store(path: Path, n_members: int, n_epochs: int, n_examples: int, seed: int = 0) -> dict:
     """Write the synthetic run; returns its id and the insert timings."""
-    from runner.data import Split
-    from runner.plugins import load_registry
-    from runner.records import MemberHistory
-    from runner.selection import pick_all
-    from runner.store import Store
+    from runner.data.prepare import Split
+    from runner.plugins.registry import load_registry
+    from runner.core.records import MemberHistory
+    from runner.core.selection import pick_all
+    from runner.store.store import Store
 
     rng = np.random.default_rng(seed)
     store = Store(path).open()
@@ -179,8 +179,8 @@ def build_store(path: Path, n_members: int, n_epochs: int, n_examples: int, seed
 def time_compare(store, run_id: str) -> tuple[float, str]:
     from rich.console import Console
 
-    from runner.compare import compare, render
-    from runner.plugins import load_registry
+    from runner.analysis.compare import compare, render
+    from runner.plugins.registry import load_registry
 
     t0 = time.perf_counter()
     c = compare(store, store.run(run_id), load_registry(None))
@@ -190,8 +190,8 @@ def time_compare(store, run_id: str) -> tuple[float, str]:
 
 
 def time_ensemble_fit(store, run_id: str) -> tuple[float, object]:
-    from runner.ensemble import build_ensemble
-    from runner.plugins import load_registry
+    from runner.posthoc.ensemble import build_ensemble
+    from runner.plugins.registry import load_registry
 
     t0 = time.perf_counter()
     ens = build_ensemble(store, store.run(run_id), load_registry(None), "selected", "fit", name="bench-fit")
@@ -262,7 +262,7 @@ def swa_child(mode: str, files: list[str]) -> None:
     import torch  # noqa: F401  (imports before the baseline)
     from safetensors.torch import load_file
 
-    from runner.swa import average_checkpoints
+    from runner.train.swa import average_checkpoints
 
     paths = [Path(f) for f in files]
     gc.collect()
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from runner.store import Store
+    from runner.store.store import Store
 
     console = Console(width=160) if not sys.stdout.isatty() else Console()
     n_examples = 5_000 if args.small else 50_000

@@ -1,7 +1,7 @@
 """How long are sequences with the scratch tokenizers, and how many texts are cut at `max_length`?
 
 For the synthetic data of the quickstart (3000 reviews, seed 13, valid and test 0.15 each, split by
-`runner.data.prepare` as runner splits it) in English and Korean, each tokenizer kind of the scratch
+`runner.data.prepare.prepare` as runner splits it) in English and Korean, each tokenizer kind of the scratch
 backbone is trained on the training split with the quickstart's options (vocab_size 8000, lowercase)
 and measured on the training and the test split:
 
@@ -32,8 +32,9 @@ KINDS = ("words", "wordpiece", "bpe")
 
 
 def synthetic_splits(language: str, size: int, seed: int) -> dict[str, list[str]]:
-    from runner import synthetic
-    from runner.data import RawDataset, prepare
+    from runner.data import synthetic
+    from runner.plugins.contexts import RawDataset
+    from runner.data.prepare import prepare
 
     texts, labels = synthetic.generate(size, seed=seed, language=language)
     raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
     from transformers.utils import logging as hf_logging
 
-    from runner.tokenization import train_tokenizer
+    from runner.data.tokenization import train_tokenizer
 
     hf_logging.set_verbosity_error()  # lengths beyond max_length are what is measured, not a mistake
 

@@ -17,7 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from runner import hookimpl  # also exported as runner.hookimpl
 from runner.spec.compat import drop_for_hash, fill_stored
-from runner.tokenization import train_tokenizer
+from runner.data.tokenization import train_tokenizer
 
 
 class GRUOptions(BaseModel):

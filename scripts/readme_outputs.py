@@ -161,7 +161,7 @@ def steps() -> dict[str, Callable[[], str]]:
 
 def outputs(readme: str) -> dict[str, str]:
     """Run the quickstart and everything the README shows, in README order; {block name: text}."""
-    from runner.store import Store
+    from runner.store.store import Store
 
     import torch
 

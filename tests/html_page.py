@@ -31,7 +31,7 @@ class Page(HTMLParser):
             self.meta[a["name"]] = a.get("content", "")
         if tag == "img":
             self.images.append(a.get("src", ""))
-        if tag == "table":  # runner.tables gives a table its title as aria-label (shown above it)
+        if tag == "table":  # runner.analysis.tables gives a table its title as aria-label (shown above it)
             self.tables.append({"caption": a.get("aria-label", ""), "headers": [], "rows": []})
         elif tag == "thead":
             self._in_head = True

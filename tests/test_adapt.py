@@ -1,4 +1,4 @@
-"""`[adapt]`: masked-LM adaptation before fine-tuning (runner.adapt, runner.adapt_train), end to end.
+"""`[adapt]`: masked-LM adaptation before fine-tuning (runner.train.adapt, runner.train.adapt_train), end to end.
 
 A module-scoped store holds a run of two tiny scratch members without [adapt] and the same spec with
 it; the tests check the MLM losses stored per epoch, the cache and its reuse (no MLM step trains the
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.store import Store
+from runner.store.store import Store
 
 SPEC = """
 name = "{name}"
@@ -122,7 +122,7 @@ def test_fine_tuning_starts_from_the_adapted_encoder(case):
     """The adapted folder's encoder is what `build` starts from; the head is new."""
     from safetensors.torch import load_file
 
-    from runner.backbones import BackboneContext
+    from runner.plugins.contexts import BackboneContext
     from runner.builtins.backbones import ScratchOptions, build_scratch
 
     st = Store(case["store"])
@@ -139,7 +139,7 @@ def test_fine_tuning_starts_from_the_adapted_encoder(case):
 
 
 def test_a_second_apply_reuses_the_cache_and_trains_no_mlm_step(case, monkeypatch):
-    import runner.adapt_train as adapt_train
+    import runner.train.adapt_train as adapt_train
 
     def refuse(*a, **k):
         raise AssertionError("the adaptation trained again")
@@ -160,7 +160,7 @@ def test_a_second_apply_reuses_the_cache_and_trains_no_mlm_step(case, monkeypatc
 
 
 def test_keys_change_with_a_text_or_an_option_and_not_with_the_member_seed(tmp_path):
-    from runner.run import plan
+    from runner.run.plan import plan
 
     spec = write(tmp_path, "k")
     base = plan(spec).adaptations
@@ -261,7 +261,7 @@ def test_hf_member_adapts_from_a_tiny_model_saved_in_a_temporary_folder(tmp_path
     from safetensors.torch import load_file
     from transformers import BertConfig, BertForSequenceClassification
 
-    from runner.tokenization import train_tokenizer
+    from runner.data.tokenization import train_tokenizer
 
     texts = [f"review {i}: the film was {w}" for i, w in enumerate(["good", "bad", "dull", "superb"] * 30)]
     tok = train_tokenizer(texts, "wordpiece", vocab_size=300, max_length=64)
@@ -378,7 +378,7 @@ def test_gc_removes_only_adaptations_no_store_references(tmp_path):
 
 def test_ensemble_v3_adapts_every_member_as_the_notebook_did(repo, tmp_path):
     """The notebook's spec adapts its three Hub BERTs (validated here; trained where the Hub and a GPU are)."""
-    from runner.plugins import load_registry
+    from runner.plugins.registry import load_registry
     from runner.spec import load_and_resolve
 
     resolved = load_and_resolve(repo / "specs" / "ensemble_v3.toml", load_registry(None))
@@ -397,8 +397,8 @@ def test_fixed_masks_keep_each_examples_own_tokens_whatever_the_padding_side(sid
     tokenizer that pads on the left, that is the batch's last tokens, never its padding."""
     from transformers import DataCollatorForLanguageModeling
 
-    from runner.adapt_train import _encode, _masked_once
-    from runner.tokenization import train_tokenizer
+    from runner.train.adapt_train import _encode, _masked_once
+    from runner.data.tokenization import train_tokenizer
 
     texts = [f"a review {i} that is {'long ' * (i % 5)}" for i in range(20)]
     tok = train_tokenizer(texts, "wordpiece", vocab_size=200, max_length=32)

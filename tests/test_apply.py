@@ -12,10 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from runner.backbones import load_checkpoint
+from runner.train.backbones import load_checkpoint
 from runner.cli import app
-from runner.plugins import load_registry
-from runner.store import Store
+from runner.plugins.registry import load_registry
+from runner.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,8 +248,9 @@ def test_group_by_length_and_compile_reach_trainer(tmp_path):
 
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from runner.run import plan
-    from runner.train import make_trainer, prepare_member, training_arguments
+    from runner.run.plan import plan
+    from runner.train.build import make_trainer, prepare_member
+    from runner.train.arguments import training_arguments
 
     spec = tmp_path / "spec.toml"
     spec.write_text(TINY_SPEC.format(size=80, epochs=1))
@@ -286,8 +287,8 @@ def test_a_micro_batch_counts_by_its_share_of_the_optimizer_step(tmp_path):
     """Trainer takes a compute_loss_func's value as normalised over the whole step (all gradient-
     accumulation micro-batches, all DDP ranks): runner weights each batch's mean by its share, so a
     step of 2 x 16 trains on and reports the same loss as one of 32 (not twice it)."""
-    from runner.run import plan
-    from runner.train import prepare_member
+    from runner.run.plan import plan
+    from runner.train.build import prepare_member
 
     spec = tmp_path / "spec.toml"
     spec.write_text(TINY_SPEC.format(size=80, epochs=1))

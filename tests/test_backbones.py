@@ -14,10 +14,11 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
-from runner.backbones import BackboneContext, load_checkpoint, write_runner_json
+from runner.plugins.contexts import BackboneContext
+from runner.train.backbones import load_checkpoint, write_runner_json
 from runner.builtins.backbones import HFOptions, ScratchOptions, build_hf, build_scratch, check_reachable, _diagnose
 from runner.errors import ModelLoadError
-from runner.tokenization import train_tokenizer
+from runner.data.tokenization import train_tokenizer
 
 REPO = Path(__file__).parents[1]
 KOREAN = "연기는 좋았지만 스토리가 지루했다"
@@ -162,10 +163,10 @@ def test_hf_hub_id_offline(monkeypatch, tmp_path):
 @pytest.fixture
 def hub_unreachable(monkeypatch, tmp_path):
     """The Hub at an address where nothing listens (so the probe fails at once, deterministically), an
-    empty cache, offline mode off, and runner.hub deciding afresh before and after the test."""
+    empty cache, offline mode off, and runner.core.hub deciding afresh before and after the test."""
     import huggingface_hub.constants
 
-    from runner import hub
+    from runner.core import hub
 
     cache = tmp_path / "hf-cache"
     cache.mkdir()
@@ -181,7 +182,7 @@ def hub_unreachable(monkeypatch, tmp_path):
 
 
 def test_the_hub_is_probed_once_and_a_cached_model_still_loads(hub_unreachable, tiny_bert_dir):
-    from runner import hub
+    from runner.core import hub
 
     first = hub.status()
     assert not first.online and "127.0.0.1:9" in first.describe() and "ConnectError" in first.why
@@ -276,7 +277,7 @@ def test_a_checkpoint_saved_before_the_tokenizer_option_loads_with_its_own_token
     new vocabulary is trained) and the same weights give the same logits."""
     import json
 
-    from runner.plugins import load_registry
+    from runner.plugins.registry import load_registry
 
     registry = load_registry(REPO / "plugins")
     comp = registry.backbone(backbone)
@@ -305,7 +306,7 @@ def test_a_checkpoint_saved_before_the_tokenizer_option_loads_with_its_own_token
 
 
 def test_gru_plugin_trains_saves_and_reloads(tmp_path):
-    from runner.plugins import load_registry
+    from runner.plugins.registry import load_registry
 
     registry = load_registry(REPO / "plugins")
     comp = registry.get("backbones", "gru")
@@ -333,13 +334,13 @@ def test_gru_plugin_trains_saves_and_reloads(tmp_path):
 def test_scratch_tokenizers_are_byte_identical_in_every_process(tmp_path):
     """Same texts, same files, in fresh interpreters with different PYTHONHASHSEED (Rust's hash maps
     are seeded afresh in every process anyway): tokenizers' own WordPieceTrainer gives another
-    vocabulary in every process, runner's tokenizers never do (runner.tokenization)."""
+    vocabulary in every process, runner's tokenizers never do (runner.data.tokenization)."""
     import os
     import subprocess
     import sys
 
     code = (
-        "import hashlib, pathlib, sys; from runner import synthetic; from runner.tokenization import train_tokenizer\n"
+        "import hashlib, pathlib, sys; from runner import synthetic; from runner.data.tokenization import train_tokenizer\n"
         "texts = synthetic.generate(300, seed=1, language='ko')[0] + synthetic.generate(300, seed=1)[0]\n"
         "for kind in ('wordpiece', 'bpe', 'words'):\n"
         "    out = pathlib.Path(sys.argv[1]) / kind\n"
@@ -361,7 +362,7 @@ def test_scratch_tokenizers_are_byte_identical_in_every_process(tmp_path):
     assert len(outs) == 1, outs
     assert "tokenizer.json" in next(iter(outs))
     assert len(witnesses) > 1, ("tokenizers' WordPieceTrainer gave one vocabulary in 3 processes: either it is "
-                                "deterministic now (runner.tokenization's workaround may go) or this test no "
+                                "deterministic now (runner.data.tokenization's workaround may go) or this test no "
                                 "longer runs apart processes")
 
 
@@ -369,7 +370,7 @@ def test_wordpiece_splits_unseen_korean_forms_into_subwords_never_jamo():
     """Inflected forms the training texts never had split into learned pieces (stems, endings), not
     into single syllables as the old `words` vocabulary does, never into jamo; NFD input gives the
     same ids."""
-    from runner import synthetic
+    from runner.data import synthetic
 
     texts = synthetic.generate(1500, seed=2, language="ko")[0]
     tok = train_tokenizer(texts, "wordpiece", vocab_size=8000)
@@ -393,7 +394,7 @@ def test_hf_member_trains_from_a_model_folder_beside_the_spec(tiny_bert_dir, tmp
     from typer.testing import CliRunner
 
     from runner.cli import app
-    from runner.store import Store
+    from runner.store.store import Store
 
     project = tmp_path / "project"
     _shutil.copytree(tiny_bert_dir, project / "models" / "tiny")

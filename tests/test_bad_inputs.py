@@ -78,7 +78,7 @@ def is_one_paragraph(text: str) -> bool:
 def cli():
     """The real CLI in-process; anything but SystemExit escaping it is a bug and is re-raised."""
     from runner.cli import app
-    from runner.plugins import load_registry
+    from runner.plugins.registry import load_registry
 
     load_registry()  # pay for importing torch/transformers once, not in the first case's timing
     runner = CliRunner()

@@ -1,4 +1,4 @@
-"""Calibration from stored probabilities: `runner.calibration` (the fit), `runner.calibrate_run` (a
+"""Calibration from stored probabilities: `runner.posthoc.calibration` (the fit), `runner.posthoc.calibrate` (a
 run's checkpoints, the store) and `runner calibrate` (the CLI).
 
 The fit is checked against known answers: probabilities sharpened by a known temperature, and shifted
@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from runner import calibration
-from runner.calibrate_run import lookup
+from runner.core.maths import log_loss
+from runner.posthoc import calibration
+from runner.posthoc.calibrate import lookup
 from runner.cli import app
-from runner.store import Store
+from runner.store.store import Store
 
 # -- the fit, on synthetic probabilities with known answers -------------------------------------------
 
@@ -52,7 +53,7 @@ def test_fit_recovers_a_known_temperature():
         assert fit.temperature == pytest.approx(t, rel=0.05)
         assert fit.bias is None
         assert fit.log_loss_after < fit.log_loss_before
-        assert fit.log_loss_after == pytest.approx(calibration.log_loss(softmax(logits), labels), abs=0.005)
+        assert fit.log_loss_after == pytest.approx(log_loss(softmax(logits), labels), abs=0.005)
 
 
 def test_fit_recovers_a_known_temperature_and_bias():
@@ -335,15 +336,15 @@ def test_stored_numbers_match_a_recomputation_from_the_raw_rows(overconfident, t
         assert len(bias) == 4 and abs(bias.sum()) < 1e-9
         valid, valid_labels = raw(store, *key, "valid")
         test, test_labels = raw(store, *key, "test")
-        assert r["valid_log_loss_before"] == pytest.approx(calibration.log_loss(valid, valid_labels), abs=1e-9)
+        assert r["valid_log_loss_before"] == pytest.approx(log_loss(valid, valid_labels), abs=1e-9)
         assert r["valid_log_loss_before"] == pytest.approx(metric(store, *key, "valid", "log_loss"), abs=1e-6)
         cal_valid = calibration.apply(valid, r["temperature"], bias)
         cal_test = calibration.apply(test, r["temperature"], bias)
-        assert r["valid_log_loss_after"] == pytest.approx(calibration.log_loss(cal_valid, valid_labels), abs=1e-6)
+        assert r["valid_log_loss_after"] == pytest.approx(log_loss(cal_valid, valid_labels), abs=1e-6)
         assert r["valid_log_loss_after"] < r["valid_log_loss_before"]
         m = "@temperature+bias"
         assert metric(store, *key, "test", "log_loss" + m) == pytest.approx(
-            calibration.log_loss(cal_test, test_labels), abs=1e-6)
+            log_loss(cal_test, test_labels), abs=1e-6)
         assert metric(store, *key, "test", "ece" + m) == pytest.approx(calibration.ece(cal_test, test_labels), abs=1e-6)
         assert metric(store, *key, "test", "ece@none") == pytest.approx(calibration.ece(test, test_labels), abs=1e-9)
         assert metric(store, *key, "test", "accuracy" + m) == pytest.approx(

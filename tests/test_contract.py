@@ -330,7 +330,7 @@ def _fresh_process_state() -> None:
     import sys
 
     # runner keeps its DuckDB instances in a module global; its name has changed as runner grew
-    for module_name, attr in (("runner.instances", "_instances"), ("runner.store", "_instance")):
+    for module_name, attr in (("runner.store.instances", "_instances"), ("runner.store.store", "_instance")):
         module = sys.modules.get(module_name)
         held = getattr(module, attr, None)
         if held is None:
@@ -1025,7 +1025,7 @@ def golden_export(world: World) -> Path:
 def make_input(sb: Sandbox, kind: str) -> tuple[Path, int | None]:
     """An INPUT file for `runner predict` in the sandbox's input folder, and how many rows a correct
     runner predicts from it (None: it must refuse the file)."""
-    from runner import synthetic
+    from runner.data import synthetic
 
     texts, labels = synthetic.generate(12, seed=99)
     names = [synthetic.LABEL_NAMES[i] for i in labels]

@@ -14,9 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import TINY_LABELS, tiny_rows, write_csv
-from runner.data import RawDataset, prepare, stratified_split
+from runner.plugins.contexts import RawDataset
+from runner.data.prepare import prepare, stratified_split
 from runner.errors import DataError
-from runner.plugins import load_registry
+from runner.plugins.registry import load_registry
 from runner.spec import DataSpec, load_and_resolve
 
 MEMBER = '[[members]]\nbackbone = "scratch"\noptions = { hidden_size = 32, heads = 2, layers = 1 }\n'
@@ -35,7 +36,7 @@ def data_spec(write_spec, source="csv", train="tiny.csv", valid: str | float = 0
 
 
 def load(spec_path: Path, registry):
-    from runner.data import load_raw
+    from runner.data.prepare import load_raw
 
     resolved = load_and_resolve(spec_path, registry)
     spec = resolved.spec
@@ -321,7 +322,7 @@ def test_test_file_with_some_empty_string_labels(tmp_path, tiny_csv, write_spec,
     assert "test.csv" in err and "5 of 10 rows" in err and "row 1)" in err
 
 
-# ---------------------------------------------------------------------------- label rules (runner.labels)
+# ---------------------------------------------------------------------------- label rules (runner.data.labels)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

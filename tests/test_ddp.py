@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.store import Store
+from runner.store.store import Store
 
 pytestmark = pytest.mark.ddp
 
@@ -103,7 +103,7 @@ def test_every_example_is_stored_exactly_once_as_in_one_process(runs):
 
 
 def test_the_stored_probabilities_are_the_saved_model_s_own(runs):
-    from runner.backbones import load_checkpoint
+    from runner.train.backbones import load_checkpoint
 
     _, two, _ = runs
     store = Store(two / "results.duckdb")

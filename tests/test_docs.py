@@ -1,5 +1,5 @@
 """The docs show working code: docs/plugins.md quotes the files in plugins/ exactly, and every
-hook in runner.hookspecs is documented there."""
+hook in runner.plugins.hookspecs is documented there."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import runner.hookspecs as hookspecs
+import runner.plugins.hookspecs as hookspecs
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = (REPO / "docs" / "plugins.md").read_text()
@@ -63,10 +63,10 @@ def test_the_alpha_spec_is_the_quickstart_but_for_its_name_and_alpha():
 
 def test_the_example_reviews_are_the_generator_s_with_seed_2026():
     """examples/new_reviews.csv (README's `runner predict` example): 300 synthetic reviews the
-    quickstart never saw, as runner.synthetic.generate(300, seed=2026) makes them."""
+    quickstart never saw, as runner.data.synthetic.generate(300, seed=2026) makes them."""
     import csv
 
-    from runner import synthetic
+    from runner.data import synthetic
 
     texts, labels = synthetic.generate(300, seed=2026)
     with open(REPO / "examples" / "new_reviews.csv", newline="", encoding="utf-8") as f:
@@ -104,9 +104,9 @@ def test_the_adapt_spec_is_the_quickstart_but_for_its_name_and_adapt():
 
 def test_the_unlabeled_reviews_are_the_generator_s_with_seed_2027_and_unseen():
     """examples/unlabeled_reviews.txt ([adapt] extra of the quickstart): the first 5,000 of
-    runner.synthetic.generate(6000, seed=2027) that the quickstart's 3,000 reviews (seed 13) do not
+    runner.data.synthetic.generate(6000, seed=2027) that the quickstart's 3,000 reviews (seed 13) do not
     hold, one per line: no test text of the quickstart is among them."""
-    from runner import synthetic
+    from runner.data import synthetic
 
     lines = (REPO / "examples" / "unlabeled_reviews.txt").read_text(encoding="utf-8").splitlines()
     quickstart_texts = set(synthetic.generate(3000, seed=13)[0])

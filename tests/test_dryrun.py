@@ -44,7 +44,7 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 from runner import hookimpl
-from runner.tokenization import train_tokenizer
+from runner.data.tokenization import train_tokenizer
 
 
 class Bag(nn.Module):
@@ -210,7 +210,7 @@ def test_an_unreachable_hub_is_decided_once_quietly_and_names_every_model(tmp_pa
     """No network (the Hub at an address where nothing listens), offline mode off: `validate` decides
     once, prints no huggingface_hub retry lines, and names both Hub ids with their keys in one exit-2
     paragraph. The real CLI in a fresh process, as a user runs it (huggingface_hub reads HF_ENDPOINT at
-    import). The bound is loose on purpose (it took 27 s per model before runner.hub; the README's
+    import). The bound is loose on purpose (it took 27 s per model before runner.core.hub; the README's
     figure is measured, not asserted)."""
     import os
     import subprocess

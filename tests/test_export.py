@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from predict_helpers import cli, digest, probs_of, read_output, split_csv, store_copy, stored_probs, trained
-from runner.calibration import apply as calibrate
+from runner.posthoc.calibration import apply as calibrate
 from runner.errors import InputError
-from runner.store import Store
+from runner.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4

@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from runner.builtins.losses import CrossEntropyOptions, FocalOptions, build_cross_entropy, build_focal
-from runner.builtins.metrics import accuracy, f1_macro
+from runner.core.maths import accuracy, f1_macro
 from runner.errors import OptionError
-from runner.losses import LossContext, focal_loss
-from runner.plugins import load_registry
+from runner.plugins.contexts import LossContext
+from runner.train.losses import focal_loss
+from runner.plugins.registry import load_registry
 
 C = 4
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import checkpoints
+from runner.store import checkpoints
 from runner.spec import MemberSpec, NAME_PATTERN
 from runner.spec.names import member_names, safe_name
 

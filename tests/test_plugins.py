@@ -16,9 +16,9 @@ import pluggy
 import pytest
 
 import runner
-from runner import hookspecs
+from runner.plugins import hookspecs
 from runner.errors import PluginError
-from runner.plugins import load_registry
+from runner.plugins.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from predict_helpers import cli, digest, probs_of, read_output, split_csv, store_copy, stored_probs, trained
-from runner.calibration import apply as calibrate
-from runner.store import Store
+from runner.posthoc.calibration import apply as calibrate
+from runner.store.store import Store
 
 TOLERANCE = 1e-4
 
@@ -131,9 +131,9 @@ def test_unlabelled_jsonl_with_its_own_text_column_and_parquet_output(run, tmp_p
 
 
 def test_the_python_engine_gives_what_the_cli_writes(run, test_csv, tmp_path):
-    from runner.plugins import load_registry
-    from runner.choice import choose
-    from runner.predict import Predictor
+    from runner.plugins.registry import load_registry
+    from runner.use.choice import choose
+    from runner.use.predict import Predictor
 
     st = Store(run.store)
     registry = load_registry(None)

@@ -1,4 +1,4 @@
-"""Refit on train+valid (runner.refit), with real training through the CLI.
+"""Refit on train+valid (runner.run.refit), with real training through the CLI.
 
 A module-scoped parent run (two tiny scratch models, 3 epochs, SWA over the last 2, fitted ensemble
 weights) is refit by its own selection strategy and by `swa`; the tests check the link to the parent,
@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runner.store import Store
+from runner.store.store import Store
 
 SPEC = """
 name = "{name}"
@@ -386,7 +386,7 @@ def test_refit_killed_mid_epoch_continues_to_the_same_numbers(case, tmp_path):
 
 
 def test_refit_in_the_spec_runs_inside_apply(tmp_path, run_cli):
-    from runner.plugins import load_registry
+    from runner.plugins.registry import load_registry
     from runner.spec import load_and_resolve
 
     member = MEMBER.format(name="a", seed=3, arch="bert")

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runner.store import Store
+from runner.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,7 +105,7 @@ def register_losses(register):
 PAUSING_CLI = '''
 import os, sys, time
 from pathlib import Path
-import runner.store as store
+import runner.store.store as store
 
 real = store.insert_predictions
 seen = {"n": 0}

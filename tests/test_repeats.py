@@ -1,4 +1,4 @@
-"""`repeats = N` (runner.repeats): a spec trained N times with other member seeds on the same data,
+"""`repeats = N` (runner.run.repeats): a spec trained N times with other member seeds on the same data,
 each replica a run tied to the others by `runs.repeat_group`; and a sweep's trial with repeats, whose
 objective is the mean over its replicas."""
 

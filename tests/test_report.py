@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from html_page import Page, column
 from runner.cli import app
-from runner.store import Store
+from runner.store.store import Store
 
 SPEC = """
 name = "rep"
@@ -311,7 +311,7 @@ def test_sql_markdown_is_the_exact_pipe_table(run):
 def test_no_legend_of_the_run_plot_covers_a_line_or_a_bar(run, tmp_path):
     import matplotlib.pyplot as plt
 
-    from runner.plot import figure, load_run
+    from runner.analysis.plot import figure, load_run
 
     folder, store, run_id = run
     st = Store(store).open_read()

@@ -1,4 +1,4 @@
-"""`[train] group_by_length`: Trainer's length-grouped batches in random order (runner.sampling),
+"""`[train] group_by_length`: Trainer's length-grouped batches in random order (runner.train.sampling),
 and a stored spec that says so (its hash differs from the runs that had Trainer's order)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from runner.sampling import ShuffledLengthGroupedSampler, shuffled
+from runner.train.sampling import ShuffledLengthGroupedSampler, shuffled
 
 
 def batches_of(sampler, size):

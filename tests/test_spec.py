@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from runner.errors import SpecError
-from runner.plugins import load_registry
+from runner.plugins.registry import load_registry
 from runner.spec import load_and_resolve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,7 +141,7 @@ def test_new_defaults_give_new_hashes_and_the_old_behaviour_asked_by_name_finds_
 
 
 def test_a_stored_spec_without_the_new_options_reads_as_what_runner_did_then(write_spec, registry):
-    """What a refit reads back from an old run: no `tokenizer`, no `modulation` (runner.refit resolves
+    """What a refit reads back from an old run: no `tokenizer`, no `modulation` (runner.run.refit resolves
     stored specs with `stored=True`), is the old vocabulary and per_class focal, and hashes as before."""
     from runner.spec import Spec, resolve
 

@@ -1,4 +1,4 @@
-"""Uncertainty over seeds (runner.stats) and `runner compare` of a run with replicas (runner.compare_seeds).
+"""Uncertainty over seeds (runner.analysis.stats) and `runner compare` of a run with replicas (runner.analysis.compare_seeds).
 
 The bootstrap against known answers: identical strategies give exactly [0, 0], always right against
 always wrong exactly +1, swapping the strategies mirrors the interval, an example effect shared by
@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.stats import correct, nll, paired_bootstrap, spread
-from runner.store import Store
+from runner.core.maths import correct, nll
+from runner.analysis.stats import paired_bootstrap, spread
+from runner.store.store import Store
 
-# -- runner.stats --------------------------------------------------------------------------------
+# -- runner.analysis.stats --------------------------------------------------------------------------------
 
 
 def test_spread_is_mean_sample_sd_min_max_of_the_values_present():

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from runner.errors import StoreError
-from runner.migrations import MIGRATIONS
-from runner.store import Store
+from runner.store.migrations import MIGRATIONS
+from runner.store.store import Store
 
 TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
           "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "_migrations"}
@@ -189,7 +189,7 @@ def test_predictions_round_trip_as_float_lists(store):
 
 
 def test_examples_are_stored_once_per_dataset(store):
-    from runner.data import Split
+    from runner.data.prepare import Split
 
     splits = {"train": Split(["a", "b", "c"], np.array([0, 1, 0])), "test": Split(["d"], None)}
     assert store.put_examples("ds1", splits) == 4

@@ -20,14 +20,14 @@ import torch
 from safetensors.torch import save_file, save_model
 from typer.testing import CliRunner
 
-from runner.backbones import load_checkpoint
+from runner.train.backbones import load_checkpoint
 from runner.cli import app
-from runner.compare import compare
-from runner.builtins.metrics import log_loss
-from runner.ensemble import fit_weights
-from runner.plugins import load_registry
-from runner.store import Store
-from runner.swa import average_checkpoints, load_averaged
+from runner.analysis.compare import compare
+from runner.core.maths import log_loss
+from runner.posthoc.ensemble import fit_weights
+from runner.plugins.registry import load_registry
+from runner.store.store import Store
+from runner.train.swa import average_checkpoints, load_averaged
 
 REGISTRY = load_registry(None)
 STRATEGIES = [s.name for s in REGISTRY.selections()]

@@ -1,4 +1,4 @@
-"""Sweeps (`[sweep]` in a spec, runner.sweep) and `--set` overrides (runner.spec.keys).
+"""Sweeps (`[sweep]` in a spec, runner.search.sweep) and `--set` overrides (runner.spec.keys).
 
 A 4-trial sweep on synthetic data with tiny scratch models: every trial is a run with all its
 predictions, the `trials`/`trial_params` rows mirror the study, the objective is the trial's
@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.cli import app
-from runner.store import Store
+from runner.store.store import Store
 
 SPEC = """
 name = "{name}"

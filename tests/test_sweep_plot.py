@@ -1,4 +1,4 @@
-"""`runner plot SWEEP` (runner.sweep_plot, and runner.plot.target telling a run from a sweep).
+"""`runner plot SWEEP` (runner.analysis.sweep_plot, and runner.analysis.plot.target telling a run from a sweep).
 
 One 3-trial sweep on synthetic data with a tiny scratch model (no pruner): the plot by the sweep's
 name, id or `--sweep` is a PNG with the objective panel and one slice panel per param (a `choices`
@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from html_page import Page, column
 from runner.cli import app
-from runner.store import Store
-from runner.sweep_plot import Param, SweepPlot, best_so_far, figure, is_log, load, params_of
-from runner.sweep_view import find_sweep
+from runner.store.store import Store
+from runner.analysis.sweep_plot import Param, SweepPlot, best_so_far, figure, is_log, load, params_of
+from runner.analysis.sweep_view import find_sweep
 
 SPEC = """
 name = "swp"
@@ -191,7 +191,7 @@ def test_a_name_of_a_run_and_a_sweep_is_the_run_unless_sweep_is_given(swept, tmp
     con = duckdb.connect(str(copy))
     con.execute("UPDATE runs SET name = 'swp' WHERE name = 'swp-t0'")  # a plain run of the sweep's name
     con.close()
-    from runner.plot import target
+    from runner.analysis.plot import target
 
     reader = Store(copy).open_read()
     kind, record, aside = target(reader, "swp")

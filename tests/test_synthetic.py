@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 try:
-    from runner import synthetic
+    from runner.data import synthetic
 except ImportError:  # package not installed: use the source tree
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from runner import synthetic
+    from runner.data import synthetic
 
 generate = synthetic.generate
 LANGS = ["en", "ko"]

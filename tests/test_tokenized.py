@@ -1,4 +1,4 @@
-"""The tokenization cache (runner.tokenized) and what `precision = "auto"` sets around it: the
+"""The tokenization cache (runner.data.tokenized) and what `precision = "auto"` sets around it: the
 same stored numbers with and without the cache, a new key for anything that changes the tokens,
 the disk folder written once and read back, `runner gc`, the DataLoader defaults on CPU and CUDA,
 and SDPA attention in the scratch backbone."""
@@ -12,9 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from runner import tokenized
+from runner.data import tokenized
+from runner.store import caches
 from runner.cli import app
-from runner.store import Store
+from runner.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,13 +98,13 @@ def test_the_cache_changes_no_stored_number_and_tokenizes_once(tmp_path, monkeyp
     folders = [p for p in (tmp_path / "on" / "tokenized").iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / tokenized.INFO).is_file()
     assert not list((tmp_path / "on" / "tokenized").glob("*.partial"))
-    assert tokenized.stores_using(folders[0]) == [str(cold)]
+    assert caches.stores_using(folders[0]) == [str(cold)]
 
     tokenized.MEMORY.clear()  # a new process: only the disk remembers
     count_tokenizations.clear()
     assert cli("apply", spec, "--store", warm)[0] == 0
     assert count_tokenizations == []
-    assert tokenized.stores_using(folders[0]) == [str(cold), str(warm)]
+    assert caches.stores_using(folders[0]) == [str(cold), str(warm)]
 
     reference = probabilities(off)
     assert len(reference) > 0
@@ -123,8 +124,8 @@ def test_the_cache_changes_no_stored_number_and_tokenizes_once(tmp_path, monkeyp
 
 
 def test_a_changed_tokenizer_max_length_or_dataset_is_a_new_key():
-    from runner.data import PreparedData, Split, dataset_hash
-    from runner.tokenization import train_tokenizer
+    from runner.data.prepare import PreparedData, Split, dataset_hash
+    from runner.data.tokenization import train_tokenizer
 
     texts = [f"review {i}: the film was {w}" for i, w in enumerate(["dull", "superb", "fine", "bad"] * 10)]
     labels = np.arange(len(texts)) % 4
@@ -152,8 +153,8 @@ def test_a_changed_tokenizer_max_length_or_dataset_is_a_new_key():
 
 
 def test_disk_folder_round_trip_and_a_damaged_folder_is_retokenized(tmp_path):
-    from runner.data import PreparedData, Split, dataset_hash
-    from runner.tokenization import train_tokenizer
+    from runner.data.prepare import PreparedData, Split, dataset_hash
+    from runner.data.tokenization import train_tokenizer
 
     texts = [f"text {i} " + "word " * (i % 7) for i in range(50)]
     splits = {"train": Split(texts[:30], np.zeros(30, dtype=np.int64)),
@@ -194,8 +195,8 @@ def test_disk_folder_round_trip_and_a_damaged_folder_is_retokenized(tmp_path):
 
 
 def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path, monkeypatch):
-    from runner.run import plan
-    from runner.train import training_arguments
+    from runner.run.plan import plan
+    from runner.train.arguments import training_arguments
 
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC.format(size=80, max_length=32))
@@ -208,13 +209,13 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
     # what a CUDA machine gets (TrainingArguments is built with use_cpu so it does not look for a GPU)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    monkeypatch.setattr("runner.train.cpus_per_member", lambda resolved: 16)
-    from runner import train
+    monkeypatch.setattr("runner.train.member.cpus_per_member", lambda resolved: 16)
+    from runner.train import member as train
 
     kwargs = {**train.loader_args(p.resolved), **train.precision_args("auto")}
     assert kwargs == {"dataloader_pin_memory": True, "dataloader_num_workers": 4,
                       "dataloader_persistent_workers": True, "bf16": True}
-    monkeypatch.setattr("runner.train.cpus_per_member", lambda resolved: 2)
+    monkeypatch.setattr("runner.train.member.cpus_per_member", lambda resolved: 2)
     assert train.loader_args(p.resolved)["dataloader_num_workers"] == 2
     monkeypatch.undo()
     three = tmp_path / "three.toml"  # a member's share of the cores, as [compute] gives it
@@ -230,14 +231,14 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
     override = plan(spec, REPO / "plugins", overrides=(("train.trainer_args", {"dataloader_num_workers": 0,
                                                                                 "use_cpu": True}),))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("runner.train.loader_args", lambda resolved: {
+    monkeypatch.setattr("runner.train.member.loader_args", lambda resolved: {
         "dataloader_pin_memory": False, "dataloader_num_workers": 3, "dataloader_persistent_workers": True})
     args = training_arguments(override.resolved.members[0], override.resolved, tmp_path / "o")
     assert args.dataloader_num_workers == 0 and not args.dataloader_persistent_workers
 
 
 def test_scratch_attention_is_sdpa_and_matches_eager():
-    from runner.backbones import BackboneContext
+    from runner.plugins.contexts import BackboneContext
     from runner.builtins.backbones import ScratchOptions, build_scratch
 
     texts = [f"review {i}: a {w} film" for i, w in enumerate(["dull", "superb", "fine", "bad"] * 8)]
@@ -258,7 +259,7 @@ def test_scratch_attention_is_sdpa_and_matches_eager():
 
 
 def test_a_scratch_tokenizer_is_trained_once_per_process_and_each_caller_gets_its_own(monkeypatch):
-    from runner import tokenization
+    from runner.data import tokenization
 
     texts = [f"review {i}: a {w} film" for i, w in enumerate(["dull", "superb", "fine", "bad"] * 8)]
     trained = []

@@ -1,29 +1,28 @@
-"""runner: a declarative experiment-spec runner for fine-tuning text classifiers."""
+"""runner: a declarative experiment-spec runner for fine-tuning text classifiers.
 
-from .errors import (
-    DataError,
-    DiskFullError,
-    InputError,
-    ModelLoadError,
-    OptionError,
-    PluginError,
-    RunnerError,
-    SpecError,
-    StoreError,
-    StoreFileError,
-    TrainingError,
-)
-from .hookspecs import hookimpl
+What a plugin or a script imports from the top: `hookimpl`, the errors, `__version__`, and the
+entry points `apply`, `validate` and `load` (runner.api), which load on first use.
+"""
 
-__version__ = "0.1.0"
+from runner import _moved
+from runner.errors import (DataError, DiskFullError, InputError, ModelLoadError, OptionError, PluginError,
+                           RunnerError, SpecError, StoreError, StoreFileError, TrainingError)
+from runner.plugins.hookspecs import hookimpl
+from runner.version import __version__
+
+_moved.install()
+
+_ENTRY_POINTS = ("apply", "validate", "load")
 
 
-def load(directory, plugins_dir=None, batch_size: int | None = None, device=None):
-    """Load a folder written by `runner export`: an object with `predict_proba(texts)` and
-    `predict(texts)` (see runner.export.load). Needs no store and no spec."""
-    from .export import load as _load
+def __getattr__(name: str):
+    if name in _ENTRY_POINTS:
+        # start-up time: `from runner import hookimpl` in a plugin must not load torch, transformers and
+        # DuckDB; the entry points (runner.api) load when first asked for
+        from runner import api
 
-    return _load(directory, plugins_dir=plugins_dir, batch_size=batch_size, device=device)
+        return getattr(api, name)
+    raise AttributeError(f"module 'runner' has no attribute {name!r}")
 
 
 __all__ = [
@@ -38,7 +37,9 @@ __all__ = [
     "StoreError",
     "StoreFileError",
     "TrainingError",
+    "__version__",
+    "apply",
     "hookimpl",
     "load",
-    "__version__",
+    "validate",
 ]

@@ -1,5 +1,5 @@
 """`python -m runner ...`: the CLI, as torchrun and accelerate launch start it (`-m runner apply SPEC`)."""
 
-from .cli import main
+from runner.cli import main
 
 main()

@@ -7,6 +7,8 @@ else that escapes is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import copy
+
 
 class RunnerError(Exception):
     """Base class. `exit_code` is what the CLI exits with."""
@@ -77,3 +79,28 @@ class OptionError(ValueError):
         self.key = key
         self.message = message
         super().__init__(f"{key}: {message}")
+
+
+class TrialPruned(Exception):
+    """Raised from a member's epoch callback when a sweep's pruner stops the trial (runner.search).
+    Not a RunnerError: it ends a trial, not a command."""
+
+
+class RemoteError(Exception):
+    """An error raised in another process (a Ray task, a DDP rank) that could not travel back as itself."""
+
+
+def portable(e: BaseException) -> BaseException:
+    """`e` if another process can rebuild it (to raise it there), else a RemoteError with its message.
+
+    Rebuildable: a built-in exception or one of runner's own (every process imports those; a plugin's
+    class may not be importable where the error is raised again), whose state copies the way Ray and
+    torch.distributed send it (`type(e)(*e.args)` plus its attributes, as `copy.deepcopy` does)."""
+    module = type(e).__module__.split(".")[0]
+    if module in ("builtins", "runner"):
+        try:
+            copy.deepcopy(e)
+            return e
+        except Exception:
+            pass
+    return RemoteError(f"{type(e).__name__}: {e}")

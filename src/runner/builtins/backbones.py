@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_serializer, model_validator
 
 from runner.errors import ModelLoadError, OptionError
-from runner.hookspecs import hookimpl
+from runner.plugins.hookspecs import hookimpl
 from runner.spec.compat import drop_for_hash, fill_stored
 
 # Files any one of which makes a directory a loadable tokenizer.
@@ -56,8 +56,8 @@ def _is_offline(options: HFOptions | None) -> bool:
 
 def _local_only(options: HFOptions | None) -> bool:
     """Whether loading a Hub id must use the local cache only: offline mode, `local_files_only`, or a Hub
-    that runner.hub found unreachable (probed once per process, so nothing waits on retries)."""
-    from runner import hub
+    that runner.core.hub found unreachable (probed once per process, so nothing waits on retries)."""
+    from runner.core import hub
 
     return _is_offline(options) or not hub.status().online
 
@@ -132,8 +132,8 @@ def _diagnose(model: str, exc: BaseException | None, options: HFOptions | None, 
 
 
 def _unreachable():
-    """runner.hub's status when it found the Hub unreachable (not merely offline mode), else None."""
-    from runner import hub
+    """runner.core.hub's status when it found the Hub unreachable (not merely offline mode), else None."""
+    from runner.core import hub
 
     found = hub.known()
     return found if found is not None and not found.online and found.why != "HF_HUB_OFFLINE" else None
@@ -244,7 +244,7 @@ def _with_sdpa(auto_class, model_id: str, **kwargs):
 
 def _source(ctx, options: HFOptions) -> tuple[str, dict]:
     """Where the weights come from (the adapted folder when there is one) and the Hub arguments."""
-    if ctx.adapted is not None:  # written by runner.adapt: a local folder, no revision, no remote code
+    if ctx.adapted is not None:  # written by runner.train.adapt: a local folder, no revision, no remote code
         return str(ctx.adapted), dict(revision=None, trust_remote_code=False, local_files_only=True)
     model_id = str(ctx.model)
     if _looks_local(model_id):
@@ -275,7 +275,7 @@ def _fit_embeddings(model, tokenizer) -> None:
 
 
 def adapt_hf(ctx, options: HFOptions):
-    """The member's model with a masked-LM head (`AutoModelForMaskedLM`), for runner.adapt."""
+    """The member's model with a masked-LM head (`AutoModelForMaskedLM`), for runner.train.adapt."""
     import torch
     from transformers import AutoModelForMaskedLM
 
@@ -324,7 +324,7 @@ class ScratchOptions(BaseModel):
     tokenizer: Literal["wordpiece", "words", "bpe"] | None = Field(
         default=None,
         description=(
-            "How the tokenizer is trained on the training texts (runner.tokenization). "
+            "How the tokenizer is trained on the training texts (runner.data.tokenization). "
             "'wordpiece' (bert's default): WordPiece with learned subword units, so an unseen word splits "
             "into the longest pieces the vocabulary has; deterministic in every process. "
             "'bpe' (roberta's, the only one it takes): byte-level BPE. "
@@ -360,7 +360,7 @@ class ScratchOptions(BaseModel):
 
 
 def _scratch_tokenizer(ctx, options: ScratchOptions):
-    from runner.tokenization import train_tokenizer
+    from runner.data.tokenization import train_tokenizer
 
     if ctx.tokenizer is not None:
         return ctx.tokenizer
@@ -407,7 +407,7 @@ def build_scratch(ctx, options: ScratchOptions):
     tokenizer = _scratch_tokenizer(ctx, options)
     config = _scratch_config(ctx, options, tokenizer, _label_maps(ctx))
     torch.manual_seed(ctx.seed)  # same seed, same initial weights (of the head, when adapted)
-    if ctx.adapted is not None:  # the adapted encoder (saved by runner.adapt from adapt_scratch's model)
+    if ctx.adapted is not None:  # the adapted encoder (saved by runner.train.adapt from adapt_scratch's model)
         model = AutoModelForSequenceClassification.from_pretrained(str(ctx.adapted), config=config,
                                                                    use_safetensors=True)
     else:

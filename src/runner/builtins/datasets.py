@@ -8,7 +8,7 @@ integer ("3", "2011", "2.0") is that integer, one written as a fraction ("1.5") 
 label rules reject unless it is a declared label name, anything else is a class name as written. A
 column used as text or label that appears twice in a header is an error. JSON Lines are read line by
 line with Python's json module, so errors name the line, and a label column may mix text and numbers.
-What a label cell may hold, and how it becomes a class, is decided for every loader in runner.labels.
+What a label cell may hold, and how it becomes a class, is decided for every loader in runner.data.labels.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-from runner.data import LoadContext, RawDataset
+from runner.plugins.contexts import LoadContext, RawDataset
 from runner.errors import DataError, OptionError
-from runner.hookspecs import hookimpl
+from runner.plugins.hookspecs import hookimpl
 
 FILE_SPLITS = ("train", "valid", "test")
 _OTHER_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
@@ -269,7 +269,7 @@ def _file_loader(fmt: str):
 
 
 def load_synthetic(ctx: LoadContext, options: SyntheticOptions) -> RawDataset:
-    from runner import synthetic
+    from runner.data import synthetic
 
     for split in FILE_SPLITS:
         if isinstance(getattr(ctx.data, split), str):
@@ -284,16 +284,15 @@ def load_synthetic(ctx: LoadContext, options: SyntheticOptions) -> RawDataset:
 
 @hookimpl
 def register_datasets(register):
-    register("csv", _file_loader("csv"), options=CsvOptions)
-    register("jsonl", _file_loader("jsonl"), options=JsonlOptions)
-    register("parquet", _file_loader("parquet"), options=NoOptions)
+    for fmt, options in (("csv", CsvOptions), ("jsonl", JsonlOptions), ("parquet", NoOptions)):
+        register(fmt, _file_loader(fmt), options=options, read_file=_file_reader(fmt))
     register("synthetic", load_synthetic, options=SyntheticOptions)
 
 
-FILE_FORMATS = ("csv", "jsonl", "parquet")
+def _file_reader(fmt: str):
+    def read_file(path: Path, ctx: LoadContext, options) -> list[dict]:
+        """One file's `{"text", "label"}` rows, the label column optional (None labels when it is
+        absent), read as a test split of a spec is: what `runner predict` reads its INPUT with."""
+        return _rows(path, fmt, ctx, options, "test")
 
-
-def read_file(path: Path, fmt: str, ctx: LoadContext, options) -> list[dict]:
-    """One csv/jsonl/parquet file's `{"text", "label"}` rows, the label column optional (None labels when
-    it is absent), read as a split of a spec is: what `runner predict` reads its INPUT with."""
-    return _rows(path, fmt, ctx, options, "test")
+    return read_file

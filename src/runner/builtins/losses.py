@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_serializer, model_validator
 
 from runner.errors import OptionError
-from runner.hookspecs import hookimpl
-from runner.losses import LossContext
+from runner.plugins.hookspecs import hookimpl
+from runner.plugins.contexts import LossContext
 from runner.spec.compat import drop_for_hash, fill_stored
 
 # what focal did before `modulation` existed: a stored spec without the key trained with it, and the
@@ -86,7 +86,7 @@ def build_cross_entropy(ctx: LossContext, options: CrossEntropyOptions):
 
 
 def build_focal(ctx: LossContext, options: FocalOptions):
-    from runner.losses import focal_loss
+    from runner.train.losses import focal_loss
 
     alpha = _per_class(options.alpha, ctx, "alpha")
     gamma, smoothing, modulation = options.gamma, ctx.label_smoothing, options.modulation

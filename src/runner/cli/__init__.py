@@ -1,189 +1,18 @@
-"""The `runner` command line. Every command ends through runner.failures (exit 0, 1 or 2, never a
-traceback on screen); the library raises, the CLI prints.
-
-This module holds the typer app and what every command shares; the commands themselves live in one
-module per group: `cli/training.py` (apply, validate, plugins), `cli/results.py` (runs, sql, compare,
-ensemble, plot), `cli/use.py` (predict, export), `cli/refit.py` and `cli/calibrate.py`. A new command is a function decorated with `@command` in the module of its group.
+"""The `runner` command line: the typer app (runner.cli.app) and its commands, one module per group:
+`training` (apply, validate, plugins, schema), `results` (runs, sql, compare, ensemble, plot, report),
+`use` (predict, export), `refit`, `calibrate`, `sweep` and `gc`. A new command is a function decorated
+with `@command` in the module of its group. Nothing in the library imports this package.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 import sys
-from enum import Enum
-from pathlib import Path
 
-import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-from .. import failures
-from ..errors import InputError
-
-app = typer.Typer(
-    help="Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-out = Console()
-err = Console(stderr=True)
-# Piped output (CI logs, `| less`) gets wide tables rather than rich's 80-column default.
-if not out.is_terminal:
-    out = Console(width=160)
-
-STORE_OPT = typer.Option("results.duckdb", "--store", help="The DuckDB results file.")
-PLUGINS_OPT = typer.Option(None, "--plugins", help="Plugins directory (default: plugins/ beside the spec, or "
-                                                   "beside its folder when that folder is called specs).")
-SET_OPT = typer.Option(None, "--set", metavar="KEY=VALUE",
-                       help="Override one spec key, as a dotted key and a TOML value (loss.gamma=2.5, "
-                            "train.epochs=3, members.NAME.train.learning_rate=1e-4); repeatable. The run records "
-                            "the result, and a different value is a different spec hash.")
-
-
-def overrides_of(assignments: list[str] | None) -> tuple:
-    """`--set` arguments as (key, value) pairs; exit 2 naming the one that is not KEY=VALUE."""
-    from ..spec.keys import KeyPathError, split_assignment
-
-    pairs = []
-    for text in assignments or []:
-        try:
-            pairs.append(split_assignment(text))
-        except KeyPathError as e:
-            raise InputError(f"--set {text}: {e}") from None
-    return tuple(pairs)
-
-
-RUN_ARG = typer.Argument(None, help="Run id, or a run name (its latest run); default: the latest run.")
-GLOBAL_FLAGS = ("--debug", "--verbose")
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    markdown = "markdown"  # GitHub-flavoured pipe tables of the same cells as `table` (runner.tables)
-
-
-def _print_error(text: str) -> None:
-    err.print(Text("error: ", style="bold red") + Text(text), highlight=False, soft_wrap=True)
-
-
-def _print_traceback(text: str) -> None:
-    err.print(Text(text, style="dim"), highlight=False, soft_wrap=True)
-
-
-def command(fn):
-    """Register a CLI command that ends as runner.failures says."""
-    return app.command()(failures.guarded(fn, _print_error, _print_traceback))
-
-
-def say(text: str) -> None:
-    err.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
-def note(text: str | None) -> None:
-    if text:
-        err.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
-
-
-@app.callback()
-def main_options(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on screen (they always go to a log)."),
-    verbose: bool = typer.Option(False, "--verbose", help="Say more about what runner is doing."),
-):
-    """Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB."""
-    failures.context.debug = debug or os.environ.get("RUNNER_DEBUG", "") not in ("", "0")
-    failures.context.verbose = verbose
-
-
-def _quiet_libraries() -> None:
-    import logging
-    import warnings
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", module="transformers")
-    warnings.filterwarnings("ignore", module="torch")
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
-        from huggingface_hub.utils import disable_progress_bars, logging as hub_logging
-
-        disable_progress_bars()  # "Writing model shards" bars between rich's progress lines
-        # "Retrying in 8s [Retry 4/5]" lines: runner.hub decides once whether the Hub is reachable, and a
-        # model that cannot be loaded is one paragraph naming its key
-        hub_logging.set_verbosity_error()
-    except ImportError:
-        pass
-
-
-def _registry(spec: Path | None, plugins: Path | None):
-    from ..plugins import describe_loaded, load_registry, plugins_dir_for
-
-    registry = load_registry(plugins_dir_for(spec, plugins))
-    loaded = describe_loaded(registry)
-    if loaded:
-        say(loaded)
-    return registry
-
-
-def emit(cols, rows, format: Format, title: str | None = None) -> None:
-    if format == Format.csv:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(cols)
-        w.writerows(rows)
-        sys.stdout.write(buf.getvalue())
-    elif format == Format.json:
-        sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1) + "\n")
-    elif format == Format.markdown:
-        # built from the values, not through rich, which would read a "[...]" value as markup
-        from ..tables import Cell, markdown_table
-
-        right = [bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
-                                    for r in rows if r[i] is not None) and any(r[i] is not None for r in rows)
-                 for i in range(len(cols))]
-        text = markdown_table([str(c) for c in cols], [[Cell(_cell(v)) for v in r] for r in rows], right)
-        sys.stdout.write((f"**{title}**\n\n" if title else "") + text)
-    else:
-        table = Table(title=title)
-        for c in cols:
-            table.add_column(str(c), overflow="fold")  # long values (plugin paths) wrap, never cut off
-        for r in rows:
-            table.add_row(*[_cell(v) for v in r])
-        out.print(table)
-
-
-def show(renderable, format: Format) -> None:
-    """What a command prints as rich tables: on the terminal, or (--format markdown) as GFM tables of the
-    same cells."""
-    if format == Format.markdown:
-        from ..tables import to_markdown
-
-        sys.stdout.write(to_markdown(renderable))
-    else:
-        for part in renderable if isinstance(renderable, (list, tuple)) else [renderable]:
-            out.print(part)
-
-
-def _cell(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_cell(x) for x in v) + "]"
-    return str(v)
+# The commands register themselves on `app` when their modules are imported; training first, so that
+# `runner --help` lists apply first.
+from runner.cli import training  # noqa: F401  (isort: skip)
+from runner.cli import calibrate, gc, refit, results, sweep, use  # noqa: F401
+from runner.cli.app import GLOBAL_FLAGS, app
 
 
 def main() -> None:
@@ -194,10 +23,3 @@ def main() -> None:
     rest = [a for a in argv if a not in GLOBAL_FLAGS]
     app(args=flags + rest, prog_name="runner")
 
-
-
-
-# The commands register themselves on `app` when their modules are imported.
-from . import training  # noqa: E402,F401  (first: `runner --help` lists apply first)
-from . import results  # noqa: E402,F401
-from . import calibrate, gc, refit, sweep, use  # noqa: E402,F401

@@ -1,5 +1,5 @@
 """`python -m runner.cli`: the same as the `runner` command."""
 
-from . import main
+from runner.cli import main
 
 main()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, say, show
+from runner.cli.app import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, say, show
 
 
 @command
@@ -28,8 +28,8 @@ def calibrate(
 ):
     """Fit a calibration on a finished run's stored validation probabilities (no model is run), store it,
     and print validation and test log-loss, ECE and class shares before and after."""
-    from ..calibrate_run import calibrate as fit_all, check_method, plan, render, stored, true_shares
-    from ..store import Store
+    from runner.posthoc.calibrate import calibrate as fit_all, check_method, plan, render, stored, true_shares
+    from runner.store.store import Store
 
     check_method(method)
     registry = _registry(None, plugins)

@@ -1,5 +1,5 @@
 """`runner gc`: remove the caches beside a store that no run references any more: the adapted
-encoders ([adapt], runner.adapt) and the tokenized splits (runner.tokenized)."""
+encoders ([adapt], runner.train.adapt) and the tokenized splits (runner.data.tokenized)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from . import STORE_OPT, command, err, out, say
+from runner.cli.app import STORE_OPT, command, err, out, say
 
 
 @command
@@ -24,8 +24,9 @@ def gc(
     (`<key>.partial`) are kept: the next `runner apply` resumes them; an interrupted tokenization is
     removed (it is redone in seconds).
     """
-    from .. import adapt, tokenized
-    from ..store import Store
+    from runner.train import adapt
+    from runner.data import tokenized
+    from runner.store.store import Store
 
     st = Store(store).open_read()
     try:
@@ -41,7 +42,7 @@ def gc(
 
 
 def _collect(entries, root: Path, what: str, dry_run: bool, leftovers=()) -> None:
-    from ..checkpoints import remove_under
+    from runner.store.checkpoints import remove_under
 
     table = Table(title=f"{what} in {root}", title_style="bold")
     for col in ("key", "MB", "used by", "action"):

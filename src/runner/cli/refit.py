@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import PLUGINS_OPT, STORE_OPT, _quiet_libraries, _registry, command, err, failures, out, say
+from runner.cli.app import PLUGINS_OPT, STORE_OPT, quiet_libraries, _registry, command, err, options, out, say
 
 
 @command
@@ -26,16 +26,16 @@ def refit(
     every epoch; the ensemble takes the weights fitted on validation in the parent. `runner compare
     PARENT` shows the refit beside it. A killed refit continues when the same command runs again.
     """
-    _quiet_libraries()
-    from ..progress import TrainingProgress
-    from ..refit import refit as run_refit
+    quiet_libraries()
+    from runner.core.progress import TrainingProgress
+    from runner.run.refit import refit as run_refit
 
     registry = _registry(None, plugins)
     result = run_refit(store, run, strategy, registry=registry, progress=TrainingProgress(err), say=say,
-                       verbose=failures.context.verbose)
+                       verbose=options.verbose)
     if result.status != "up-to-date":
-        from ..summary import summary_table
-        from ..store import Store
+        from runner.analysis.summary import summary_table
+        from runner.store.store import Store
 
         out.print(summary_table(Store(store), Store(store).run(result.run_id)))
     if result.status == "failed":

@@ -12,14 +12,14 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import InputError
-from . import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, say, show
+from runner.errors import InputError
+from runner.cli.app import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, say, show
 
 
 @command
 def runs(store: Path = STORE_OPT, format: Format = typer.Option(Format.table, "--format")):
     """One line per run in the store."""
-    from ..store import Store
+    from runner.store.store import Store
 
     st = Store(store).open_read()
     cols, rows = st.query(
@@ -52,7 +52,7 @@ def sql(
 
     A table shows the first rows only; csv and json stream every row.
     """
-    from ..sqlguard import sql_query
+    from runner.store.sqlguard import sql_query
 
     table_rows = 1000
     with sql_query(store, query, allow_write=allow_write, timeout=timeout, memory=memory_limit) as result:
@@ -97,8 +97,8 @@ def compare(
     A run with replicas (`repeats = N`) also gets each strategy over its seeds (mean ± sd) and paired
     bootstrap intervals of its test accuracy minus the run's selected strategy's.
     """
-    from ..compare import compare as build, render
-    from ..store import Store
+    from runner.analysis.compare import compare as build, render
+    from runner.store.store import Store
 
     registry = _registry(None, plugins)
     st = Store(store).open_read()
@@ -121,7 +121,7 @@ def compare(
 
 
 def _compare_two(st, a: str | None, b: str, registry, wanted, format) -> None:
-    from ..compare_runs import compare_runs
+    from runner.analysis.compare_runs import compare_runs
 
     if wanted:
         unknown = [s for s in wanted if s != "selected" and registry.selection(s) is None]
@@ -169,9 +169,9 @@ def ensemble(
     """Add an ensemble to a finished run from its stored probabilities (no model is run) and print it."""
     import re
 
-    from ..ensemble import build_ensemble
-    from ..spec.models import NAME_PATTERN
-    from ..store import Store
+    from runner.posthoc.ensemble import build_ensemble
+    from runner.spec.models import NAME_PATTERN
+    from runner.store.store import Store
 
     w = parse_weights(weights)
     if name is not None and not re.match(NAME_PATTERN, name):
@@ -209,9 +209,9 @@ def plot(
 ):
     """Learning curves and predicted class shares of a run, or a sweep's objective by trial and one slice per
     parameter, as a PNG."""
-    from ..plot import plot_run, target
-    from ..store import Store
-    from ..sweep_plot import load, plot_sweep
+    from runner.analysis.plot import plot_run, target
+    from runner.store.store import Store
+    from runner.analysis.sweep_plot import load, plot_sweep
 
     st = Store(store).open_read()
     kind, record, aside = target(st, ref, sweep)
@@ -257,9 +257,9 @@ def report(
     the members and their status, the strategies table with the best values marked, learning curves and class
     shares, SWA and ensemble weights; a sweep's trials, best params and re-scoring table; a refit's or a
     calibration's before and after. Readable on a phone, printable."""
-    from ..html_report import build, check_out, write
-    from ..plot import target
-    from ..store import Store
+    from runner.analysis.report import build, check_out, write
+    from runner.analysis.plot import target
+    from runner.store.store import Store
 
     registry = _registry(None, plugins)
     st = Store(store).open_read()

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from . import PLUGINS_OPT, STORE_OPT, Format, _registry, command, emit, note, show
+from runner.cli.app import PLUGINS_OPT, STORE_OPT, Format, _registry, command, emit, note, show
 
 
 @command
@@ -20,8 +20,8 @@ def sweep(
 ):
     """The trials of a sweep sorted by objective, the best params, Optuna's parameter importances, and
     which trial each selection strategy would pick (re-scored from stored predictions, no training)."""
-    from ..store import Store
-    from ..sweep_view import load_view, render
+    from runner.store.store import Store
+    from runner.analysis.sweep_view import load_view, render
 
     reader = Store(store).open_read()
     view = load_view(reader, ref, _registry(None, plugins))

@@ -13,14 +13,13 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import InputError
+from runner.errors import InputError
 
 
 class Backend(str, Enum):
     local = "local"
     ray = "ray"
-from . import (PLUGINS_OPT, SET_OPT, STORE_OPT, Format, _quiet_libraries, _registry, command, emit, err, failures,
-               note, out, overrides_of, say)
+from runner.cli.app import (PLUGINS_OPT, SET_OPT, STORE_OPT, Format, quiet_libraries, _registry, command, emit, err, options, note, out, overrides_of, say)
 
 
 @command
@@ -41,27 +40,27 @@ def apply(
                                                "default \\[compute] address, else Ray starts on this machine."),
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
-    _quiet_libraries()
-    from ..progress import TrainingProgress
-    from ..run import apply as run_apply
+    quiet_libraries()
+    from runner.core.progress import TrainingProgress
+    from runner.api import apply as run_apply
 
     overrides = overrides_of(set_)
-    # what each extra worker runs: this command without --workers (runner.sweep_workers)
+    # what each extra worker runs: this command without --workers (runner.search.workers)
     argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
     argv += [x for text in (set_ or []) for x in ("--set", text)]
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
-                       verbose=failures.context.verbose, overrides=overrides, workers=workers, worker_argv=argv,
+                       verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
                        backend=backend.value if backend is not None else None, address=address)
-    from ..summary import summary_table
-    from ..store import Store
+    from runner.analysis.summary import summary_table
+    from runner.store.store import Store
 
-    from ..sweep import SweepResult
+    from runner.search.sweep import SweepResult
 
-    if result.status == "follower":  # a DDP rank other than 0: rank 0 prints and writes (runner.ddp)
+    if result.status == "follower":  # a DDP rank other than 0: rank 0 prints and writes (runner.train.ranks)
         return
 
     if isinstance(result, SweepResult):  # a spec with [sweep]: the sweep's table, as `runner sweep` shows it
-        from ..sweep_view import load_view, render
+        from runner.analysis.sweep_view import load_view, render
 
         reader = Store(store).open_read()
         out.print(render(load_view(reader, result.sweep_id, _registry(spec, plugins))))
@@ -95,9 +94,9 @@ def validate(
     Builds each member's model, Trainer, optimizer and scheduler, pushes one batch of each split through
     it and takes one optimizer step, and checks the store and the run's folders; prints the resolved spec.
     """
-    _quiet_libraries()
-    from ..plugins import describe_loaded
-    from ..run import validate as run_validate
+    quiet_libraries()
+    from runner.plugins.registry import describe_loaded
+    from runner.api import validate as run_validate
 
     p = run_validate(spec, store, plugins, check_models=check_models, overrides=overrides_of(set_))
     loaded = describe_loaded(p.registry)
@@ -111,7 +110,7 @@ def validate(
     err.print(f"[green]ok[/] {spec}: {len(p.resolved.members)} members; data {d.dataset_id}: {sizes}; "
               f"train classes: {shares}; spec hash {p.spec_hash[:12]}", highlight=False)
     if p.adaptations:
-        from ..adapt import cached, root_for
+        from runner.train.adapt import cached, root_for
 
         root = root_for(store)
         for member, a in p.adaptations.items():
@@ -127,7 +126,7 @@ def plugins(
     format: Format = typer.Option(Format.table, "--format"),
 ):
     """List every registered backbone, loss, dataset, metric and selection strategy, and where it came from."""
-    from ..plugins import KINDS, SINGULAR
+    from runner.plugins.registry import KINDS, SINGULAR
 
     if spec is not None and not spec.is_file():
         raise InputError(f"SPEC {spec}: no such file")
@@ -171,7 +170,7 @@ def schema(
 ):
     """The JSON Schema of a spec file, registered plugins' options included, for editor completion and checks
     (taplo / Even Better TOML: a `#:schema ./runner.schema.json` first line in the spec)."""
-    from ..spec.schema import check_out, spec_schema
+    from runner.spec.schema import check_out, spec_schema
 
     if spec is not None and not spec.is_file():
         raise InputError(f"SPEC {spec}: no such file")

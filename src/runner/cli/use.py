@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..errors import InputError
-from . import PLUGINS_OPT, _quiet_libraries, _registry, command, err, note, out, say
+from runner.errors import InputError
+from runner.cli.app import PLUGINS_OPT, quiet_libraries, _registry, command, err, note, out, say
 
 PROGRESS_FROM = 10_000  # texts; below this a bar shows only on a terminal
 
@@ -50,12 +50,13 @@ def predict(
     the store as the split `input-<hash of the content>` (predicting it again replaces them); stored
     probabilities are never calibrated, like every prediction in the store.
     """
-    from ..inputs import check_output, output_columns, output_format, read_input, write_output
-    from ..choice import check_calibrated, choose
-    from ..predict import Predictor
-    from ..store import Store
+    from runner.use.output import check_output, output_columns, output_format, write_output
+    from runner.data.inputs import read_input
+    from runner.use.choice import check_calibrated, choose
+    from runner.use.predict import Predictor
+    from runner.store.store import Store
 
-    _quiet_libraries()
+    quiet_libraries()
     fmt = output_format(output, format)
     as_dir = _is_dir(source)
     store_path = store if store is not None else Path("results.duckdb")
@@ -63,7 +64,7 @@ def predict(
     registry = _registry(None, plugins)
     writer = None
     if as_dir:
-        from ..export import choice_from_manifest, load, read_manifest
+        from runner.use.export import choice_from_manifest, load, read_manifest
 
         choice = choice_from_manifest(Path(source), read_manifest(Path(source)))
         if strategy not in (None, "selected", choice.strategy):
@@ -121,7 +122,7 @@ def run_or_sweep(reader, ref: str):
     try:
         return reader.run(ref)
     except InputError:
-        from ..sweep_view import best_run
+        from runner.analysis.sweep_view import best_run
 
         best = best_run(reader, ref)
         if best is None:
@@ -197,9 +198,9 @@ def export(
     DIR gets manifest.json and each member's safetensors, config, tokenizer and runner.json; `runner
     predict DIR INPUT` and `runner.load(DIR)` use it without the store, the spec or runs/.
     """
-    from ..choice import choose
-    from ..export import check_target, export as write, size_of
-    from ..store import Store
+    from runner.use.choice import choose
+    from runner.use.export import check_target, export as write, size_of
+    from runner.store.store import Store
 
     check_target(directory)
     registry = _registry(None, plugins)

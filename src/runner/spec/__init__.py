@@ -4,9 +4,9 @@
 Every problem of a file is reported at once as `file: key.path: message` in one `SpecError`.
 """
 
-from .load import load_and_resolve, load_spec, read_toml
-from .models import NAME_PATTERN, OWNED_TRAINER_ARGS, DataSpec, LossSpec, MemberSpec, Spec, TrainSpec
-from .resolve import ResolvedMember, ResolvedSpec, resolve
+from runner.spec.load import load_and_resolve, load_spec, read_toml
+from runner.spec.models import NAME_PATTERN, OWNED_TRAINER_ARGS, DataSpec, LossSpec, MemberSpec, Spec, TrainSpec
+from runner.spec.resolve import ResolvedMember, ResolvedSpec, resolve
 
 __all__ = [
     "NAME_PATTERN",

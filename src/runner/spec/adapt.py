@@ -1,5 +1,5 @@
 """`[adapt]`: masked-LM adaptation of each member's encoder to the task's texts before fine-tuning
-(task-adaptive pretraining; runner.adapt runs it and caches the result by content).
+(task-adaptive pretraining; runner.train.adapt runs it and caches the result by content).
 
     [adapt]
     epochs = 3
@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from .models import MAX_SEED, Strict, Text
+from runner.spec.models import MAX_SEED, Strict, Text
 
 SPLIT_NAMES = ("train", "valid", "test")
 

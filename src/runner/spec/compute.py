@@ -1,4 +1,4 @@
-"""The `[compute]` table: where a run's members train (runner.ray_backend, runner.ddp)."""
+"""The `[compute]` table: where a run's members train (runner.scale.ray_backend, runner.train.ranks)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from .models import Strict, Text
-from .problems import LocatedError
+from runner.spec.models import Strict, Text
+from runner.spec.problems import LocatedError
 
 
 class ComputeSpec(Strict):

@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import SpecError
-from .keys import KeyPathError, set_key
-from .models import Spec
-from .problems import LocatedError, Problem, dedupe, loc_text, pydantic_problems
-from .resolve import ResolvedSpec, resolve
+from runner.errors import SpecError
+from runner.spec.keys import KeyPathError, set_key
+from runner.spec.models import Spec
+from runner.spec.problems import LocatedError, Problem, dedupe, loc_text, pydantic_problems
+from runner.spec.resolve import ResolvedSpec, resolve
 
 
 def read_toml(path: Path) -> dict[str, Any]:

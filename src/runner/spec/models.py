@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
-from .problems import LocatedError, close_matches, describe
+from runner.spec.problems import LocatedError, close_matches, describe
 
 # Run and member names become folder names (runs/<run_id>/<member>/) and SQL values: a letter or
 # digit first (so never `.`, `..` or a hidden file), then letters, digits, `_ . -`; at most 100
@@ -150,7 +150,7 @@ class TrainSpec(Strict):
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto",
         description="auto (bf16/fp16 on CUDA, else fp32), fp32, fp16 or bf16.")
     # Trainer's length grouping (train_sampling_strategy = "group_by_length"): batches of similar
-    # lengths, so dynamic padding pads little; runner.sampling then shuffles the batches' order
+    # lengths, so dynamic padding pads little; runner.train.sampling then shuffles the batches' order
     group_by_length: bool = Field(False,
         description="Batch examples of similar lengths (Trainer's length grouping, the batches in random order); "
                     "evaluation stays in order.")
@@ -392,7 +392,7 @@ class Spec(Strict):
     compute: ComputeSpec = Field(default_factory=lambda: ComputeSpec(),  # defined in compute.py, below
         description="Where members train: here, or as Ray tasks on a cluster (not part of the spec hash).")
     sweep: SweepSpec | None = Field(None, description="A hyperparameter search whose trials are runs of this spec.")
-    # runner.repeats: train the spec this many times with other member seeds (the data stays the same)
+    # runner.run.repeats: train the spec this many times with other member seeds (the data stays the same)
     repeats: int = Field(1, ge=1, le=100,
         description="Train the spec this many times with other member seeds on the same data.")
     members: list[MemberSpec] = Field(min_length=1, max_length=1000,
@@ -408,8 +408,8 @@ class Spec(Strict):
         return self
 
 
-from .adapt import AdaptSpec  # noqa: E402  (it builds on Strict, defined above)
-from .compute import ComputeSpec  # noqa: E402
-from .sweep import SweepSpec  # noqa: E402
+from runner.spec.adapt import AdaptSpec  # noqa: E402  (it builds on Strict, defined above)
+from runner.spec.compute import ComputeSpec  # noqa: E402
+from runner.spec.sweep import SweepSpec  # noqa: E402
 
 Spec.model_rebuild()

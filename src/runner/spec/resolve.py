@@ -11,13 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import SpecError
-from .adapt import AdaptSpec, merged_adapt
-from .compute import ComputeSpec
-from .compat import HASHING, STORED
-from .models import MAX_SEED, LossSpec, Spec, TrainSpec
-from .names import member_names
-from .problems import Problem, dedupe, pydantic_problems, unknown
+from runner.errors import SpecError
+from runner.spec.adapt import AdaptSpec, merged_adapt
+from runner.spec.compute import ComputeSpec
+from runner.spec.compat import HASHING, STORED
+from runner.spec.models import MAX_SEED, LossSpec, Spec, TrainSpec
+from runner.spec.names import member_names
+from runner.spec.problems import Problem, dedupe, pydantic_problems, unknown
 
 SINGULAR = {"backbones": "backbone", "losses": "loss", "datasets": "dataset"}
 
@@ -34,7 +34,7 @@ class ResolvedMember:
     loss: LossSpec
     loss_options: BaseModel | None
     loss_loc: str = "loss"  # where this member's loss options live in the file, for error messages
-    # [adapt] for this member with max_length and seed filled in, or None (runner.adapt)
+    # [adapt] for this member with max_length and seed filled in, or None (runner.train.adapt)
     adapt: AdaptSpec | None = None
     adapt_loc: str = "adapt"
 
@@ -154,7 +154,7 @@ def validate_options(component, kind: str, raw: dict[str, Any], loc: str, proble
 def resolve(spec: Spec, registry, path: str | Path, stored: bool = False) -> ResolvedSpec:
     """Check the spec against the registered plugins and fill in every per-member value. `stored`:
     the spec is one runner stored with a run (plugin options read as of then: runner.spec.compat)."""
-    from ..selection import strategy_for
+    from runner.core.selection import strategy_for
 
     path = Path(path)
     problems: list[Problem] = []

@@ -25,7 +25,7 @@ MARK = "runner schema"  # starts `$comment`: what `--out` may replace
 
 
 def spec_schema(registry) -> dict[str, Any]:
-    from .models import Spec
+    from runner.spec.models import Spec
 
     schema = Spec.model_json_schema(ref_template="#/$defs/{model}")
     defs = schema["$defs"]
@@ -166,7 +166,7 @@ def check_out(out) -> None:
     import os
     from pathlib import Path
 
-    from ..errors import InputError
+    from runner.errors import InputError
 
     out = Path(out)
     if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in out.parts):

@@ -1,4 +1,4 @@
-"""`[sweep]`: a hyperparameter search over spec keys, each trial an ordinary run (runner.sweep runs it).
+"""`[sweep]`: a hyperparameter search over spec keys, each trial an ordinary run (runner.search.sweep runs it).
 
     [sweep]
     trials = 12
@@ -27,8 +27,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .models import MAX_SEED, Strict
-from .problems import LocatedError, Problem
+from runner.spec.models import MAX_SEED, Strict
+from runner.spec.problems import LocatedError, Problem
 
 Scalar = bool | int | float | str
 
@@ -118,11 +118,11 @@ def space_problems(doc: dict, sweep: SweepSpec, check, num_labels: int, member_n
     """Problems of the sweep against the spec: an objective that names no strategy or member, and each
     space key set to its bounds (or choices) in the raw spec `doc`, then checked by `check(doc)`, which
     returns the problems of that spec (an empty list when it is valid)."""
-    from .keys import KeyPathError, set_key
+    from runner.spec.keys import KeyPathError, set_key
 
     problems: list[Problem] = []
     if sweep.objective is not None and sweep.objective not in strategies:
-        from .problems import unknown
+        from runner.spec.problems import unknown
 
         problems.append(("sweep.objective", unknown("selection strategy", sweep.objective, strategies)))
     if sweep.member is not None and sweep.member not in member_names:

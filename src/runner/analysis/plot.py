@@ -1,0 +1,221 @@
+"""`runner plot`: what its argument names (a run or a sweep), and a run's learning curves and class
+distributions as one PNG (matplotlib, no display). A sweep's figure is runner.analysis.sweep_plot.
+
+The run's figure is four panels (loss, accuracy, macro-F1, class shares), each drawn by its own
+function, so that `runner report` embeds them one by one (a phone shows each at its width). Every
+legend sits outside its axes, right of them, in a constrained layout that makes room: inside, the
+class-share legend covered the bars and the curves' legends the last epochs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import InputError
+from runner.core.records import RunRecord
+from runner.store.store import Store
+
+
+def target(store: Store, ref: str | None, sweep: bool = False) -> tuple[str, RunRecord | dict, str]:
+    """What `runner plot [REF] [--sweep]` draws: ("run", RunRecord, note) or ("sweep", sweeps row, note).
+
+    With `sweep`, REF is a sweep id or name (the latest sweep when None). Without it, no REF is the
+    latest run; a REF is a run when a run has that id or name, else a sweep with that id or name (a
+    trial's run is named `<sweep name>-t<N>`, so the two rarely meet; when they do, the note says how
+    to get the sweep). Neither: InputError naming REF.
+    """
+    from runner.analysis.sweep_view import find_sweep
+
+    if sweep:
+        if ref is not None and not store.query("SELECT 1 FROM sweeps LIMIT 1")[1]:
+            raise InputError(f"SWEEP {ref!r}: {store.path} holds no sweep (a spec with [sweep] makes one with "
+                             "runner apply)")
+        return "sweep", find_sweep(store, ref), ""
+    if ref is None:
+        return "run", store.run(None), ""
+    runs = store.query_dicts("SELECT run_id FROM runs WHERE run_id = ? OR name = ? LIMIT 1", [ref, ref])
+    sweeps = store.query_dicts("SELECT sweep_id FROM sweeps WHERE sweep_id = ? OR name = ? "
+                               "ORDER BY created_at DESC LIMIT 1", [ref, ref])
+    if runs:
+        note = (f"{ref!r} names a run and sweep {sweeps[0]['sweep_id']}; this is the run's plot, add --sweep for "
+                "the sweep's" if sweeps else "")
+        return "run", store.run(ref), note
+    if sweeps:
+        return "sweep", find_sweep(store, sweeps[0]["sweep_id"]), ""
+
+    def some(sql: str) -> str:
+        ids = [r[0] for r in store.query(sql)[1]]
+        return (", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")) or "none"
+
+    raise InputError(f"RUN|SWEEP {ref!r}: no run or sweep with that id or name in {store.path} (runs: "
+                     f"{some('SELECT run_id FROM runs ORDER BY started_at DESC')}; sweeps: "
+                     f"{some('SELECT sweep_id FROM sweeps ORDER BY created_at DESC')})")
+
+
+PANELS = ("loss", "accuracy", "f1", "shares")
+
+
+@dataclass
+class RunPlot:
+    """What a run's figure draws, read from the store once (`load_run`)."""
+
+    run_id: str
+    metric: str  # the selection metric (the star on the accuracy panel)
+    labels: list[str]
+    members: list[dict]  # member, selected_checkpoint
+    epochs: list[dict]  # `epochs` view rows
+    split: str  # the split of the class shares (test when it has labels)
+    bars: list[tuple[str, list[int]]] = field(default_factory=list)  # (name, count per class); "true" first
+
+
+def load_run(store: Store, run: RunRecord) -> RunPlot:
+    run_id = run.run_id
+    labels = list(run.label_names)
+    epochs = store.query_dicts("SELECT * FROM epochs WHERE run_id = ? ORDER BY member, epoch", [run_id])
+    members = [{"member": m.name, "selected_checkpoint": m.selected_checkpoint} for m in run.members]
+    true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'test' "
+                            "AND label IS NOT NULL GROUP BY label", [run.dataset_id])[1])
+    split = "test" if true else "valid"
+    if not true:
+        true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'valid' "
+                                "GROUP BY label", [run.dataset_id])[1])
+    bars = [("true", [true.get(k, 0) for k in range(len(labels))])]
+    wanted = [(m["member"], m["selected_checkpoint"]) for m in members if m["selected_checkpoint"]]
+    wanted += [(m["member"] + " swa", "swa") for m in members]
+    if store.ensemble_strategies(run_id, "ensemble"):
+        wanted.append(("ensemble", run.selected_strategy if run.ensemble_checkpoint == "selected"
+                       else run.ensemble_checkpoint))
+    for name, ckpt in wanted:
+        kind, member = ("ensemble", "ensemble") if name == "ensemble" else ("member", name.removesuffix(" swa"))
+        if kind == "ensemble":
+            name = f"ensemble ({ckpt})"
+        counts = dict(store.query("SELECT pred, count(*) FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
+                                  "AND checkpoint = ? AND split = ? GROUP BY pred",
+                                  [run_id, kind, member, ckpt, split])[1])
+        if counts:
+            bars.append((name, [counts.get(k, 0) for k in range(len(labels))]))
+    return RunPlot(run_id, run.selection_metric, labels, members, epochs, split, bars)
+
+
+def _legend_outside(ax) -> None:
+    # right of the axes, outside them: inside, a legend covered the last epochs' points and the bars of
+    # the last classes; the constrained layout makes room for it
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
+def _member_rows(data: RunPlot):
+    colors = _colors()
+    for i, m in enumerate(data.members):
+        rows = [e for e in data.epochs if e["member"] == m["member"]]
+        if rows:
+            yield m, rows, colors[i % len(colors)]
+
+
+def _colors() -> list[str]:
+    import matplotlib.pyplot as plt
+
+    return plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    _legend_outside(ax)
+
+
+def draw_loss(ax, data: RunPlot) -> None:
+    for m, rows, c in _member_rows(data):
+        x = [e["epoch"] for e in rows]
+        ax.plot(x, [e["train_loss"] for e in rows], ls=":", color=c)
+        ax.plot(x, [e["eval_loss"] for e in rows], color=c, marker="o", label=m["member"])
+    ax.set_title("loss (solid: valid, dotted: train)")
+    _epoch_axis(ax)
+
+
+def draw_accuracy(ax, data: RunPlot) -> None:
+    for m, rows, c in _member_rows(data):
+        x = [e["epoch"] for e in rows]
+        ax.plot(x, [e["eval_accuracy"] for e in rows], color=c, marker="o", label=f"{m['member']} valid")
+        ax.plot(x, [e["test_accuracy"] for e in rows], color=c, ls="--", label=f"{m['member']} test")
+        sel = m["selected_checkpoint"]
+        if sel and sel.startswith("epoch-"):
+            e = next((r for r in rows if r["epoch"] == int(sel.split("-")[1])), None)
+            if e is not None:
+                ax.plot([e["epoch"]], [e["eval_accuracy"]], marker="*", ms=16, color=c, mec="black", ls="none")
+    ax.set_title(f"accuracy (solid: valid, dashed: test)\nstar: selected by {data.metric}")
+    _epoch_axis(ax)
+
+
+def draw_f1(ax, data: RunPlot) -> None:
+    for m, rows, c in _member_rows(data):
+        ax.plot([e["epoch"] for e in rows], [e["eval_f1_macro"] for e in rows], color=c, marker="o",
+                label=m["member"])
+    ax.set_title("validation macro-F1")
+    _epoch_axis(ax)
+
+
+def draw_shares(ax, data: RunPlot) -> None:
+    width = 0.8 / len(data.bars)
+    for j, (name, counts) in enumerate(data.bars):
+        total = sum(counts) or 1
+        xs = [k + (j - (len(data.bars) - 1) / 2) * width for k in range(len(data.labels))]
+        ax.bar(xs, [c / total for c in counts], width=width, label=name,
+               color="black" if name == "true" else None, alpha=0.85)
+    ax.set_xticks(range(len(data.labels)), [n.replace("_", "\n") for n in data.labels], fontsize=8)
+    ax.set(title=f"predicted class shares on {data.split} vs the true shares", ylabel="share")
+    ax.grid(alpha=0.3, axis="y")
+    _legend_outside(ax)
+
+
+DRAW = {"loss": draw_loss, "accuracy": draw_accuracy, "f1": draw_f1, "shares": draw_shares}
+
+
+def figure(data: RunPlot, panels: tuple[str, ...] = PANELS, ncols: int = 2, panel_size=(6.5, 4.1)):
+    """The figure (not saved): the named panels in a grid of `ncols` columns, each legend outside its axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ncols = min(ncols, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig = plt.figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows + (0.4 if len(panels) > 1 else 0)),
+                     layout="constrained")
+    for i, name in enumerate(panels):
+        DRAW[name](fig.add_subplot(nrows, ncols, i + 1), data)
+    if len(panels) > 1:
+        fig.suptitle(f"run {data.run_id}")
+    return fig
+
+
+def png(fig, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (and closed)."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_run(store: Store, run: RunRecord, out: Path) -> Path:
+    """Four panels: loss and accuracy per epoch for every member (valid solid, train/test dashed, the
+    selected epoch marked), validation macro-F1, and the predicted class shares of each selected
+    member, SWA and the ensemble against the true shares on test."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(load_run(store, run))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=110)
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,42 @@
+"""Tables a person reads at the end of a run (rich), built from the store alone."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from runner.core.records import RunRecord
+from runner.store.store import Store
+
+
+def summary_table(store: Store, run: RunRecord) -> Table:
+    """Per member: status, epochs, the selected epoch and its validation and test numbers."""
+    metric = run.selection_metric
+    tested = ["test_accuracy", "test_f1_macro", "test_log_loss"]
+    # a refit has no validation split: nothing was selected, each member trained for its parent's epochs
+    shown = tested if run.is_refit else list(dict.fromkeys([metric, *tested]))
+    values = store.checkpoint_metrics(run.run_id)
+    epochs = store.epoch_counts(run.run_id)
+    how = (f"refit of {run.parent_run_id} on train+valid, epochs by {run.refit_strategy}" if run.is_refit
+           else f"selection by {metric}")
+    table = Table(title=f"Run {run.run_id} ({run.status}) · {how}")
+    for col in ("member", "backbone", "status", "epochs", "checkpoint" if run.is_refit else "selected", *shown):
+        table.add_column(col, justify="right" if col not in ("member", "backbone", "status") else "left")
+    rows = [(m, values.get(("member", m.name, m.selected_checkpoint), {}) if m.selected_checkpoint else {})
+            for m in run.members]
+    best = {}
+    for k in shown:
+        have = [v[k] for _, v in rows if k in v]
+        if have:
+            lower = k.endswith("loss") or (k == metric and not run.greater_is_better)
+            best[k] = min(have) if lower else max(have)
+    for m, v in rows:
+        cells = []
+        for k in shown:
+            if k not in v:
+                cells.append("")
+            else:
+                s = f"{v[k]:.4f}"
+                cells.append(f"[bold green]{s}[/]" if len(rows) > 1 and v[k] == best.get(k) else s)
+        status = m.status if m.status != "failed" else "[red]failed[/]"
+        table.add_row(m.name, m.backbone, status, str(epochs.get(m.name, 0)), m.selected_checkpoint or "", *cells)
+    return table

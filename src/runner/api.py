@@ -1,0 +1,98 @@
+"""The Python entry points: `apply` and `validate` (what `runner apply` and `runner validate` do),
+and `load` (an exported folder, for predicting in a script).
+
+`apply` checks everything first, then trains what is not yet done. Everything that can be checked
+before the first training step is checked before the first write: the spec and plugin options, the
+data, a sweep's search space, each member's loss, training arguments and seed, that each model can
+be reached, the dry run (runner.train.dryrun: the real model, Trainer, optimizer and one batch of each
+split), the folders the run will write, and that the store can be written. A broken input therefore
+never leaves a half-made run behind. Then a spec with `[sweep]` runs its trials (runner.search), any
+other its run (runner.run: replicas over seeds and the refit included), with the members trained by
+the backend the command line or `[compute]` asks for (runner.scale).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from runner.errors import InputError
+from runner.run.apply import apply_run
+from runner.run.plan import check_paths, plan, run_id_for
+from runner.scale import ddp
+from runner.scale.backend import backend_for
+from runner.search.plan import check_space
+from runner.search.sweep import SweepResult, apply_sweep
+from runner.store.store import Store
+from runner.train import ranks
+from runner.train.dryrun import dry_run
+from runner.train.job import ApplyResult, Plan
+from runner.use.export import load
+
+__all__ = ["apply", "validate", "load", "plan_spec"]
+
+
+def plan_spec(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True,
+              overrides: tuple = ()) -> Plan:
+    """The checked plan of a spec (runner.run.plan.plan), its sweep's search space included."""
+    return plan(spec_path, plugins_dir, check_models=check_models, overrides=overrides,
+                check=_sweep_problems(overrides))
+
+
+def _sweep_problems(overrides: tuple) -> Callable[[Plan], list]:
+    def check(p: Plan) -> list:
+        return check_space(p, tuple(overrides)) if p.resolved.spec.sweep is not None else []
+
+    return check
+
+
+def validate(spec_path: str | Path, store_path: str | Path, plugins_dir: str | Path | None = None,
+             check_models: bool = True, overrides: tuple = ()) -> Plan:
+    """`runner validate`: the plan, the dry run of every member, and the store and run folders checked."""
+    p = plan_spec(spec_path, plugins_dir, check_models=check_models, overrides=overrides)
+    store = Store(store_path)
+    store.check_writable()
+    check_paths(store, run_id_for(p, store, None), p.resolved.members)
+    if check_models:
+        dry_run(p.resolved, p.registry, p.data, p.resolved.members)
+    return p
+
+
+def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
+          force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
+          verbose: bool = False, overrides: tuple = (), workers: int = 1,
+          worker_argv: list[str] | None = None, backend: str | None = None,
+          address: str | None = None) -> ApplyResult | SweepResult:
+    """Train every member of the spec that the store does not yet hold as finished; then, with
+    `[refit] strategy`, the run's refit on train+valid (runner.run.refit). `overrides`: `--set` pairs;
+    `backend`/`address`: `--backend`/`--address` (else `[compute]`; runner.scale.backend)."""
+    if ranks.distributed():  # under torchrun / accelerate launch: rank 0 leads, the others follow it
+        ranks.init()
+        if ranks.following():
+            ddp.follow()
+            return ApplyResult(None, "follower")
+    try:
+        return _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
+                              worker_argv, backend, address)
+    finally:
+        ranks.finish()
+
+
+def _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
+                   worker_argv, backend, address) -> ApplyResult | SweepResult:
+    p = plan_spec(spec_path, plugins_dir, overrides=overrides)
+    store = Store(store_path)
+    store.check_writable()
+    if ranks.distributed() and (workers > 1 or (backend or p.resolved.spec.compute.backend) == "ray"):
+        raise InputError(f"{'--workers' if workers > 1 else '--backend ray'}: under torchrun every process trains "
+                         "the same member (DDP); Ray and --workers place whole members or trials, so use one or the "
+                         "other ([compute] gpus_per_member > 1 runs torchrun inside each Ray task)")
+    if workers > 1 and p.resolved.spec.sweep is None:
+        raise InputError(f"--workers {workers}: runs the trials of a sweep at once, and {spec_path} has no [sweep]")
+    chosen = backend_for(p, backend, address)
+    try:
+        if p.resolved.spec.sweep is not None:
+            return apply_sweep(p, store, progress, say, verbose, overrides, workers, worker_argv, chosen)
+        return apply_run(p, store, force, progress, say, verbose, backend=chosen)
+    finally:
+        chosen.close()

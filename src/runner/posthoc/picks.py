@@ -1,0 +1,67 @@
+"""What each selection strategy picks for a finished run's members, read from the store.
+
+`apply` stores every registered strategy's pick when a member finishes (`selections`). A strategy
+registered later (a new plugin, or a built-in added by a newer runner) is computed from the stored
+epochs (runner.core.selection.pick_all): `all_picks` and `picks` do so without writing;
+`materialize` stores the missing picks.
+"""
+
+from __future__ import annotations
+
+from runner.core.records import MemberHistory
+from runner.core.selection import SELECTED, pick_all
+
+
+def _history(store, run, member: str) -> MemberHistory:
+    return MemberHistory.of(member, store.member_epochs(run.run_id, member),
+                            has_swa=store.has_checkpoint(run.run_id, member, "swa"))
+
+
+def all_picks(store, run, registry) -> dict[str, dict[str, str]]:
+    """strategy -> member -> checkpoint for every registered strategy, from the `selections` table and,
+    for strategies it lacks (registered after training), from the stored epochs, without writing."""
+    stored = store.all_selections(run.run_id)
+    names = [s.name for s in registry.selections()]
+    for m in run.finished:
+        if all(m.name in stored.get(n, {}) for n in names):
+            continue
+        for n, c in pick_all(registry, _history(store, run, m.name)).items():
+            if c is not None:
+                stored.setdefault(n, {}).setdefault(m.name, c)
+    return stored
+
+
+def picks(store, run, registry, strategy: str) -> dict[str, str]:
+    """member -> checkpoint under `strategy` (`selected`: each member's own), finished members in
+    training order, without writing; members it picks nothing for are left out."""
+    if strategy == SELECTED:
+        return {m.name: m.selected_checkpoint for m in run.finished if m.selected_checkpoint}
+    stored = store.selections(run.run_id, strategy)
+    out = {}
+    for m in run.finished:
+        cp = stored.get(m.name)
+        if cp is None:
+            cp = pick_all(registry, _history(store, run, m.name)).get(strategy)
+        if cp:
+            out[m.name] = cp
+    return out
+
+
+def materialize(store, run, registry) -> None:
+    """Store the picks of every registered strategy that a finished member of `run` lacks.
+
+    `apply` stores every strategy's pick when a member finishes; a strategy registered later (a new
+    plugin, or a built-in added by a newer runner) is computed here, from the stored epochs, the
+    first time a command that needs it runs. Strategies that cannot choose (`swa` without SWA) store
+    nothing, so nothing is written when nothing is missing.
+    """
+    have = store.selection_strategies(run.run_id)
+    names = [s.name for s in registry.selections()]
+    for m in run.finished:
+        missing = [n for n in names if n not in have.get(m.name, set())]
+        if not missing:
+            continue
+        chosen = pick_all(registry, _history(store, run, m.name))
+        found = {n: chosen[n] for n in missing if chosen.get(n) is not None}
+        if found:
+            store.log_selections(run.run_id, m.name, found)
