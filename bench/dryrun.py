@@ -30,9 +30,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from runner.core.quiet import quiet_libraries
-    from runner.train.dryrun import dry_run
     from runner.run.plan import plan
     from runner.train.build import build_model
+    from runner.train.dryrun import dry_run
 
     quiet_libraries()
     p = plan(args.spec)

@@ -158,8 +158,8 @@ def runner_main(spec: str, store: str, timing_out: str) -> None:
     import atexit
     import functools
 
-    from runner.store import store as store_mod
     from runner.data import tokenized
+    from runner.store import store as store_mod
 
     stats = {"insert_rows": 0, "insert_s": 0.0, "insert_calls": 0, "store_other_s": 0.0, "store_other_calls": 0,
              "predict_s": 0.0, "predict_calls": 0, "tokenize_s": 0.0, "tokenize_calls": 0,
@@ -237,15 +237,13 @@ def plain_main(config_path: str, out_dir: str, result_out: str) -> None:
     warnings.filterwarnings("ignore")
     import numpy as np
     import torch
-    from transformers import (DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments,
-                              set_seed)
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
     from transformers.utils import logging as hf_logging
 
-    from runner.data import synthetic
     from runner.builtins.backbones import ScratchOptions, build_scratch
-    from runner.plugins.contexts import BackboneContext
-    from runner.plugins.contexts import RawDataset
+    from runner.data import synthetic
     from runner.data.prepare import prepare
+    from runner.plugins.contexts import BackboneContext, RawDataset
     from runner.train.losses import focal_loss
 
     hf_logging.set_verbosity_error()
@@ -349,11 +347,10 @@ def tokenization_figures(size: int, root: Path) -> dict:
     each tokenized it all), a miss, a memory hit, a disk hit (a new process: memory empty)."""
     from types import SimpleNamespace
 
-    from runner.data import synthetic, tokenized
     from runner.builtins.backbones import ScratchOptions, build_scratch
-    from runner.plugins.contexts import BackboneContext
-    from runner.plugins.contexts import RawDataset
+    from runner.data import synthetic, tokenized
     from runner.data.prepare import prepare
+    from runner.plugins.contexts import BackboneContext, RawDataset
 
     texts, labels = synthetic.generate(size, seed=13, language="en")
     raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},

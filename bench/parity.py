@@ -190,8 +190,17 @@ def plain_main(config_path: str, result_path: str) -> None:
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from transformers import (AutoTokenizer, BertConfig, BertForSequenceClassification, DataCollatorWithPadding,
-                              EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments, set_seed)
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -205,8 +214,8 @@ def plain_main(config_path: str, result_path: str) -> None:
     from types import SimpleNamespace
 
     from runner.data import synthetic
-    from runner.plugins.contexts import RawDataset
     from runner.data.prepare import prepare
+    from runner.plugins.contexts import RawDataset
 
     texts, labels = synthetic.generate(d["options"]["size"], seed=spec["seed"], language=d["options"]["language"])
     raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},

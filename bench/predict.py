@@ -58,8 +58,8 @@ def memory_mb(field: str) -> float:
 
 def choice_of(store: str, run: str):
     from runner.plugins.registry import load_registry
+    from runner.store import Store
     from runner.use.choice import choose
-    from runner.store.store import Store
 
     st = Store(store).open_read()
     registry = load_registry(None)

@@ -99,11 +99,11 @@ def metric_values(p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def build_store(path: Path, n_members: int, n_epochs: int, n_examples: int, seed: int = 0) -> dict:
     """Write the synthetic run; returns its id and the insert timings."""
-    from runner.data.prepare import Split
-    from runner.plugins.registry import load_registry
     from runner.core.records import MemberHistory
     from runner.core.selection import pick_all
-    from runner.store.store import Store
+    from runner.data.prepare import Split
+    from runner.plugins.registry import load_registry
+    from runner.store import Store
 
     rng = np.random.default_rng(seed)
     store = Store(path).open()
@@ -190,8 +190,8 @@ def time_compare(store, run_id: str) -> tuple[float, str]:
 
 
 def time_ensemble_fit(store, run_id: str) -> tuple[float, object]:
-    from runner.posthoc.ensemble import build_ensemble
     from runner.plugins.registry import load_registry
+    from runner.posthoc.ensemble import build_ensemble
 
     t0 = time.perf_counter()
     ens = build_ensemble(store, store.run(run_id), load_registry(None), "selected", "fit", name="bench-fit")
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from runner.store.store import Store
+    from runner.store import Store
 
     console = Console(width=160) if not sys.stdout.isatty() else Console()
     n_examples = 5_000 if args.small else 50_000

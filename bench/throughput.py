@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"--{name.replace('_', '-')} must be at least 1")
 
     import torch
-    from transformers import (BertConfig, BertForSequenceClassification, Trainer, TrainerCallback,
-                              TrainingArguments)
+    from transformers import BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     from runner.train.arguments import loader_args, precision_args

@@ -33,8 +33,8 @@ KINDS = ("words", "wordpiece", "bpe")
 
 def synthetic_splits(language: str, size: int, seed: int) -> dict[str, list[str]]:
     from runner.data import synthetic
-    from runner.plugins.contexts import RawDataset
     from runner.data.prepare import prepare
+    from runner.plugins.contexts import RawDataset
 
     texts, labels = synthetic.generate(size, seed=seed, language=language)
     raw = RawDataset(splits={"train": [{"text": x, "label": int(y)} for x, y in zip(texts, labels)]},

@@ -16,8 +16,8 @@ from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from runner import hookimpl  # also exported as runner.hookimpl
-from runner.spec.compat import drop_for_hash, fill_stored
 from runner.data.tokenization import train_tokenizer
+from runner.spec.compat import drop_for_hash, fill_stored
 
 
 class GRUOptions(BaseModel):

@@ -161,9 +161,9 @@ def steps() -> dict[str, Callable[[], str]]:
 
 def outputs(readme: str) -> dict[str, str]:
     """Run the quickstart and everything the README shows, in README order; {block name: text}."""
-    from runner.store.store import Store
-
     import torch
+
+    from runner.store import Store
 
     torch.set_num_threads(1)
     found = {}

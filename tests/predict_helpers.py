@@ -92,7 +92,7 @@ def cli(*args, catch: bool = True):
 def trained(tmp_path_factory) -> Trained:
     """The session's run (trained on first use)."""
     if "run" not in _CACHE:
-        from runner.store.store import Store
+        from runner.store import Store
 
         d = tmp_path_factory.mktemp("predict_run")
         (d / "spec.toml").write_text(SPEC)
@@ -106,7 +106,7 @@ def trained(tmp_path_factory) -> Trained:
 
 def split_csv(t: Trained, split: str, path: Path, labels: bool = True) -> Path:
     """A stored split written out as a CSV a user would have (text, label name)."""
-    from runner.store.store import Store
+    from runner.store import Store
 
     rows = Store(t.store).query("SELECT text, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx",
                                 [t.dataset_id, split])[1]
@@ -119,7 +119,7 @@ def split_csv(t: Trained, split: str, path: Path, labels: bool = True) -> Path:
 
 
 def stored_probs(store: Path, run_id: str, kind: str, member: str, checkpoint: str, split: str) -> np.ndarray:
-    from runner.store.store import Store
+    from runner.store import Store
 
     rows = Store(store).query("SELECT probs FROM predictions WHERE run_id = ? AND kind = ? AND member = ? AND "
                               "checkpoint = ? AND split = ? ORDER BY idx", [run_id, kind, member, checkpoint, split])[1]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.store.store import Store
+from runner.store import Store
 
 SPEC = """
 name = "{name}"
@@ -122,8 +122,8 @@ def test_fine_tuning_starts_from_the_adapted_encoder(case):
     """The adapted folder's encoder is what `build` starts from; the head is new."""
     from safetensors.torch import load_file
 
-    from runner.plugins.contexts import BackboneContext
     from runner.builtins.backbones import ScratchOptions, build_scratch
+    from runner.plugins.contexts import BackboneContext
 
     st = Store(case["store"])
     key = st.query("SELECT adapt_key FROM members m JOIN runs r USING (run_id) WHERE r.name = 'adapted' "
@@ -373,7 +373,7 @@ def test_gc_removes_only_adaptations_no_store_references(tmp_path):
     assert "would free" in err and {p.name for p in root.iterdir() if p.is_dir()} == k1 | k2
     out, err = ok("gc", "--store", s1)
     assert {p.name for p in root.iterdir() if p.is_dir()} == k1
-    assert f"2 of 4 adapted encoders unreferenced" in err
+    assert "2 of 4 adapted encoders unreferenced" in err
 
 
 def test_ensemble_v3_adapts_every_member_as_the_notebook_did(repo, tmp_path):
@@ -397,8 +397,8 @@ def test_fixed_masks_keep_each_examples_own_tokens_whatever_the_padding_side(sid
     tokenizer that pads on the left, that is the batch's last tokens, never its padding."""
     from transformers import DataCollatorForLanguageModeling
 
-    from runner.train.adapt_train import _encode, _masked_once
     from runner.data.tokenization import train_tokenizer
+    from runner.train.adapt_train import _encode, _masked_once
 
     texts = [f"a review {i} that is {'long ' * (i % 5)}" for i in range(20)]
     tok = train_tokenizer(texts, "wordpiece", vocab_size=200, max_length=32)

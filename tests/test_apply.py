@@ -12,10 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from runner.train.backbones import load_checkpoint
 from runner.cli import app
 from runner.plugins.registry import load_registry
-from runner.store.store import Store
+from runner.store import Store
+from runner.train.backbones import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -249,8 +249,8 @@ def test_group_by_length_and_compile_reach_trainer(tmp_path):
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
     from runner.run.plan import plan
-    from runner.train.build import make_trainer, prepare_member
     from runner.train.arguments import training_arguments
+    from runner.train.build import make_trainer, prepare_member
 
     spec = tmp_path / "spec.toml"
     spec.write_text(TINY_SPEC.format(size=80, epochs=1))

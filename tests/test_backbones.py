@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
 
+from runner.builtins.backbones import HFOptions, ScratchOptions, _diagnose, build_hf, build_scratch, check_reachable
+from runner.data.tokenization import train_tokenizer
+from runner.errors import ModelLoadError
 from runner.plugins.contexts import BackboneContext
 from runner.train.backbones import load_checkpoint, write_runner_json
-from runner.builtins.backbones import HFOptions, ScratchOptions, build_hf, build_scratch, check_reachable, _diagnose
-from runner.errors import ModelLoadError
-from runner.data.tokenization import train_tokenizer
 
 REPO = Path(__file__).parents[1]
 KOREAN = "연기는 좋았지만 스토리가 지루했다"
@@ -394,7 +394,7 @@ def test_hf_member_trains_from_a_model_folder_beside_the_spec(tiny_bert_dir, tmp
     from typer.testing import CliRunner
 
     from runner.cli import app
-    from runner.store.store import Store
+    from runner.store import Store
 
     project = tmp_path / "project"
     _shutil.copytree(tiny_bert_dir, project / "models" / "tiny")

@@ -32,9 +32,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from test_store_safety import make_store, undo_read_only  # the store kinds below, built for real
+from typer.testing import CliRunner
 
 CORPUS = Path(__file__).resolve().parent / "bad_inputs"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expect.toml").is_file())

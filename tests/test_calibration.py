@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from runner.cli import app
 from runner.core.maths import log_loss
 from runner.posthoc import calibration
 from runner.posthoc.calibrate import lookup
-from runner.cli import app
-from runner.store.store import Store
+from runner.store import Store
 
 # -- the fit, on synthetic probabilities with known answers -------------------------------------------
 

@@ -48,12 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import contract_strategies as cs
 import pytest
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase
-
-import contract_strategies as cs
 
 torch = pytest.importorskip("torch")
 duckdb = pytest.importorskip("duckdb")
@@ -329,8 +328,8 @@ def _fresh_process_state() -> None:
     TrainingArguments then fails) and accelerate's process-wide state singletons."""
     import sys
 
-    # runner keeps its DuckDB instances in a module global; its name has changed as runner grew
-    for module_name, attr in (("runner.store.instances", "_instances"), ("runner.store.store", "_instance")):
+    # runner keeps its DuckDB instances in a module global
+    for module_name, attr in (("runner.store.instances", "_instances"),):
         module = sys.modules.get(module_name)
         held = getattr(module, attr, None)
         if held is None:

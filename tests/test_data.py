@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import TINY_LABELS, tiny_rows, write_csv
-from runner.plugins.contexts import RawDataset
+
 from runner.data.prepare import prepare, stratified_split
 from runner.errors import DataError
+from runner.plugins.contexts import RawDataset
 from runner.plugins.registry import load_registry
 from runner.spec import DataSpec, load_and_resolve
 

@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.store.store import Store
+from runner.store import Store
 
 pytestmark = pytest.mark.ddp
 

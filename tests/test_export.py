@@ -18,11 +18,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-
 from predict_helpers import cli, digest, probs_of, read_output, split_csv, store_copy, stored_probs, trained
-from runner.posthoc.calibration import apply as calibrate
+
 from runner.errors import InputError
-from runner.store.store import Store
+from runner.posthoc.calibration import apply as calibrate
+from runner.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4

@@ -13,8 +13,8 @@ from runner.builtins.losses import CrossEntropyOptions, FocalOptions, build_cros
 from runner.core.maths import accuracy, f1_macro
 from runner.errors import OptionError
 from runner.plugins.contexts import LossContext
-from runner.train.losses import focal_loss
 from runner.plugins.registry import load_registry
+from runner.train.losses import focal_loss
 
 C = 4
 

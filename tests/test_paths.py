@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from pathlib import Path
 
@@ -18,11 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.store import checkpoints
-from runner.spec import MemberSpec, NAME_PATTERN
+from runner.spec import NAME_PATTERN, MemberSpec
 from runner.spec.names import member_names, safe_name
-
-import re
+from runner.store import checkpoints
 
 
 def members(*models, names=None):

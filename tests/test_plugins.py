@@ -4,9 +4,9 @@ plugin gives (naming its file, exit 2, no traceback), the example plugins, and t
 
 from __future__ import annotations
 
-import json
 import importlib
 import inspect
+import json
 import re
 import sys
 import textwrap
@@ -16,8 +16,8 @@ import pluggy
 import pytest
 
 import runner
-from runner.plugins import hookspecs
 from runner.errors import PluginError
+from runner.plugins import hookspecs
 from runner.plugins.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]

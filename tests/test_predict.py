@@ -17,10 +17,10 @@ from types import SimpleNamespace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from predict_helpers import cli, digest, probs_of, read_output, split_csv, store_copy, stored_probs, trained
+
 from runner.posthoc.calibration import apply as calibrate
-from runner.store.store import Store
+from runner.store import Store
 
 TOLERANCE = 1e-4
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.store.store import Store
+from runner.store import Store
 
 ray = pytest.importorskip("ray", reason="the ray extra (pip install -e '.[ray]') is part of the dev set-up")
 pytestmark = pytest.mark.ray
@@ -298,10 +298,10 @@ def test_sweep_trials_train_at_once_and_the_driver_stores_each_once(tmp_path, ru
 def test_a_pruned_trial_stops_its_ray_task_at_the_epoch_the_driver_decides(tmp_path, local_ray):
     """The pruner runs in the driver: each epoch of a watched member goes there before training goes on,
     and its verdict (TrialPruned) stops the task with the epochs stored so far."""
-    from runner.scale.ray_backend import RayBackend
+    from runner.errors import TrialPruned
     from runner.run.apply import apply_plan
     from runner.run.plan import plan
-    from runner.errors import TrialPruned
+    from runner.scale.ray_backend import RayBackend
 
     spec = write(tmp_path)
     p = plan(spec)

@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runner.store.store import Store
+from runner.store import Store
 
 SPEC = """
 name = "{name}"

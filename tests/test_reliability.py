@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runner.store.store import Store
+from runner.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,9 +105,9 @@ def register_losses(register):
 PAUSING_CLI = '''
 import os, sys, time
 from pathlib import Path
-import runner.store.store as store
+import runner.store.rows as rows
 
-real = store.insert_predictions
+real = rows.insert_predictions
 seen = {"n": 0}
 
 def slow_insert(con, batch):
@@ -117,7 +117,7 @@ def slow_insert(con, batch):
         time.sleep(60)
     return real(con, batch)
 
-store.insert_predictions = slow_insert
+rows.insert_predictions = slow_insert
 from runner.cli import main
 sys.argv = ["runner"] + sys.argv[1:]
 main()

@@ -4,10 +4,7 @@ objective is the mean over its replicas."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
-
 from test_sweep import cli, rows, write_spec
 
 

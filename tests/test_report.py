@@ -19,14 +19,13 @@ import os
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
+from html_page import Page, column
 from typer.testing import CliRunner
 
-from html_page import Page, column
 from runner.cli import app
-from runner.store.store import Store
+from runner.store import Store
 
 SPEC = """
 name = "rep"

@@ -21,11 +21,11 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.cli import app
-from runner.store.migrations import MIGRATIONS
-from runner.plugins.registry import load_registry
 from runner.core.records import EpochRecord, MemberHistory
 from runner.core.selection import best_epoch, best_smoothed_epoch, pick_all
-from runner.store.store import Store
+from runner.plugins.registry import load_registry
+from runner.store import Store
+from runner.store.migrations import MIGRATIONS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -288,7 +288,7 @@ def test_an_old_store_migrates_ensembles_and_selections(tmp_path):
     assert sorted(store.query("SELECT DISTINCT ensemble FROM ensemble_weights")[1]) == [("ensemble",), ("w=0.5,0.5",)]
     assert store.query("SELECT count(*) FROM epochs")[1][0][0] == 4
     # the strategies the old view did not have are computed when first needed, from the stored epochs
-    from runner.core.selection import materialize
+    from runner.posthoc.picks import materialize
 
     run = store.run("old")
     materialize(store, run, load_registry(None))

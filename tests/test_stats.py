@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runner.core.maths import correct, nll
 from runner.analysis.stats import paired_bootstrap, spread
-from runner.store.store import Store
+from runner.core.maths import correct, nll
+from runner.store import Store
 
 # -- runner.analysis.stats --------------------------------------------------------------------------------
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from runner.errors import StoreError
+from runner.store import Store
 from runner.store.migrations import MIGRATIONS
-from runner.store.store import Store
 
 TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
           "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "_migrations"}

@@ -28,11 +28,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from runner.store import instances
-from runner.store.connection import now
 from runner.errors import StoreError, StoreFileError
+from runner.store import Store, instances
+from runner.store.connection import now
 from runner.store.migrations import MIGRATIONS
-from runner.store.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -433,7 +432,7 @@ def test_sql_table_shows_the_first_rows_and_csv_streams_all(filled, run_cli):
 DISK_SCRIPT = """
 import os, resource, sys
 from runner.errors import StoreError
-from runner.store.store import Store
+from runner.store import Store
 
 store = Store(sys.argv[1]).open()
 limit_soft = sys.argv[2] == "rlimit"

@@ -20,13 +20,13 @@ import torch
 from safetensors.torch import save_file, save_model
 from typer.testing import CliRunner
 
-from runner.train.backbones import load_checkpoint
-from runner.cli import app
 from runner.analysis.compare import compare
+from runner.cli import app
 from runner.core.maths import log_loss
-from runner.posthoc.ensemble import fit_weights
 from runner.plugins.registry import load_registry
-from runner.store.store import Store
+from runner.posthoc.ensemble import fit_weights
+from runner.store import Store
+from runner.train.backbones import load_checkpoint
 from runner.train.swa import average_checkpoints, load_averaged
 
 REGISTRY = load_registry(None)

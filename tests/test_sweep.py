@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.cli import app
-from runner.store.store import Store
+from runner.store import Store
 
 SPEC = """
 name = "{name}"

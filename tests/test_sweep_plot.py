@@ -18,13 +18,13 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from html_page import Page, column
 from typer.testing import CliRunner
 
-from html_page import Page, column
-from runner.cli import app
-from runner.store.store import Store
 from runner.analysis.sweep_plot import Param, SweepPlot, best_so_far, figure, is_log, load, params_of
 from runner.analysis.sweep_view import find_sweep
+from runner.cli import app
+from runner.store import Store
 
 SPEC = """
 name = "swp"

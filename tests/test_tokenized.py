@@ -12,10 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from runner.data import tokenized
-from runner.store import caches
 from runner.cli import app
-from runner.store.store import Store
+from runner.data import tokenized
+from runner.store import Store, caches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,8 +237,8 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
 
 
 def test_scratch_attention_is_sdpa_and_matches_eager():
-    from runner.plugins.contexts import BackboneContext
     from runner.builtins.backbones import ScratchOptions, build_scratch
+    from runner.plugins.contexts import BackboneContext
 
     texts = [f"review {i}: a {w} film" for i, w in enumerate(["dull", "superb", "fine", "bad"] * 8)]
     ctx = BackboneContext(model=None, num_labels=4, label_names=list("abcd"), train_texts=texts,

@@ -5,8 +5,19 @@ entry points `apply`, `validate` and `load` (runner.api), which load on first us
 """
 
 from runner import _moved
-from runner.errors import (DataError, DiskFullError, InputError, ModelLoadError, OptionError, PluginError,
-                           RunnerError, SpecError, StoreError, StoreFileError, TrainingError)
+from runner.errors import (
+    DataError,
+    DiskFullError,
+    InputError,
+    ModelLoadError,
+    OptionError,
+    PluginError,
+    RunnerError,
+    SpecError,
+    StoreError,
+    StoreFileError,
+    TrainingError,
+)
 from runner.plugins.hookspecs import hookimpl
 from runner.version import __version__
 

@@ -23,7 +23,7 @@ from runner.scale import ddp
 from runner.scale.backend import backend_for
 from runner.search.plan import check_space
 from runner.search.sweep import SweepResult, apply_sweep
-from runner.store.store import Store
+from runner.store import Store
 from runner.train import ranks
 from runner.train.dryrun import dry_run
 from runner.train.job import ApplyResult, Plan

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from rich.table import Table
 from rich.text import Text
 
-from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
-from runner.posthoc.picks import materialize
-from runner.errors import InputError
+from runner.analysis.compare_calibration import render as render_calibrations
+from runner.analysis.compare_refit import add_refit_rows
+from runner.analysis.compare_seeds import over_seeds
 from runner.core.records import RunRecord
-from runner.store.store import Store
+from runner.core.selection import checkpoint_epoch
+from runner.errors import InputError
+from runner.posthoc.calibrate import stored_for
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_missing_ensembles
+from runner.posthoc.picks import strategy_checkpoints
+from runner.store import Store
 
 BASE_COLUMNS = ("eval_accuracy", "eval_log_loss", "test_accuracy", "test_f1_macro", "test_log_loss", "tvd")
 LOWER_IS_BETTER = {"eval_log_loss", "test_log_loss", "tvd"}
@@ -106,49 +111,16 @@ def compare(store: Store, run: RunRecord, registry, strategies: list[str] | None
                    "tvd": 0.5 * sum(abs(p - t) for p, t in zip(shares, true_shares)), "pred_shares": shares}
             row.update({c: m.get(c) for c in columns if c != "tvd"})
             rows.append(row)
-    from runner.posthoc.calibrate import stored_for
-
     calibrated = stored_for(store, run, [(r["kind"], r["member"], r["checkpoint"]) for r in rows])
-    from runner.analysis.compare_refit import add_refit_rows
-
     add_refit_rows(store, run, rows, columns, dist_split, true_shares, strategies)  # `refit:<strategy>` blocks
     seeds = None
     if run.repeat_group is not None:  # a replica of `repeats = N`: the tables over seeds (compare_seeds)
-        from runner.analysis.compare_seeds import over_seeds
-
         seeds = over_seeds(store, run, registry, wanted, build_missing)
     return Comparison(run.run_id, list(run.label_names), dist_split, true_shares, columns, lower, rows, calibrated,
                       seeds)
 
 
-def strategy_checkpoints(store: Store, run: RunRecord, registry, wanted: list[str]) -> dict[str, dict[str, str]]:
-    """strategy -> finished member -> the checkpoint the strategy picks, for each of `wanted`
-    (registered strategies); picks of strategies registered since the run trained are stored first."""
-    finished = [m.name for m in run.finished]
-    materialize(store, run, registry)
-    picked = store.all_selections(run.run_id)  # strategy -> member -> checkpoint, in one query
-    return {s: {m: picked[s][m] for m in finished if picked.get(s, {}).get(m)} for s in wanted}
-
-
-def build_missing_ensembles(store: Store, run: RunRecord, registry, checkpoints: dict[str, dict[str, str]]) -> None:
-    """Build and store, in one transaction, the spec's ensemble of every strategy in `checkpoints`
-    (from `strategy_checkpoints`) that has none yet and picks a checkpoint of every finished member;
-    nothing for a run of one member (it has no ensemble)."""
-    finished = [m.name for m in run.finished]
-    if len(finished) < 2:
-        return
-    have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
-    memo: dict = {}
-    built = [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
-                            memo=memo, checkpoints=picks)
-             for s, picks in checkpoints.items() if s not in have and len(picks) == len(finished)]
-    if built:
-        store.log_ensembles(built)
-
-
 def _epoch(checkpoint: str) -> int | None:
-    from runner.core.selection import checkpoint_epoch
-
     return checkpoint_epoch(checkpoint)
 
 
@@ -192,8 +164,6 @@ def render(c: Comparison):
         table.add_row(*cells, style="italic" if r["kind"] == "ensemble" else None)
     parts = [table]
     if c.calibrations:  # a calibrated run: `runner calibrate`'s before/after table under the strategies'
-        from runner.posthoc.calibrate import render as render_calibrations
-
         parts.append(render_calibrations(c.calibrations, c.label_names, c.true_shares, c.dist_split,
                                          f"Run {c.run_id}: calibrations fitted on valid (runner calibrate)"))
     if c.seeds is not None:  # a replica of `repeats = N`: means over seeds, intervals of differences

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from runner.core.records import RunRecord
 from runner.core.selection import checkpoint_epoch
-from runner.store.store import Store
+from runner.store import Store
 
 
 def add_refit_rows(store: Store, parent: RunRecord, rows: list[dict], columns, dist_split: str,

@@ -22,12 +22,12 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
-from runner.analysis.compare import strategy_checkpoints
 from runner.analysis.compare_seeds import _mean_sd, _models, _ScoreReader
-from runner.errors import InputError
-from runner.core.records import RunRecord
 from runner.analysis.stats import PairedInterval, paired_bootstrap, spread
-from runner.store.store import Store
+from runner.core.records import RunRecord
+from runner.errors import InputError
+from runner.posthoc.picks import strategy_checkpoints
+from runner.store import Store
 
 LEVEL = 0.95
 

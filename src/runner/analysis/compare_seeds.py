@@ -13,7 +13,7 @@ replicas, `compare` adds two tables after its own:
   (runner.analysis.stats.paired_bootstrap), from the stored test probabilities and the examples' labels.
 
 Ensembles missing from a replica are built and stored the way `compare` builds them for the run
-itself (compare.build_missing_ensembles). Replicas whose data differ from the run's (another
+itself (runner.posthoc.ensemble.build_missing_ensembles). Replicas whose data differ from the run's (another
 `dataset_id`) count in the means but not in the intervals, which pair examples.
 """
 
@@ -25,13 +25,13 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
-from runner.analysis.compare import build_missing_ensembles, strategy_checkpoints
-from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
-from runner.core.records import RunRecord
-from runner.core.selection import SELECTED
 from runner.analysis.stats import PairedInterval, Spread, paired_bootstrap, spread
 from runner.core.maths import correct
-from runner.store.store import Store, arrow_result
+from runner.core.records import RunRecord
+from runner.core.selection import SELECTED
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble, build_missing_ensembles
+from runner.posthoc.picks import strategy_checkpoints
+from runner.store import Store
 
 METRICS = ("test_accuracy", "test_log_loss")
 
@@ -191,22 +191,9 @@ class _ScoreReader:
             return None
         if (run_id, key) not in self.cache:
             kind, member, checkpoint = key
-            with self.store.connect(write=False) as con:
-                table = arrow_result(
-                    con,
-                    "SELECT p.idx, p.probs, e.label FROM predictions p JOIN examples e "
-                    "ON e.dataset_id = ? AND e.split = p.split AND e.idx = p.idx "
-                    "WHERE p.run_id = ? AND p.kind = ? AND p.member = ? AND p.checkpoint = ? AND p.split = 'test' "
-                    "ORDER BY p.idx",
-                    [self.dataset_id, run_id, kind, member, checkpoint])
-            labels = table.column("label")
-            if table.num_rows == 0 or labels.null_count:
-                self.cache[(run_id, key)] = None
-            else:
-                flat = table.column("probs").combine_chunks().flatten().to_numpy()
-                probs = flat.reshape(table.num_rows, -1)
-                self.cache[(run_id, key)] = (table.column("idx").to_numpy(),
-                                             correct(probs, labels.to_numpy().astype(np.int64)))
+            with self.store.probabilities() as reader:
+                idx, probs, labels = reader.labelled(self.dataset_id, run_id, kind, member, checkpoint, "test")
+            self.cache[(run_id, key)] = None if len(idx) == 0 or labels is None else (idx, correct(probs, labels))
         return self.cache[(run_id, key)]
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.errors import InputError
+from runner.analysis.sweep_view import find_sweep
 from runner.core.records import RunRecord
-from runner.store.store import Store
+from runner.errors import InputError
+from runner.store import Store
 
 
 def target(store: Store, ref: str | None, sweep: bool = False) -> tuple[str, RunRecord | dict, str]:
@@ -24,32 +25,26 @@ def target(store: Store, ref: str | None, sweep: bool = False) -> tuple[str, Run
     trial's run is named `<sweep name>-t<N>`, so the two rarely meet; when they do, the note says how
     to get the sweep). Neither: InputError naming REF.
     """
-    from runner.analysis.sweep_view import find_sweep
-
     if sweep:
-        if ref is not None and not store.query("SELECT 1 FROM sweeps LIMIT 1")[1]:
+        if ref is not None and not store.sweeps():
             raise InputError(f"SWEEP {ref!r}: {store.path} holds no sweep (a spec with [sweep] makes one with "
                              "runner apply)")
         return "sweep", find_sweep(store, ref), ""
     if ref is None:
         return "run", store.run(None), ""
-    runs = store.query_dicts("SELECT run_id FROM runs WHERE run_id = ? OR name = ? LIMIT 1", [ref, ref])
-    sweeps = store.query_dicts("SELECT sweep_id FROM sweeps WHERE sweep_id = ? OR name = ? "
-                               "ORDER BY created_at DESC LIMIT 1", [ref, ref])
-    if runs:
-        note = (f"{ref!r} names a run and sweep {sweeps[0]['sweep_id']}; this is the run's plot, add --sweep for "
-                "the sweep's" if sweeps else "")
+    run_id, sweep_id = store.find_run_id(ref), store.find_sweep_id(ref)
+    if run_id is not None:
+        note = (f"{ref!r} names a run and sweep {sweep_id}; this is the run's plot, add --sweep for "
+                "the sweep's" if sweep_id is not None else "")
         return "run", store.run(ref), note
-    if sweeps:
-        return "sweep", find_sweep(store, sweeps[0]["sweep_id"]), ""
+    if sweep_id is not None:
+        return "sweep", find_sweep(store, sweep_id), ""
 
-    def some(sql: str) -> str:
-        ids = [r[0] for r in store.query(sql)[1]]
+    def some(ids: list[str]) -> str:
         return (", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")) or "none"
 
     raise InputError(f"RUN|SWEEP {ref!r}: no run or sweep with that id or name in {store.path} (runs: "
-                     f"{some('SELECT run_id FROM runs ORDER BY started_at DESC')}; sweeps: "
-                     f"{some('SELECT sweep_id FROM sweeps ORDER BY created_at DESC')})")
+                     f"{some(store.recent_run_ids())}; sweeps: {some([s['sweep_id'] for s in store.sweeps()])})")
 
 
 PANELS = ("loss", "accuracy", "f1", "shares")
@@ -71,14 +66,12 @@ class RunPlot:
 def load_run(store: Store, run: RunRecord) -> RunPlot:
     run_id = run.run_id
     labels = list(run.label_names)
-    epochs = store.query_dicts("SELECT * FROM epochs WHERE run_id = ? ORDER BY member, epoch", [run_id])
+    epochs = store.epoch_rows(run_id)
     members = [{"member": m.name, "selected_checkpoint": m.selected_checkpoint} for m in run.members]
-    true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'test' "
-                            "AND label IS NOT NULL GROUP BY label", [run.dataset_id])[1])
+    true = store.split_label_counts(run.dataset_id, "test")
     split = "test" if true else "valid"
     if not true:
-        true = dict(store.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = 'valid' "
-                                "GROUP BY label", [run.dataset_id])[1])
+        true = store.split_label_counts(run.dataset_id, "valid")
     bars = [("true", [true.get(k, 0) for k in range(len(labels))])]
     wanted = [(m["member"], m["selected_checkpoint"]) for m in members if m["selected_checkpoint"]]
     wanted += [(m["member"] + " swa", "swa") for m in members]
@@ -89,9 +82,7 @@ def load_run(store: Store, run: RunRecord) -> RunPlot:
         kind, member = ("ensemble", "ensemble") if name == "ensemble" else ("member", name.removesuffix(" swa"))
         if kind == "ensemble":
             name = f"ensemble ({ckpt})"
-        counts = dict(store.query("SELECT pred, count(*) FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
-                                  "AND checkpoint = ? AND split = ? GROUP BY pred",
-                                  [run_id, kind, member, ckpt, split])[1])
+        counts = store.predicted_counts(run_id, kind, member, ckpt, split)
         if counts:
             bars.append((name, [counts.get(k, 0) for k in range(len(labels))]))
     return RunPlot(run_id, run.selection_metric, labels, members, epochs, split, bars)

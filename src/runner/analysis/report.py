@@ -23,10 +23,13 @@ from pathlib import Path
 
 from rich.table import Table
 
-from runner.errors import InputError
-from runner.core.records import RunRecord
-from runner.store.store import Store
+from runner.analysis import compare, plot, sweep_plot, sweep_view
+from runner.analysis.summary import summary_table
 from runner.analysis.tables import to_html
+from runner.core.records import RunRecord
+from runner.errors import InputError
+from runner.store import Store
+from runner.version import __version__
 
 GENERATOR = "runner report"
 _MARK = f'<meta name="generator" content="{GENERATOR}">'
@@ -87,8 +90,6 @@ def build(store: Store, kind: str, record, registry) -> str:
 
 
 def page(title: str, sections: list[tuple[str, str]]) -> str:
-    from runner.version import __version__
-
     body = "\n".join(f'<section id="{_anchor(h)}"><h2>{html.escape(h)}</h2>\n{content}\n</section>'
                      for h, content in sections)
     return f"""<!DOCTYPE html>
@@ -130,9 +131,6 @@ BEST_LEGEND = '<p class="legend">Bold green: the best value of its column (as `r
 
 
 def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]]:
-    from runner.analysis.compare import compare, render
-    from runner.analysis.summary import summary_table
-
     facts = [("name", run.name), ("status", run.status), ("started", _time(run.started_at)),
              ("finished", _time(run.finished_at)), ("dataset", run.dataset_id), ("spec hash", run.spec_hash[:16]),
              ("selection", f"{run.selection_metric} ({run.selected_strategy})"),
@@ -141,8 +139,8 @@ def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]
     sections = [("Run", _facts(facts)),
                 ("Members", to_html(summary_table(store, run)) + to_html(members_table(run)))]
     if run.finished:
-        c = compare(store, run, registry)
-        sections.append(("Selection strategies", BEST_LEGEND + to_html(render(c))))
+        c = compare.compare(store, run, registry)
+        sections.append(("Selection strategies", BEST_LEGEND + to_html(compare.render(c))))
     sections.append(("Plots", plots(store, run)))
     swa = swa_table(store, run)
     weights = weights_table(store, run)
@@ -199,9 +197,7 @@ def swa_table(store: Store, run: RunRecord) -> Table | None:
 
 
 def weights_table(store: Store, run: RunRecord) -> Table | None:
-    rows = store.query_dicts(
-        "SELECT ensemble, strategy, method, member, member_checkpoint, weight FROM ensemble_weights "
-        "WHERE run_id = ?", [run.run_id])
+    rows = store.ensemble_weights(run.run_id)
     if not rows:
         return None
     order = {m.name: i for i, m in enumerate(run.members)}
@@ -223,15 +219,13 @@ def weights_table(store: Store, run: RunRecord) -> Table | None:
 
 def plots(store: Store, run: RunRecord) -> str:
     """`runner plot`'s four panels, one image each, so that a phone shows each at its width."""
-    from runner.analysis.plot import PANELS, figure, load_run, png
-
-    data = load_run(store, run)
+    data = plot.load_run(store, run)
     if not data.epochs:
         return "<p>No epoch has been stored yet.</p>"
     alts = {"loss": "loss per epoch", "accuracy": "accuracy per epoch", "f1": "validation macro-F1 per epoch",
             "shares": "predicted class shares against the true shares"}
-    images = [_image(png(figure(data, panels=(name,), ncols=1)), f"{alts[name]}, run {run.run_id}")
-              for name in PANELS]
+    images = [_image(plot.png(plot.figure(data, panels=(name,), ncols=1)), f"{alts[name]}, run {run.run_id}")
+              for name in plot.PANELS]
     return '<div class="plots">' + "".join(images) + "</div>"
 
 
@@ -239,17 +233,13 @@ def plots(store: Store, run: RunRecord) -> str:
 
 
 def sweep_sections(store: Store, sweep: dict, registry) -> list[tuple[str, str]]:
-    from runner.analysis.plot import png
-    from runner.analysis.sweep_plot import figure, load
-    from runner.analysis.sweep_view import load_view, render
-
-    view = load_view(store, sweep["sweep_id"], registry)
+    view = sweep_view.load_view(store, sweep["sweep_id"], registry)
     facts = [("name", sweep.get("name")), ("objective", f"{sweep['objective']} ({sweep['direction']}, "
                                                        f"{'member ' + sweep['objective_member'] if sweep['objective_member'] else 'ensemble'})"),
              ("trials", len(view.trials)), ("storage", sweep.get("storage")), ("created", _time(sweep.get("created_at")))]
-    sections = [("Sweep", _facts(facts)), ("Trials, best params and re-scoring", to_html(render(view)))]
+    sections = [("Sweep", _facts(facts)), ("Trials, best params and re-scoring", to_html(sweep_view.render(view)))]
     try:
-        image = _image(png(figure(load(store, sweep))), f"objective by trial and parameter slices, sweep {sweep['sweep_id']}")
+        image = _image(plot.png(sweep_plot.figure(sweep_plot.load(store, sweep))), f"objective by trial and parameter slices, sweep {sweep['sweep_id']}")
     except InputError as e:  # no trial has finished with a value yet: the tables still say what there is
         image = f"<p>{html.escape(str(e))}</p>"
     sections.append(("Plots", image))

@@ -21,8 +21,6 @@ from typing import Iterable
 
 import numpy as np
 
-from runner.core.maths import EPS
-
 RESAMPLES = 2000
 LEVEL = 0.95
 SEED = 0

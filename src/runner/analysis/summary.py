@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from runner.core.records import RunRecord
-from runner.store.store import Store
+from runner.store import Store
 
 
 def summary_table(store: Store, run: RunRecord) -> Table:

@@ -75,9 +75,7 @@ class SweepPlot:
 
 def load(store, sweep: dict) -> SweepPlot:
     """The sweep's trials and params; InputError (exit 2) when no trial has finished with a value."""
-    trials = store.query_dicts("SELECT * FROM trials WHERE sweep_id = ? ORDER BY number", [sweep["sweep_id"]])
-    for t in trials:
-        t["params"] = json.loads(t["params"]) if isinstance(t["params"], str) else (t["params"] or {})
+    trials = store.trials(sweep["sweep_id"])
     data = SweepPlot(sweep, trials, [])
     if not data.finished:
         counts = {}

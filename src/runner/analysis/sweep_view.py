@@ -7,7 +7,6 @@ are Optuna's own evaluator run on the sweep's study (its storage is named in `sw
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -15,7 +14,10 @@ from dataclasses import dataclass, field
 from rich.console import Group
 from rich.table import Table
 
+from runner.analysis.stats import paired_bootstrap, spread
+from runner.core.maths import correct
 from runner.errors import InputError
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
 
 
 @dataclass
@@ -29,7 +31,7 @@ class SweepView:
 
 def find_sweep(store, ref: str | None) -> dict:
     """A sweep by id, or by name (its latest); the latest sweep when `ref` is None."""
-    rows = store.query_dicts("SELECT * FROM sweeps ORDER BY created_at DESC")
+    rows = store.sweeps()
     if not rows:
         raise InputError(f"--store {store.path}: holds no sweep (a spec with [sweep] makes one with runner apply)")
     if ref is None:
@@ -48,18 +50,13 @@ def best_run(store, ref: str) -> str | None:
         sweep = find_sweep(store, ref)
     except InputError:
         return None
-    order = "DESC" if sweep["direction"] == "maximize" else "ASC"
-    rows = store.query(f"SELECT run_id FROM trials WHERE sweep_id = ? AND status = 'finished' AND run_id IS NOT NULL "
-                       f"ORDER BY value {order}, number LIMIT 1", [sweep["sweep_id"]])[1]
-    return rows[0][0] if rows else None
+    return store.best_trial_run(sweep["sweep_id"], sweep["direction"] == "maximize")
 
 
 def load_view(store, ref: str | None, registry) -> SweepView:
     sweep = find_sweep(store, ref)
     greater = sweep["direction"] == "maximize"
-    trials = store.query_dicts("SELECT * FROM trials WHERE sweep_id = ? ORDER BY number", [sweep["sweep_id"]])
-    for t in trials:
-        t["params"] = json.loads(t["params"]) if isinstance(t["params"], str) else t["params"]
+    trials = store.trials(sweep["sweep_id"])
     order = {"finished": 0, "pruned": 1, "running": 2, "failed": 3}
 
     def key(t):
@@ -101,11 +98,7 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
     that trial's test accuracy (mean and spread over its seeds), and a paired bootstrap interval
     (runner.analysis.stats) for its test accuracy minus that of the trial the sweep's objective picks, over the
     test examples and the seeds."""
-    from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
     import numpy as np
-
-    from runner.core.maths import correct
-    from runner.analysis.stats import paired_bootstrap, spread
 
     replicas = {t["number"]: store.replicas(t["run_id"]) for t in finished}
     runs = {rid: store.run(rid) for ids in replicas.values() for rid in ids}
@@ -113,9 +106,7 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
 
     def test_labels(run):
         if run.dataset_id not in labels:
-            rows = store.query("SELECT idx, label FROM examples WHERE dataset_id = ? AND split = 'test' ORDER BY idx",
-                               [run.dataset_id])[1]
-            labels[run.dataset_id] = dict(rows)
+            labels[run.dataset_id] = store.split_labels(run.dataset_id, "test")
         return labels[run.dataset_id]
 
     def scored(comp, metric: str, number: int):

@@ -21,8 +21,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
-from runner.plugins.contexts import LoadContext, RawDataset
+from runner.data import synthetic
 from runner.errors import DataError, OptionError
+from runner.plugins.contexts import LoadContext, RawDataset
 from runner.plugins.hookspecs import hookimpl
 
 FILE_SPLITS = ("train", "valid", "test")
@@ -269,8 +270,6 @@ def _file_loader(fmt: str):
 
 
 def load_synthetic(ctx: LoadContext, options: SyntheticOptions) -> RawDataset:
-    from runner.data import synthetic
-
     for split in FILE_SPLITS:
         if isinstance(getattr(ctx.data, split), str):
             hint = "remove the path" if split == "train" else "give a fraction such as 0.1 instead of a path"

@@ -11,9 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_serializer, model_validator
 
 from runner.errors import OptionError
-from runner.plugins.hookspecs import hookimpl
 from runner.plugins.contexts import LossContext
+from runner.plugins.hookspecs import hookimpl
 from runner.spec.compat import drop_for_hash, fill_stored
+from runner.train.losses import focal_loss
 
 # what focal did before `modulation` existed: a stored spec without the key trained with it, and the
 # spec hash leaves it out, so asking for it by name continues those runs (runner.spec.compat)
@@ -86,8 +87,6 @@ def build_cross_entropy(ctx: LossContext, options: CrossEntropyOptions):
 
 
 def build_focal(ctx: LossContext, options: FocalOptions):
-    from runner.train.losses import focal_loss
-
     alpha = _per_class(options.alpha, ctx, "alpha")
     gamma, smoothing, modulation = options.gamma, ctx.label_smoothing, options.modulation
 

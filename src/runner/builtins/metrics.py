@@ -11,6 +11,7 @@ from __future__ import annotations
 from runner.core.maths import accuracy, f1_macro, log_loss
 from runner.plugins.hookspecs import hookimpl
 
+
 @hookimpl
 def register_metrics(register):
     register("accuracy", accuracy, greater_is_better=True)

@@ -3,8 +3,8 @@ metric (plugin metrics included) `best_eval_<metric>` and `best_eval_<metric>_sm
 
 from __future__ import annotations
 
-from runner.plugins.hookspecs import hookimpl
 from runner.core.selection import pick_best, pick_best_smoothed, pick_last, pick_swa
+from runner.plugins.hookspecs import hookimpl
 
 
 @hookimpl

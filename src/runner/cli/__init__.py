@@ -2,16 +2,21 @@
 `training` (apply, validate, plugins, schema), `results` (runs, sql, compare, ensemble, plot, report),
 `use` (predict, export), `refit`, `calibrate`, `sweep` and `gc`. A new command is a function decorated
 with `@command` in the module of its group. Nothing in the library imports this package.
+
+A command imports the library inside its function, where a `# start-up time (runner.cli)` comment
+marks it: the library pulls in torch, transformers and DuckDB (seconds), and `runner --help` or a
+mistyped argument should answer at once.
 """
 
 from __future__ import annotations
 
 import sys
 
-# The commands register themselves on `app` when their modules are imported; training first, so that
-# `runner --help` lists apply first.
-from runner.cli import training  # noqa: F401  (isort: skip)
-from runner.cli import calibrate, gc, refit, results, sweep, use  # noqa: F401
+# The commands register themselves on `app` when their modules are imported, in this order, which is
+# the order `runner --help` lists them in.
+# isort: off
+from runner.cli import training, results, calibrate, gc, refit, sweep, use  # noqa: F401
+# isort: on
 from runner.cli.app import GLOBAL_FLAGS, app
 
 

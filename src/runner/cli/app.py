@@ -14,8 +14,8 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from functools import wraps
 from enum import Enum
+from functools import wraps
 from pathlib import Path
 
 import typer
@@ -24,7 +24,6 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.core import failures
-from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
 
 app = typer.Typer(
@@ -50,6 +49,7 @@ SET_OPT = typer.Option(None, "--set", metavar="KEY=VALUE",
 
 def overrides_of(assignments: list[str] | None) -> tuple:
     """`--set` arguments as (key, value) pairs; exit 2 naming the one that is not KEY=VALUE."""
+    # start-up time (runner.cli)
     from runner.spec.keys import KeyPathError, split_assignment
 
     pairs = []
@@ -103,7 +103,7 @@ def guarded(fn):
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
                 SystemExit):
             raise
-        except BaseException as e:  # noqa: BLE001: this is the one place that must see everything
+        except BaseException as e:  # noqa: BLE001 - this is the one place that must see everything
             code, message, internal = failures.message_for(e)
             trace = "".join(traceback.format_exception(e))
             if internal:
@@ -144,6 +144,7 @@ def main_options(
 
 
 def _registry(spec: Path | None, plugins: Path | None):
+    # start-up time (runner.cli)
     from runner.plugins.registry import describe_loaded, load_registry, plugins_dir_for
 
     registry = load_registry(plugins_dir_for(spec, plugins))
@@ -164,6 +165,7 @@ def emit(cols, rows, format: Format, title: str | None = None) -> None:
         sys.stdout.write(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1) + "\n")
     elif format == Format.markdown:
         # built from the values, not through rich, which would read a "[...]" value as markup
+        # start-up time (runner.cli)
         from runner.analysis.tables import Cell, markdown_table
 
         right = [bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool)
@@ -184,6 +186,7 @@ def show(renderable, format: Format) -> None:
     """What a command prints as rich tables: on the terminal, or (--format markdown) as GFM tables of the
     same cells."""
     if format == Format.markdown:
+        # start-up time (runner.cli)
         from runner.analysis.tables import to_markdown
 
         sys.stdout.write(to_markdown(renderable))

@@ -28,8 +28,11 @@ def calibrate(
 ):
     """Fit a calibration on a finished run's stored validation probabilities (no model is run), store it,
     and print validation and test log-loss, ECE and class shares before and after."""
-    from runner.posthoc.calibrate import calibrate as fit_all, check_method, plan, render, stored, true_shares
-    from runner.store.store import Store
+    # start-up time (runner.cli)
+    from runner.analysis.compare_calibration import render
+    from runner.posthoc.calibrate import calibrate as fit_all
+    from runner.posthoc.calibrate import check_method, plan, stored, true_shares
+    from runner.store import Store
 
     check_method(method)
     registry = _registry(None, plugins)

@@ -24,9 +24,10 @@ def gc(
     (`<key>.partial`) are kept: the next `runner apply` resumes them; an interrupted tokenization is
     removed (it is redone in seconds).
     """
-    from runner.train import adapt
+    # start-up time (runner.cli)
     from runner.data import tokenized
-    from runner.store.store import Store
+    from runner.store import Store
+    from runner.train import adapt
 
     st = Store(store).open_read()
     try:
@@ -42,6 +43,7 @@ def gc(
 
 
 def _collect(entries, root: Path, what: str, dry_run: bool, leftovers=()) -> None:
+    # start-up time (runner.cli)
     from runner.store.checkpoints import remove_under
 
     table = Table(title=f"{what} in {root}", title_style="bold")

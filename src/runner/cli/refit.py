@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from runner.cli.app import PLUGINS_OPT, STORE_OPT, quiet_libraries, _registry, command, err, options, out, say
+from runner.cli.app import PLUGINS_OPT, STORE_OPT, _registry, command, err, options, out, say
+from runner.core.quiet import quiet_libraries
 
 
 @command
@@ -27,6 +28,7 @@ def refit(
     PARENT` shows the refit beside it. A killed refit continues when the same command runs again.
     """
     quiet_libraries()
+    # start-up time (runner.cli)
     from runner.core.progress import TrainingProgress
     from runner.run.refit import refit as run_refit
 
@@ -34,8 +36,9 @@ def refit(
     result = run_refit(store, run, strategy, registry=registry, progress=TrainingProgress(err), say=say,
                        verbose=options.verbose)
     if result.status != "up-to-date":
+        # start-up time (runner.cli)
         from runner.analysis.summary import summary_table
-        from runner.store.store import Store
+        from runner.store import Store
 
         out.print(summary_table(Store(store), Store(store).run(result.run_id)))
     if result.status == "failed":

@@ -12,26 +12,18 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from runner.errors import InputError
 from runner.cli.app import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, say, show
+from runner.errors import InputError
 
 
 @command
 def runs(store: Path = STORE_OPT, format: Format = typer.Option(Format.table, "--format")):
     """One line per run in the store."""
-    from runner.store.store import Store
+    # start-up time (runner.cli)
+    from runner.store import Store
 
     st = Store(store).open_read()
-    cols, rows = st.query(
-        """
-        SELECT r.run_id, r.name, r.status,
-               count(m.member) FILTER (WHERE m.status = 'finished') || '/' || count(m.member) AS members,
-               r.dataset_id, strftime(r.started_at, '%Y-%m-%d %H:%M:%S') AS started,
-               CAST(round(epoch(r.finished_at - r.started_at), 1) AS DECIMAL(10, 1)) AS seconds
-        FROM runs r LEFT JOIN members m USING (run_id)
-        GROUP BY r.run_id, r.name, r.status, r.dataset_id, r.started_at, r.finished_at ORDER BY r.started_at
-        """
-    )
+    cols, rows = st.run_lines()
     emit(cols, rows, format, title=f"Runs in {store}")
     note(st.notice)  # an older store, read through an upgraded copy; said last, so a failure stays one paragraph
 
@@ -52,6 +44,7 @@ def sql(
 
     A table shows the first rows only; csv and json stream every row.
     """
+    # start-up time (runner.cli)
     from runner.store.sqlguard import sql_query
 
     table_rows = 1000
@@ -97,8 +90,10 @@ def compare(
     A run with replicas (`repeats = N`) also gets each strategy over its seeds (mean ± sd) and paired
     bootstrap intervals of its test accuracy minus the run's selected strategy's.
     """
-    from runner.analysis.compare import compare as build, render
-    from runner.store.store import Store
+    # start-up time (runner.cli)
+    from runner.analysis.compare import compare as build
+    from runner.analysis.compare import render
+    from runner.store import Store
 
     registry = _registry(None, plugins)
     st = Store(store).open_read()
@@ -121,6 +116,7 @@ def compare(
 
 
 def _compare_two(st, a: str | None, b: str, registry, wanted, format) -> None:
+    # start-up time (runner.cli)
     from runner.analysis.compare_runs import compare_runs
 
     if wanted:
@@ -169,9 +165,10 @@ def ensemble(
     """Add an ensemble to a finished run from its stored probabilities (no model is run) and print it."""
     import re
 
+    # start-up time (runner.cli)
     from runner.posthoc.ensemble import build_ensemble
     from runner.spec.models import NAME_PATTERN
-    from runner.store.store import Store
+    from runner.store import Store
 
     w = parse_weights(weights)
     if name is not None and not re.match(NAME_PATTERN, name):
@@ -209,9 +206,10 @@ def plot(
 ):
     """Learning curves and predicted class shares of a run, or a sweep's objective by trial and one slice per
     parameter, as a PNG."""
+    # start-up time (runner.cli)
     from runner.analysis.plot import plot_run, target
-    from runner.store.store import Store
     from runner.analysis.sweep_plot import load, plot_sweep
+    from runner.store import Store
 
     st = Store(store).open_read()
     kind, record, aside = target(st, ref, sweep)
@@ -257,9 +255,10 @@ def report(
     the members and their status, the strategies table with the best values marked, learning curves and class
     shares, SWA and ensemble weights; a sweep's trials, best params and re-scoring table; a refit's or a
     calibration's before and after. Readable on a phone, printable."""
-    from runner.analysis.report import build, check_out, write
+    # start-up time (runner.cli)
     from runner.analysis.plot import target
-    from runner.store.store import Store
+    from runner.analysis.report import build, check_out, write
+    from runner.store import Store
 
     registry = _registry(None, plugins)
     st = Store(store).open_read()

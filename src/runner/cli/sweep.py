@@ -20,8 +20,9 @@ def sweep(
 ):
     """The trials of a sweep sorted by objective, the best params, Optuna's parameter importances, and
     which trial each selection strategy would pick (re-scored from stored predictions, no training)."""
-    from runner.store.store import Store
+    # start-up time (runner.cli)
     from runner.analysis.sweep_view import load_view, render
+    from runner.store import Store
 
     reader = Store(store).open_read()
     view = load_view(reader, ref, _registry(None, plugins))

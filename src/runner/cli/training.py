@@ -13,13 +13,28 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from runner.cli.app import (
+    PLUGINS_OPT,
+    SET_OPT,
+    STORE_OPT,
+    Format,
+    _registry,
+    command,
+    emit,
+    err,
+    note,
+    options,
+    out,
+    overrides_of,
+    say,
+)
+from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
 
 
 class Backend(str, Enum):
     local = "local"
     ray = "ray"
-from runner.cli.app import (PLUGINS_OPT, SET_OPT, STORE_OPT, Format, quiet_libraries, _registry, command, emit, err, options, note, out, overrides_of, say)
 
 
 @command
@@ -41,8 +56,9 @@ def apply(
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
     quiet_libraries()
-    from runner.core.progress import TrainingProgress
+    # start-up time (runner.cli)
     from runner.api import apply as run_apply
+    from runner.core.progress import TrainingProgress
 
     overrides = overrides_of(set_)
     # what each extra worker runs: this command without --workers (runner.search.workers)
@@ -51,15 +67,18 @@ def apply(
     result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
                        verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
                        backend=backend.value if backend is not None else None, address=address)
+    # start-up time (runner.cli)
     from runner.analysis.summary import summary_table
-    from runner.store.store import Store
 
+    # start-up time (runner.cli)
     from runner.search.sweep import SweepResult
+    from runner.store import Store
 
     if result.status == "follower":  # a DDP rank other than 0: rank 0 prints and writes (runner.train.ranks)
         return
 
     if isinstance(result, SweepResult):  # a spec with [sweep]: the sweep's table, as `runner sweep` shows it
+        # start-up time (runner.cli)
         from runner.analysis.sweep_view import load_view, render
 
         reader = Store(store).open_read()
@@ -95,8 +114,9 @@ def validate(
     it and takes one optimizer step, and checks the store and the run's folders; prints the resolved spec.
     """
     quiet_libraries()
-    from runner.plugins.registry import describe_loaded
+    # start-up time (runner.cli)
     from runner.api import validate as run_validate
+    from runner.plugins.registry import describe_loaded
 
     p = run_validate(spec, store, plugins, check_models=check_models, overrides=overrides_of(set_))
     loaded = describe_loaded(p.registry)
@@ -110,6 +130,7 @@ def validate(
     err.print(f"[green]ok[/] {spec}: {len(p.resolved.members)} members; data {d.dataset_id}: {sizes}; "
               f"train classes: {shares}; spec hash {p.spec_hash[:12]}", highlight=False)
     if p.adaptations:
+        # start-up time (runner.cli)
         from runner.train.adapt import cached, root_for
 
         root = root_for(store)
@@ -126,6 +147,7 @@ def plugins(
     format: Format = typer.Option(Format.table, "--format"),
 ):
     """List every registered backbone, loss, dataset, metric and selection strategy, and where it came from."""
+    # start-up time (runner.cli)
     from runner.plugins.registry import KINDS, SINGULAR
 
     if spec is not None and not spec.is_file():
@@ -170,6 +192,7 @@ def schema(
 ):
     """The JSON Schema of a spec file, registered plugins' options included, for editor completion and checks
     (taplo / Even Better TOML: a `#:schema ./runner.schema.json` first line in the spec)."""
+    # start-up time (runner.cli)
     from runner.spec.schema import check_out, spec_schema
 
     if spec is not None and not spec.is_file():

@@ -8,8 +8,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from runner.cli.app import PLUGINS_OPT, _registry, command, err, note, out, say
+from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
-from runner.cli.app import PLUGINS_OPT, quiet_libraries, _registry, command, err, note, out, say
 
 PROGRESS_FROM = 10_000  # texts; below this a bar shows only on a terminal
 
@@ -50,11 +51,12 @@ def predict(
     the store as the split `input-<hash of the content>` (predicting it again replaces them); stored
     probabilities are never calibrated, like every prediction in the store.
     """
-    from runner.use.output import check_output, output_columns, output_format, write_output
+    # start-up time (runner.cli)
     from runner.data.inputs import read_input
+    from runner.store import Store
     from runner.use.choice import check_calibrated, choose
+    from runner.use.output import check_output, output_columns, output_format, write_output
     from runner.use.predict import Predictor
-    from runner.store.store import Store
 
     quiet_libraries()
     fmt = output_format(output, format)
@@ -64,6 +66,7 @@ def predict(
     registry = _registry(None, plugins)
     writer = None
     if as_dir:
+        # start-up time (runner.cli)
         from runner.use.export import choice_from_manifest, load, read_manifest
 
         choice = choice_from_manifest(Path(source), read_manifest(Path(source)))
@@ -122,6 +125,7 @@ def run_or_sweep(reader, ref: str):
     try:
         return reader.run(ref)
     except InputError:
+        # start-up time (runner.cli)
         from runner.analysis.sweep_view import best_run
 
         best = best_run(reader, ref)
@@ -198,9 +202,11 @@ def export(
     DIR gets manifest.json and each member's safetensors, config, tokenizer and runner.json; `runner
     predict DIR INPUT` and `runner.load(DIR)` use it without the store, the spec or runs/.
     """
+    # start-up time (runner.cli)
+    from runner.store import Store
     from runner.use.choice import choose
-    from runner.use.export import check_target, export as write, size_of
-    from runner.store.store import Store
+    from runner.use.export import check_target, size_of
+    from runner.use.export import export as write
 
     check_target(directory)
     registry = _registry(None, plugins)

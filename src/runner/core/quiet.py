@@ -22,7 +22,8 @@ def quiet_libraries() -> None:
     except ImportError:
         pass
     try:
-        from huggingface_hub.utils import disable_progress_bars, logging as hub_logging
+        from huggingface_hub.utils import disable_progress_bars
+        from huggingface_hub.utils import logging as hub_logging
 
         disable_progress_bars()  # "Writing model shards" bars between rich's progress lines
         # "Retrying in 8s [Retry 4/5]" lines: runner.core.hub decides once whether the Hub is reachable, and a

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from runner.plugins.contexts import LoadContext, RawDataset
-from runner.errors import DataError, OptionError, SpecError
 from runner.data.labels import LabelMap, LabelValueError, describe, infer_names, label_key
+from runner.errors import DataError, OptionError, SpecError
+from runner.plugins.contexts import LoadContext, RawDataset
 
 SPLITS = ("train", "valid", "test")
 

@@ -26,9 +26,9 @@ from typing import Any, Callable
 
 import pluggy
 
+from runner.errors import InputError, PluginError
 from runner.plugins import hookspecs
 from runner.plugins.components import Backbone, Component, Dataset, Loss, Metric, Selection
-from runner.errors import PluginError
 
 KINDS = ("backbones", "losses", "datasets", "metrics", "selections")
 SINGULAR = {"backbones": "backbone", "losses": "loss", "datasets": "dataset", "metrics": "metric",
@@ -294,8 +294,6 @@ def default_plugins_dir(spec_path: Path) -> Path | None:
 def plugins_dir_for(spec_path: Path | None, given: Path | None) -> Path | None:
     """The plugins directory a command uses: `--plugins DIR` if given (it must exist), else the
     spec's default, else none."""
-    from runner.errors import InputError
-
     if given is not None:
         try:
             is_dir = Path(given).is_dir()

@@ -31,16 +31,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from rich.table import Table
 
-from runner.posthoc import calibration
 from runner.core.maths import accuracy, f1_macro, log_loss
-from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
-from runner.errors import InputError
 from runner.core.records import RunRecord, metric_key, split_key
 from runner.core.selection import SELECTED
+from runner.errors import InputError
+from runner.posthoc import calibration
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
 from runner.posthoc.picks import picks
-from runner.store.store import Store, arrow_result
+from runner.store import Store
 
 NONE = "none"  # the method name of the stored probabilities, as they are
 SPLITS = ("valid", "test")
@@ -104,9 +103,8 @@ def plan(store: Store, ref: str | None, strategy: str | None, registry) -> Plan:
         known = ", ".join([SELECTED] + [x.name for x in registry.selections()])
         raise InputError(f"--strategy {s!r}: no such selection strategy; one of: {known} (a plugin's strategy needs "
                          "--plugins DIR)")
-    hint = " (a refit run trains on its validation split)" if _parent(store, run) else ""
-    total, labelled = store.query("SELECT count(*), count(label) FROM examples WHERE dataset_id = ? "
-                                  "AND split = 'valid'", [run.dataset_id])[1][0]
+    hint = " (a refit run trains on its validation split)" if run.is_refit else ""
+    total, labelled = store.example_counts(run.dataset_id, "valid")
     if total == 0 or labelled < total:
         raise InputError(f"RUN {ref or run.run_id!r}: the validation split of run {run.run_id} has no labels"
                          f"{hint}; "
@@ -123,7 +121,7 @@ def plan(store: Store, ref: str | None, strategy: str | None, registry) -> Plan:
     have = ens in store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
     build = not have and len(run.finished) >= 2 and len(checkpoints) == len(run.finished)
     for t in targets + ([Target("ensemble", SPEC_ENSEMBLE, ens)] if have else []):
-        if not _count(store, run.run_id, t, "valid"):
+        if not store.prediction_count(run.run_id, t.kind, t.member, t.checkpoint, "valid"):
             raise InputError(f"RUN {ref or run.run_id!r}: {t.kind} {t.member!r} has no stored validation predictions "
                              f"for checkpoint {t.checkpoint!r}{hint}; calibration is fitted on them")
     if have or build:
@@ -139,8 +137,8 @@ def calibrate(store: Store, p: Plan, method: str, registry) -> list[Calibrated]:
                        checkpoints=p.checkpoints)
     true = true_shares(store, run)
     results = []
-    with store.connect(write=False) as con:
-        data = {t: {split: _probabilities(con, run, t, split) for split in SPLITS} for t in p.targets}
+    with store.probabilities() as reader:
+        data = {t: {split: _probabilities(reader, run, t, split) for split in SPLITS} for t in p.targets}
     for t, splits in data.items():
         valid_probs, valid_labels = splits["valid"]
         f = calibration.fit(valid_probs, valid_labels, method)
@@ -162,14 +160,11 @@ def stored(store: Store, run: RunRecord) -> list[Calibrated]:
     """The run's stored calibrations with their metrics: members in training order (each one's
     checkpoint under a strategy before its SWA checkpoint), then ensembles."""
     run_id = run.run_id
-    by_key: dict[tuple, dict[str, float]] = {}
-    for kind, member, checkpoint, split, name, value in store.query(
-            "SELECT kind, member, checkpoint, split, name, value FROM metrics WHERE run_id = ? AND name LIKE '%@%'",
-            [run_id])[1]:
-        by_key.setdefault((kind, member, checkpoint), {})[metric_key(split, name)] = value
+    by_key = {key: {metric_key(split, name): v for (split, name), v in values.items()}
+              for key, values in store.calibrated_metrics(run_id).items()}
     out = []
     order = {m.name: i for i, m in enumerate(run.members)}
-    rows = store.query_dicts("SELECT * FROM calibrations WHERE run_id = ?", [run_id])
+    rows = store.calibration_rows(run_id)
     rows.sort(key=lambda r: (r["kind"] != "member", order.get(r["member"], len(order)), r["member"],
                              r["checkpoint"] == "swa", r["checkpoint"], r["method"]))
     for r in rows:
@@ -185,7 +180,7 @@ def stored_for(store: Store, run: RunRecord, keys) -> list[Calibrated]:
     """The stored calibrations of the (kind, member, checkpoint) `keys` (the rows `runner compare`
     shows), each once; [] for a run never calibrated, so its compare output is unchanged."""
     wanted = set(keys)
-    if not wanted or not store.query("SELECT count(*) FROM calibrations WHERE run_id = ?", [run.run_id])[1][0][0]:
+    if not wanted or not store.has_calibrations(run.run_id):
         return []
     return [c for c in stored(store, run) if (c.kind, c.member, c.checkpoint) in wanted]
 
@@ -204,75 +199,22 @@ def lookup(store: Store, run_id: str, kind: str, member: str, checkpoint: str,
            method: str | None = None) -> tuple[float, np.ndarray | None] | None:
     """(temperature, bias or None) stored for a checkpoint or ensemble, the latest when `method` is
     None; None when it was never calibrated. `calibration.apply(probs, *found)` calibrates."""
-    rows = store.query("SELECT temperature, bias FROM calibrations WHERE run_id = ? AND kind = ? AND member = ? "
-                       "AND checkpoint = ? AND (? IS NULL OR method = ?) ORDER BY created_at DESC LIMIT 1",
-                       [run_id, kind, member, checkpoint, method, method])[1]
-    if not rows:
+    found = store.calibration(run_id, kind, member, checkpoint, method)
+    if found is None:
         return None
-    t, b = rows[0]
-    return float(t), (np.asarray(b, dtype=np.float64) if b is not None else None)
-
-
-def render(rows: list[Calibrated], label_names, true, dist_split: str, title: str) -> Table:
-    """Two rows per calibration, the stored probabilities then the calibrated ones: log-loss and ECE
-    on valid and test, accuracy and TVD on `dist_split` and the class shares there (the true share in
-    the header); with a prior correction, a third row holds each class's bias."""
-    table = Table(title=title, caption=f"stored: the probabilities as trained; then the calibration fitted on valid "
-                                       f"(T: temperature, bias: added to each class's log-probability). ece: expected "
-                                       f"calibration error, 15 bins. Class columns: share predicted on {dist_split}")
-    table.add_column("member\ncheckpoint", no_wrap=True)
-    table.add_column("probabilities", no_wrap=True)
-    table.add_column("T", justify="right")
-    cols = list(dict.fromkeys([("valid", "log_loss"), ("valid", "ece"), ("test", "log_loss"), ("test", "ece"),
-                               (dist_split, "accuracy"), (dist_split, "tvd")]))
-    for split, metric in cols:
-        table.add_column(metric_key(split, metric).replace("_", " ", 1), justify="right")
-    for name, t in zip(label_names, true):
-        table.add_column(f"{name.replace('_', ' ')}\n(true {t:.1%})", justify="right")
-    k = len(label_names)
-    for n, r in enumerate(rows):
-        if n:
-            table.add_section()
-        for method in (NONE, r.method):
-            values = [r.get(split, metric, method) for split, metric in cols]
-            shares = [r.get(dist_split, f"share_{i}", method) for i in range(k)]
-            head = [r.member, "stored", ""] if method == NONE else [r.checkpoint, r.method, f"{r.temperature:.3f}"]
-            table.add_row(*head, *["" if v is None else f"{v:.4f}" for v in values],
-                          *["" if v is None else f"{v:.1%}" for v in shares],
-                          style="bold" if method != NONE else None)
-        if r.bias is not None:
-            table.add_row("", "", "bias", *[""] * len(cols), *[f"{round(b, 2) + 0.0:+.2f}" for b in r.bias],
-                          style="dim")
-    return table
+    t, b = found
+    return t, (np.asarray(b, dtype=np.float64) if b is not None else None)
 
 
 # -- helpers --------------------------------------------------------------------------------------
 
 
-def _parent(store: Store, run: RunRecord) -> bool:
-    rows = store.query("SELECT parent_run_id FROM runs WHERE run_id = ?", [run.run_id])[1]
-    return bool(rows and rows[0][0])
-
-
-def _count(store: Store, run_id: str, t: Target, split: str) -> int:
-    return store.query("SELECT count(*) FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
-                       "AND checkpoint = ? AND split = ?", [run_id, t.kind, t.member, t.checkpoint, split])[1][0][0]
-
-
-def _probabilities(con, run: RunRecord, t: Target, split: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _probabilities(reader, run: RunRecord, t: Target, split: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(probs (n, K), labels (n,) or None when the split has none), in example order; (None, None)
     when nothing was stored for the split."""
-    table = arrow_result(
-        con,
-        "SELECT p.probs, e.label FROM predictions p LEFT JOIN examples e ON e.dataset_id = ? AND e.split = p.split "
-        "AND e.idx = p.idx WHERE p.run_id = ? AND p.kind = ? AND p.member = ? AND p.checkpoint = ? AND p.split = ? "
-        "ORDER BY p.idx",
-        [run.dataset_id, run.run_id, t.kind, t.member, t.checkpoint, split])
-    if table.num_rows == 0:
+    idx, probs, labels = reader.labelled(run.dataset_id, run.run_id, t.kind, t.member, t.checkpoint, split)
+    if len(idx) == 0:
         return None, None
-    probs = table.column("probs").combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
-    label = table.column("label")
-    labels = label.to_numpy().astype(np.int64) if label.null_count == 0 else None
     return probs.astype(np.float64), labels
 
 

@@ -22,11 +22,11 @@ from typing import Sequence
 
 import numpy as np
 
-from runner.errors import InputError
 from runner.core.records import RunRecord, metric_key
 from runner.core.selection import SELECTED
+from runner.errors import InputError
 from runner.posthoc.picks import materialize
-from runner.store.store import Store, arrow_result
+from runner.store import Store
 
 EPS = 1e-12
 SPEC_ENSEMBLE = "ensemble"  # the name of the spec's own ensemble, one per strategy
@@ -87,32 +87,20 @@ def load_splits(store: Store, run_id: str, dataset_id: str, splits: Sequence[str
     if not checkpoints:
         return {split: None for split in splits}
     cache = {} if cache is None else cache
-    with store.connect(write=False) as con:
-        return {split: _read_split(con, run_id, dataset_id, split, checkpoints, cache) for split in splits}
+    with store.probabilities() as reader:
+        return {split: _read_split(reader, run_id, dataset_id, split, checkpoints, cache) for split in splits}
 
 
-def _read_member(con, run_id: str, member: str, checkpoint: str, split: str, cache: dict):
+def _read_member(reader, run_id: str, member: str, checkpoint: str, split: str, cache: dict):
     key = (member, checkpoint, split)
     if key not in cache:
-        table = arrow_result(
-            con,
-            "SELECT idx, probs FROM predictions WHERE run_id = ? AND kind = 'member' AND member = ? "
-            "AND checkpoint = ? AND split = ?",
-            [run_id, member, checkpoint, split],
-        )
-        idx = table.column("idx").to_numpy()
-        flat = table.column("probs").combine_chunks().flatten().to_numpy()
-        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
-        if np.any(idx[1:] <= idx[:-1]):  # rows usually come back in insertion order, already sorted
-            order = np.argsort(idx, kind="stable")
-            idx, probs = idx[order], probs[order]
-        cache[key] = (idx, probs)
+        cache[key] = reader.checkpoint(run_id, "member", member, checkpoint, split)
     return cache[key]
 
 
-def _read_split(con, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str],
+def _read_split(reader, run_id: str, dataset_id: str, split: str, checkpoints: dict[str, str],
                 cache: dict) -> SplitProbs | None:
-    read = {m: _read_member(con, run_id, m, c, split, cache) for m, c in checkpoints.items()}
+    read = {m: _read_member(reader, run_id, m, c, split, cache) for m, c in checkpoints.items()}
     if sum(len(idx) for idx, _ in read.values()) == 0:
         return None
     per_member = []
@@ -124,14 +112,12 @@ def _read_split(con, run_id: str, dataset_id: str, split: str, checkpoints: dict
             raise InputError(f"run {run_id}: member {m!r} has predictions for other {split} examples than the rest")
         per_member.append(probs)
     if ("labels", split) not in cache:
-        table = arrow_result(con, "SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx",
-                             [dataset_id, split])
-        cache[("labels", split)] = (table.column("idx").to_numpy(), table.column("label"))
-    label_idx, label_col = cache[("labels", split)]
+        cache[("labels", split)] = reader.labels(dataset_id, split)
+    label_idx, label_ids = cache[("labels", split)]
     labels = None
-    if label_col.null_count == 0 and len(label_idx):
+    if label_ids is not None and len(label_idx):
         pos = np.searchsorted(label_idx, idx0)
-        labels = label_col.to_numpy()[pos].astype(np.int64)
+        labels = label_ids[pos]
     return SplitProbs(idx=idx0, probs=np.stack(per_member), labels=labels)
 
 
@@ -247,3 +233,19 @@ def _ensemble_name(method: str, w: np.ndarray, names: list[str], members: list[s
     if members:
         label += "[" + "+".join(names) + "]"
     return label
+
+
+def build_missing_ensembles(store: Store, run: RunRecord, registry, checkpoints: dict[str, dict[str, str]]) -> None:
+    """Build and store, in one transaction, the spec's ensemble of every strategy in `checkpoints`
+    (from `strategy_checkpoints`) that has none yet and picks a checkpoint of every finished member;
+    nothing for a run of one member (it has no ensemble)."""
+    finished = [m.name for m in run.finished]
+    if len(finished) < 2:
+        return
+    have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
+    memo: dict = {}
+    built = [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
+                            memo=memo, checkpoints=picks)
+             for s, picks in checkpoints.items() if s not in have and len(picks) == len(finished)]
+    if built:
+        store.log_ensembles(built)

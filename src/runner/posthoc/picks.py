@@ -65,3 +65,12 @@ def materialize(store, run, registry) -> None:
         found = {n: chosen[n] for n in missing if chosen.get(n) is not None}
         if found:
             store.log_selections(run.run_id, m.name, found)
+
+
+def strategy_checkpoints(store, run, registry, wanted: list[str]) -> dict[str, dict[str, str]]:
+    """strategy -> finished member -> the checkpoint the strategy picks, for each of `wanted`
+    (registered strategies); picks of strategies registered since the run trained are stored first."""
+    finished = [m.name for m in run.finished]
+    materialize(store, run, registry)
+    picked = store.all_selections(run.run_id)  # strategy -> member -> checkpoint, in one query
+    return {s: {m: picked[s][m] for m in finished if picked.get(s, {}).get(m)} for s in wanted}

@@ -12,7 +12,7 @@ from runner.run import repeats
 from runner.run.refit import refit
 from runner.run.training import train_plan
 from runner.scale.backend import Backend
-from runner.store.store import Store
+from runner.store import Store
 from runner.train.job import ApplyResult, Plan
 
 

@@ -16,8 +16,7 @@ from runner.data.prepare import load_raw, prepare
 from runner.errors import InputError, SpecError
 from runner.plugins.registry import load_registry, plugins_dir_for
 from runner.spec import ResolvedMember, load_and_resolve
-from runner.store import checkpoints
-from runner.store.store import Store
+from runner.store import Store, checkpoints
 from runner.train.adapt import plan_adaptations
 from runner.train.dryrun import check_cheaply
 from runner.train.job import Plan

@@ -34,17 +34,21 @@ from typing import Any, Callable
 import numpy as np
 from pydantic import ValidationError
 
-from runner.store import checkpoints
 from runner.core import failures
-from runner.data.prepare import PreparedData, Split, dataset_hash
-from runner.errors import InputError, PluginError, SpecError
 from runner.core.locks import file_lock
 from runner.core.records import MemberHistory, RunRecord
-from runner.train.job import ApplyResult, Plan
-from runner.run.training import train_run
 from runner.core.selection import SELECTED, checkpoint_epoch
+from runner.data.prepare import PreparedData, Split, dataset_hash
+from runner.errors import InputError, PluginError, SpecError
+from runner.plugins.registry import load_registry, plugins_dir_for
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
+from runner.run.training import train_run
 from runner.spec import ResolvedSpec, Spec, resolve
-from runner.store.store import Store
+from runner.spec.problems import unknown
+from runner.store import Store, checkpoints
+from runner.train.adapt import Adaptation, cached, plan_adaptations, root_for
+from runner.train.dryrun import check_cheaply
+from runner.train.job import ApplyResult, Plan
 
 
 @dataclass
@@ -73,8 +77,6 @@ def refit(store_path: str | Path, ref: str | None, strategy: str | None = None, 
     """`runner refit RUN [--strategy S]`: check, then train the refit (or continue it); its ApplyResult.
     `source` is where the strategy came from, for messages (`[refit] strategy` inside `apply`)."""
     if registry is None:
-        from runner.plugins.registry import load_registry, plugins_dir_for
-
         registry = load_registry(plugins_dir_for(None, Path(plugins_dir) if plugins_dir is not None else None))
     reader = Store(store_path).open_read()
     try:
@@ -144,8 +146,6 @@ def _strategy_name(parent: RunRecord, strategy: str | None, registry) -> str:
     if name == SELECTED:
         return parent.selected_strategy  # `selected` itself only when the spec forced the metric's direction
     if registry.selection(name) is None:
-        from runner.spec.problems import unknown
-
         known = [SELECTED] + [s.name for s in registry.selections()]
         raise InputError(f"--strategy {name!r}: {unknown('selection strategy', name, known)}")
     return name
@@ -204,11 +204,8 @@ def _parent_adaptations(store: Store, parent: RunRecord, resolved: ResolvedSpec,
     encoder its parent member did, found by the key the parent recorded (`members.adapt_key`) in the
     cache beside the store; one that is gone is planned again from the parent's splits, and must
     come out with the same key (an `extra` file relative to the parent's spec cannot be found here)."""
-    from runner.train.adapt import Adaptation, cached, plan_adaptations, root_for
-
     root = root_for(store.path)
-    used = {r["member"]: r["adapt_key"] for r in store.query_dicts(
-        "SELECT member, adapt_key FROM members WHERE run_id = ?", [parent.run_id])}
+    used = store.member_adapt_keys(parent.run_id)
     try:
         planned = plan_adaptations(resolved, registry, texts, parent.spec.get("data", {}).get("text_column", "text"))
     except SpecError:
@@ -232,8 +229,7 @@ def _parent_adaptations(store: Store, parent: RunRecord, resolved: ResolvedSpec,
 def _merged_data(store: Store, parent: RunRecord, where: str) -> tuple[PreparedData, dict[str, list[str]]]:
     """The parent's examples from the store: train and valid merged into one train split, test kept;
     and the texts of each of the parent's splits, as they were."""
-    cols, rows = store.query("SELECT split, idx, text, label FROM examples WHERE dataset_id = ? "
-                             "AND split IN ('train', 'valid', 'test') ORDER BY split, idx", [parent.dataset_id])
+    rows = store.examples_of(parent.dataset_id, ("train", "valid", "test"))
     splits: dict[str, tuple[list[str], list]] = {}
     for split, _, text, label in rows:
         texts, labels = splits.setdefault(split, ([], []))
@@ -257,14 +253,11 @@ def _merged_data(store: Store, parent: RunRecord, where: str) -> tuple[PreparedD
 def _parent_weights(store: Store, parent: RunRecord, name: str, picks: dict[str, str | None],
                     registry) -> tuple[list[float] | str, str | None]:
     """The weights of the parent's ensemble for the strategy: stored, or fitted as `compare` would."""
-    from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
-
     members = [m.name for m in parent.members]
     if len(members) < 2:
         return "equal", None
-    rows = store.query("SELECT member, weight, method FROM ensemble_weights WHERE run_id = ? AND ensemble = ? "
-                       "AND strategy = ?", [parent.run_id, SPEC_ENSEMBLE, name])[1]
-    stored = {m: (w, method) for m, w, method in rows}
+    stored = {r["member"]: (r["weight"], r["method"])
+              for r in store.ensemble_weights(parent.run_id, SPEC_ENSEMBLE, name)}
     if set(stored) == set(members):
         method = stored[members[0]][1]
         if method == "equal":
@@ -314,8 +307,6 @@ def _refit_spec(parent: RunRecord, name: str, epochs: dict[str, int], windows: d
 def _check_cheaply(rp: RefitPlan, where: str) -> None:
     """The loss on the merged data, TrainingArguments, seeds and model reachability, before any write.
     (The parent's dry run and training already built every model with these settings.)"""
-    from runner.train.dryrun import check_cheaply
-
     try:
         check_cheaply(rp.plan.resolved, rp.plan.registry, rp.plan.data, check_models=True)
     except SpecError as e:

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from runner.errors import SpecError
+from runner.spec.base import MAX_SEED
+
 SEED_STRIDE = 1000
 
 
@@ -29,9 +32,6 @@ def replica_plan(p, k: int, name: str | None = None):
     """The Plan of replica k of `p` (k = 0 is `p` itself): member seeds + 1000 k, named <name>-r<k>."""
     if k == 0:
         return p
-    from runner.errors import SpecError
-    from runner.spec.models import MAX_SEED
-
     resolved = p.resolved
     spec = resolved.spec.model_copy(update={"name": f"{name or resolved.name}-r{k}"})
     members = []

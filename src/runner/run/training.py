@@ -17,8 +17,7 @@ from runner.posthoc.ensemble import build_ensemble
 from runner.run.plan import check_paths, new_run_id, run_id_for
 from runner.scale.backend import Backend, LocalBackend
 from runner.spec import ResolvedMember
-from runner.store import checkpoints
-from runner.store.store import Store
+from runner.store import Store, checkpoints
 from runner.train.dryrun import dry_run
 from runner.train.job import ApplyResult, MemberJob, Plan
 

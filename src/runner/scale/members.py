@@ -14,14 +14,15 @@ one member after another here, or every member at once on a Ray cluster (runner.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
-from runner.store import checkpoints
-from runner.errors import DiskFullError, StoreError, TrainingError
 from runner.core.failures import DISK_FULL
 from runner.core.records import EpochRecord, MemberHistory
 from runner.core.selection import pick_all
-from runner.errors import TrialPruned
+from runner.errors import DiskFullError, StoreError, TrainingError, TrialPruned
+from runner.scale import ddp
+from runner.store import checkpoints
+from runner.train import ranks
+from runner.train.member import train_member
 
 
 @dataclass
@@ -50,11 +51,8 @@ def resume_point(job) -> None:
 def run_member(job) -> MemberDone:
     """Resume (runner.scale.members.resume_point) and train one member (runner.train.member.train_member); under
     torchrun, every rank trains it from the point rank 0 chose (runner.train.ranks)."""
-    from runner.train import ranks as ddp
-    from runner.train.member import train_member
-
     resume_point(job)
-    with ddp.shared(ddp.member_message(job)):
+    with ranks.shared(ddp.member_message(job)):
         selected = train_member(job)
     return MemberDone(selected, list(job.history.values()))
 

@@ -26,9 +26,13 @@ from __future__ import annotations
 import os
 import uuid
 
+from runner.core.quiet import quiet_libraries
 from runner.errors import InputError, TrainingError
-from runner.train.job import PROGRESS_CALLS, STORE_CALLS
+from runner.scale.members import run_member, settle
 from runner.scale.remote import Ticket, answer, unwrap
+from runner.scale.torchrun_task import die_with_parent
+from runner.store.checkpoints import runs_root
+from runner.train.job import PROGRESS_CALLS, STORE_CALLS
 
 TAKE_TIMEOUT_S = 0.2  # how long one poll of the mailbox waits for a message
 NAMESPACE = "runner"  # the Ray namespace of the runs' mailboxes
@@ -107,9 +111,6 @@ def _member_task(ticket: Ticket, member: str, mailbox, threads: int, processes: 
     import ray
     import torch
 
-    from runner.core.quiet import quiet_libraries
-    from runner.scale.members import run_member
-
     if processes > 1:
         return _over_processes(ticket, member, mailbox, mailbox_name, threads, processes)
     quiet_libraries()
@@ -137,8 +138,6 @@ def _over_processes(ticket: Ticket, member: str, mailbox, mailbox_name: str, thr
     from pathlib import Path
 
     import ray
-
-    from runner.scale.torchrun_task import die_with_parent
 
     key = f"{member}:{uuid.uuid4().hex}"
     ray.get(mailbox.keep.remote(f"{key}:ticket", ticket))
@@ -244,9 +243,6 @@ class RayBackend:
     def train_members(self, p, store, run_id: str, todo: list, make_job, result, say) -> bool:
         """Every member of `todo` as a task at once; each settled (runner.scale.members.settle) as it ends."""
         import ray
-
-        from runner.store.checkpoints import runs_root
-        from runner.scale.members import settle
 
         if not todo:
             return True

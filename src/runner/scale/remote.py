@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runner.errors import portable
-from runner.train.job import PROGRESS_CALLS, STORE_CALLS
+from runner.plugins.registry import load_registry
+from runner.store import checkpoints
+from runner.train.job import PROGRESS_CALLS, STORE_CALLS, MemberJob
 
 STEP_EVERY_S = 0.5  # step updates are sent at most this often (the last one of an epoch always)
 
@@ -54,10 +56,6 @@ class Ticket:
     def job(self, member: str, channel: Callable[[tuple], Any], post: Callable[[tuple], None]):
         """The member's runner.train.member.MemberJob in this process, writing through `channel`."""
         import ray
-
-        from runner.store import checkpoints
-        from runner.plugins.registry import load_registry
-        from runner.train.job import MemberJob
 
         if os.path.isdir(self.cwd):
             os.chdir(self.cwd)

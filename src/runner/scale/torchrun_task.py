@@ -21,6 +21,13 @@ import signal
 import sys
 from pathlib import Path
 
+from runner.core.quiet import quiet_libraries
+from runner.errors import portable
+from runner.scale import ddp
+from runner.scale.members import run_member
+from runner.scale.remote import unwrap
+from runner.train import ranks
+
 
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies (a no-op elsewhere)."""
@@ -34,10 +41,8 @@ def die_with_parent() -> None:
 
 def main(task_dir: str) -> None:
     die_with_parent()
-    from runner.train import ranks as ddp
-
-    ddp.init()
-    if ddp.following():
+    ranks.init()
+    if ranks.following():
         ddp.follow()
         return
     task = json.loads((Path(task_dir) / "task.json").read_text())
@@ -46,10 +51,6 @@ def main(task_dir: str) -> None:
     mailbox = None
     try:
         import ray
-
-        from runner.core.quiet import quiet_libraries
-        from runner.scale.members import run_member
-        from runner.scale.remote import unwrap
 
         quiet_libraries()
         ray.init(address=task["address"], namespace=task["namespace"], log_to_driver=False,
@@ -65,11 +66,9 @@ def main(task_dir: str) -> None:
 
         outcome = ("done", run_member(ticket.job(member, channel, post)))
     except BaseException as e:  # noqa: BLE001 - it travels back to the task, which raises it
-        from runner.errors import portable
-
         outcome = ("error", portable(e))
     finally:
-        ddp.finish()
+        ranks.finish()
     if mailbox is not None:
         import ray
 

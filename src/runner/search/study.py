@@ -17,8 +17,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runner.store.checkpoints import runs_root
+
 if TYPE_CHECKING:
-    from runner.search.sweep import SweepPlan
+    from runner.search.plan import SweepPlan
 
 SWEEPS_FOLDER = "_sweeps"
 
@@ -47,8 +49,6 @@ def storage_for(sp: SweepPlan, store_path: Path):
 
 
 def sweep_folder(store_path: Path, sweep_id: str) -> Path:
-    from runner.store.checkpoints import runs_root
-
     return runs_root(store_path) / SWEEPS_FOLDER / sweep_id
 
 

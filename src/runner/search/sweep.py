@@ -40,12 +40,21 @@ from runner.run.plan import check_paths, new_run_id
 from runner.scale.backend import Backend, LocalBackend
 from runner.search import workers as sweep_workers
 from runner.search.plan import SweepPlan, sweep_plan, trial_plan
-from runner.search.study import (WorkerLock, counts, grid_done, heartbeat_enabled, make_study, retry_stale,
-                                 storage_for, suggest, surplus, sweep_folder)
-from runner.store.store import Store
+from runner.search.study import (
+    WorkerLock,
+    counts,
+    grid_done,
+    heartbeat_enabled,
+    make_study,
+    retry_stale,
+    storage_for,
+    suggest,
+    surplus,
+    sweep_folder,
+)
+from runner.store import Store
 from runner.train.dryrun import dry_run
 from runner.train.job import Plan
-
 
 
 @dataclass
@@ -63,10 +72,7 @@ def objective_value(sp: SweepPlan, store, run_id: str) -> float | None:
     key = f"eval_{sp.metric}"
     if sp.sweep.member is not None:
         checkpoint = store.selections(run_id, sp.objective).get(sp.sweep.member)
-        rows = store.query("SELECT value FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? AND "
-                           "checkpoint = ? AND split = 'valid' AND name = ?",
-                           [run_id, sp.sweep.member, checkpoint, sp.metric])[1]
-        value = rows[0][0] if rows else None
+        value = store.checkpoint_value(run_id, "member", sp.sweep.member, checkpoint, "valid", sp.metric)
     else:
         ens = build_ensemble(store, run, sp.base.registry, sp.objective, run.ensemble_weights, name=SPEC_ENSEMBLE)
         # an ensemble has no training loss: best_eval_loss scores it by its NLL, eval_log_loss
@@ -110,7 +116,7 @@ def apply_sweep(p: Plan, store: Store, progress, say: Callable[[str], None], ver
 def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbose: bool,
               backend: Backend | None = None) -> SweepResult:
     """Run trials until the study has `trials` finished, pruned or failed ones (or the timeout)."""
-    apply_plan = partial(apply_plan, backend=backend)
+    apply = partial(apply_plan, backend=backend)
     sw = sp.sweep
     storage, where = storage_for(sp, store.path)
     study = make_study(sp, storage)
@@ -156,10 +162,10 @@ def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbos
                 from optuna.storages._heartbeat import get_heartbeat_thread  # what Study.optimize wraps a trial in
 
                 with get_heartbeat_thread(trial._trial_id, study._storage):
-                    _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply_plan,
+                    _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply,
                                TrialState)
             else:
-                _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply_plan, TrialState)
+                _one_trial(sp, store, study, trial, params, number, progress, say, verbose, apply, TrialState)
     finally:
         lock.close()
     failed = counts(study)["failed"]

@@ -23,7 +23,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from runner.spec.models import MAX_SEED, Strict, Text
+from runner.spec.base import MAX_SEED, Strict, Text
 
 SPLIT_NAMES = ("train", "valid", "test")
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from runner.spec.models import Strict, Text
+from runner.spec.base import Strict, Text
 from runner.spec.problems import LocatedError
 
 

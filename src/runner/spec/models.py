@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
+from runner.spec.adapt import AdaptSpec
+from runner.spec.base import MAX_SEED, Strict, Text
+from runner.spec.compute import ComputeSpec
 from runner.spec.problems import LocatedError, close_matches, describe
+from runner.spec.sweep import SweepSpec
 
 # Run and member names become folder names (runs/<run_id>/<member>/) and SQL values: a letter or
 # digit first (so never `.`, `..` or a hidden file), then letters, digits, `_ . -`; at most 100
 # characters, which keeps every derived path well inside the OS limits.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
-MAX_SEED = 2**32 - 1  # numpy's legacy RNG (seeded by transformers.set_seed) takes 0 .. 2**32 - 1
 # Training arguments that runner sets itself from the spec; naming one in trainer_args is an error
 # that says which spec field to use instead.
 SHUFFLED_BATCHES = "shuffled"  # how a stored spec writes `group_by_length = true` (TrainSpec)
@@ -56,25 +59,6 @@ OWNED_TRAINER_ARGS = {
     "batch_eval_metrics": "runner computes its metrics once per split, from all the probabilities",
     "dataloader_drop_last": "runner predicts every example of every split, so no batch may be dropped",
 }
-
-
-def _text(value: str) -> str:
-    """Strings that reach the file system or a tokenizer: no NUL or other control characters."""
-    bad = next((c for c in value if ord(c) < 32 and c not in "\t"), None)
-    if bad is not None:
-        raise ValueError(f"contains the control character {bad!r}")
-    if len(value) > 4096:
-        raise ValueError(f"is {len(value)} characters long; at most 4096")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_text)]
-
-
-class Strict(BaseModel):
-    # strict: TOML has real types, so `batch_size = "32"` is a mistake to report, not a string to coerce
-    # (an int is still accepted where a float is expected). No inf or nan anywhere: no field means them.
-    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
 
 
 class DataSpec(Strict):
@@ -406,10 +390,3 @@ class Spec(Strict):
                 f"{len(self.ensemble.weights)} weights for {len(self.members)} members; give one weight per member",
             )
         return self
-
-
-from runner.spec.adapt import AdaptSpec  # noqa: E402  (it builds on Strict, defined above)
-from runner.spec.compute import ComputeSpec  # noqa: E402
-from runner.spec.sweep import SweepSpec  # noqa: E402
-
-Spec.model_rebuild()

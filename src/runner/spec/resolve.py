@@ -11,11 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from runner.core.selection import strategy_for
 from runner.errors import SpecError
 from runner.spec.adapt import AdaptSpec, merged_adapt
-from runner.spec.compute import ComputeSpec
+from runner.spec.base import MAX_SEED
 from runner.spec.compat import HASHING, STORED
-from runner.spec.models import MAX_SEED, LossSpec, Spec, TrainSpec
+from runner.spec.compute import ComputeSpec
+from runner.spec.models import LossSpec, Spec, TrainSpec
 from runner.spec.names import member_names
 from runner.spec.problems import Problem, dedupe, pydantic_problems, unknown
 
@@ -154,8 +156,6 @@ def validate_options(component, kind: str, raw: dict[str, Any], loc: str, proble
 def resolve(spec: Spec, registry, path: str | Path, stored: bool = False) -> ResolvedSpec:
     """Check the spec against the registered plugins and fill in every per-member value. `stored`:
     the spec is one runner stored with a run (plugin options read as of then: runner.spec.compat)."""
-    from runner.core.selection import strategy_for
-
     path = Path(path)
     problems: list[Problem] = []
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from runner.errors import InputError
+from runner.spec.models import Spec
+
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"  # if/then and const; what editors support widely
 MARK = "runner schema"  # starts `$comment`: what `--out` may replace
 
 
 def spec_schema(registry) -> dict[str, Any]:
-    from runner.spec.models import Spec
-
     schema = Spec.model_json_schema(ref_template="#/$defs/{model}")
     defs = schema["$defs"]
     strategies = registry.names("selections")
@@ -165,8 +166,6 @@ def check_out(out) -> None:
     writable folder, and not an existing file other than an earlier schema."""
     import os
     from pathlib import Path
-
-    from runner.errors import InputError
 
     out = Path(out)
     if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in out.parts):

@@ -27,8 +27,9 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from runner.spec.models import MAX_SEED, Strict
-from runner.spec.problems import LocatedError, Problem
+from runner.spec.base import MAX_SEED, Strict
+from runner.spec.keys import KeyPathError, set_key
+from runner.spec.problems import LocatedError, Problem, unknown
 
 Scalar = bool | int | float | str
 
@@ -118,12 +119,8 @@ def space_problems(doc: dict, sweep: SweepSpec, check, num_labels: int, member_n
     """Problems of the sweep against the spec: an objective that names no strategy or member, and each
     space key set to its bounds (or choices) in the raw spec `doc`, then checked by `check(doc)`, which
     returns the problems of that spec (an empty list when it is valid)."""
-    from runner.spec.keys import KeyPathError, set_key
-
     problems: list[Problem] = []
     if sweep.objective is not None and sweep.objective not in strategies:
-        from runner.spec.problems import unknown
-
         problems.append(("sweep.objective", unknown("selection strategy", sweep.objective, strategies)))
     if sweep.member is not None and sweep.member not in member_names:
         problems.append(("sweep.member", f"no member named {sweep.member!r} (members: {', '.join(member_names)})"))

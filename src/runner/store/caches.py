@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from runner.store.store import Store
+from runner.store import Store
 
 STORES = "stores.txt"
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import duckdb
 
 from runner.errors import InputError
-from runner.store.store import Store
+from runner.store import Store
 
 READ_TYPES = {"SELECT", "EXPLAIN"}
 CONNECTION_TYPES = {"ATTACH", "DETACH", "TRANSACTION", "SET"}

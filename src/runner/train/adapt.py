@@ -17,22 +17,21 @@ the saved encoder (`BackboneContext.adapted`) with a new classification head.
   the folder; `runner gc` removes the folders none of them references any more (`gc`).
 
 The MLM loss of every adapt epoch is stored (tables `adaptations`, `adapt_losses`) and each member
-records its `adapt_key`; runner.train.adapt_train does the training.
+records its `adapt_key`; runner.train.adapt_train does the training (`ensure`).
 """
 
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
+from runner.data.inputs import EXTENSIONS, read_input
 from runner.errors import DataError, InputError, SpecError
 from runner.spec.adapt import AdaptSpec
 from runner.store import caches
@@ -138,8 +137,6 @@ def _corpus(adapt: AdaptSpec, texts_by_split: dict[str, list[str]], spec_path: P
 def read_extra(path: Path, text_column: str, registry) -> list[str]:
     """The texts of an `extra` file: csv/jsonl/parquet by extension (the text column), else one text
     per line (UTF-8; blank lines skipped)."""
-    from runner.data.inputs import EXTENSIONS, read_input
-
     if not path.is_file():
         raise InputError(f"{path}: file not found" if not path.exists() else f"{path}: is not a file")
     if path.suffix.lower() in EXTENSIONS:
@@ -175,35 +172,6 @@ def _fingerprint(model: str | None) -> list | None:
 def cached(root: Path, key: str) -> Path | None:
     folder = root / key
     return folder if (folder / INFO).is_file() else None
-
-
-def ensure(adaptation: Adaptation, job, say: Callable[[str], None]) -> Path:
-    """The adapted folder of `adaptation`: reused from the cache, or trained now (resuming an
-    interrupted adaptation). `job` is the member's runner.train.member.MemberJob. Stores the losses."""
-    from runner.train.adapt_train import train_adaptation
-    from runner.core.locks import file_lock
-
-    from runner.train import ranks as ddp
-
-    root = root_for(job.store.path)
-    key = adaptation.key
-    if "test" in adaptation.settings.texts:
-        say(f"adapt: {job.member.name} adapts on the test split's texts ([adapt] texts names \"test\"): "
-            "transductive, so its test numbers are not those of unseen text")
-    # Under torchrun only rank 0 takes the lock and looks in the cache; every rank trains (DDP) what
-    # is missing, and rank 0 alone writes the folder (runner.train.ranks).
-    with file_lock(root / f".{key}.lock", f"adaptation {key}", wait_s=24 * 3600) if ddp.writes() else nullcontext():
-        folder = ddp.agree(cached(root, key) if ddp.writes() else None)
-        if folder is not None:
-            say(f"adapt: reused {key} ({job.member.name})")
-        else:
-            folder = train_adaptation(adaptation, job, root, say)
-        if ddp.writes():
-            caches.note_store(folder, job.store.path)
-    info = json.loads((folder / INFO).read_text())
-    job.store.log_adaptation(info, str(folder))
-    job.store.set_member_adapt(job.run_id, job.member.name, key)
-    return folder
 
 
 # -- gc ----------------------------------------------------------------------------------------

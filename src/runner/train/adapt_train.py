@@ -1,4 +1,5 @@
-"""Training one adaptation (runner.train.adapt): masked-LM with Hugging Face `Trainer`, resumable.
+"""Training one adaptation (runner.train.adapt), or reusing it from the cache (`ensure`): masked-LM
+with Hugging Face `Trainer`, resumable.
 
 The backbone plugin's `adapt(ctx, options)` gives the masked-LM model and tokenizer; Trainer trains
 it on the corpus with `DataCollatorForLanguageModeling` (dynamic masking, `mlm_probability`,
@@ -14,14 +15,20 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
-from runner.store import checkpoints
-from runner.train.adapt import INFO, Adaptation
+from runner.core.locks import file_lock
 from runner.errors import TrainingError
+from runner.plugins.contexts import BackboneContext
+from runner.store import caches, checkpoints
+from runner.train import ranks
+from runner.train.adapt import INFO, Adaptation, cached, root_for
+from runner.train.arguments import precision_args
 
 EPOCH0 = "epoch0.json"
 
@@ -111,8 +118,6 @@ def build_mlm(m, resolved, data, registry):
     seed; training and the dry run both build it here. TrainingError for a tokenizer without a mask token."""
     from transformers import set_seed
 
-    from runner.plugins.contexts import BackboneContext
-
     seed = m.adapt.seed
     set_seed(seed)
     ctx = BackboneContext(model=m.model, num_labels=data.num_labels, label_names=data.label_names,
@@ -176,22 +181,42 @@ def _report(job, adaptation: Adaptation, say):
     return Report()
 
 
+def ensure(adaptation: Adaptation, job, say: Callable[[str], None]) -> Path:
+    """The adapted folder of `adaptation`: reused from the cache, or trained now (resuming an
+    interrupted adaptation). `job` is the member's runner.train.member.MemberJob. Stores the losses."""
+    root = root_for(job.store.path)
+    key = adaptation.key
+    if "test" in adaptation.settings.texts:
+        say(f"adapt: {job.member.name} adapts on the test split's texts ([adapt] texts names \"test\"): "
+            "transductive, so its test numbers are not those of unseen text")
+    # Under torchrun only rank 0 takes the lock and looks in the cache; every rank trains (DDP) what
+    # is missing, and rank 0 alone writes the folder (runner.train.ranks).
+    with file_lock(root / f".{key}.lock", f"adaptation {key}", wait_s=24 * 3600) if ranks.writes() else nullcontext():
+        folder = ranks.agree(cached(root, key) if ranks.writes() else None)
+        if folder is not None:
+            say(f"adapt: reused {key} ({job.member.name})")
+        else:
+            folder = train_adaptation(adaptation, job, root, say)
+        if ranks.writes():
+            caches.note_store(folder, job.store.path)
+    info = json.loads((folder / INFO).read_text())
+    job.store.log_adaptation(info, str(folder))
+    job.store.set_member_adapt(job.run_id, job.member.name, key)
+    return folder
+
+
 def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
     """Train (or resume) the adaptation in `<root>/<key>.partial/`; returns the finished cache folder."""
-    from runner.train.arguments import precision_args
-
     key = adaptation.key
     if not adaptation.texts:  # planned from the cache alone (a refit), and the folder went away since
         raise TrainingError(f"member {job.member.name}: adaptation {key} is no longer in {root}; apply the spec "
                             "that made it again to recreate it")
-    from runner.train import ranks as ddp
-
     work = root / f"{key}.partial"
     trainer_dir = work / "trainer"
     # under torchrun every rank trains; rank 0 alone cleans, writes and renames the folder (runner.train.ranks)
-    if ddp.writes():
+    if ranks.writes():
         trainer_dir.mkdir(parents=True, exist_ok=True)
-    last = ddp.agree(_last_complete(trainer_dir, work) if ddp.writes() else None)
+    last = ranks.agree(_last_complete(trainer_dir, work) if ranks.writes() else None)
     s = adaptation.settings
     say(f"adapt: {'resuming' if last else 'training'} {key} for {job.member.name} ({len(adaptation.texts)} texts, "
         f"{len(adaptation.heldout)} held out, {s.epochs} epochs)")
@@ -201,14 +226,14 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
         job.progress.adapt_started(job.member.name, s.epochs)
     trainer = make_trainer(adaptation, model, tokenizer, trainer_dir, precision_args(job.member.train.precision),
                            [_report(job, adaptation, say)])
-    if not ddp.agree((work / EPOCH0).is_file() if ddp.writes() else None):  # the loss before adapting
+    if not ranks.agree((work / EPOCH0).is_file() if ranks.writes() else None):  # the loss before adapting
         before = trainer.evaluate()
-        if ddp.writes():
+        if ranks.writes():
             (work / EPOCH0).write_text(json.dumps({k: before[k] for k in ("eval_train_loss", "eval_heldout_loss")}))
     trainer.train(resume_from_checkpoint=last)
     folder = root / key
-    if not ddp.writes():
-        ddp.barrier()  # until rank 0 has the folder in place
+    if not ranks.writes():
+        ranks.barrier()  # until rank 0 has the folder in place
         return folder
     history = _history(work, trainer.state.log_history)
     out = work / "model"
@@ -220,7 +245,7 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
     (out / INFO).write_text(json.dumps(info, indent=2))
     os.replace(out, folder)
     checkpoints.remove_under(work, root)
-    ddp.barrier()
+    ranks.barrier()
     first, final = history[0]["heldout"], history[-1]["heldout"]
     say(f"adapt: {key} done in {info['seconds']:.0f} s (held-out MLM loss {first:.3f} -> {final:.3f})")
     return folder

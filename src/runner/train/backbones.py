@@ -8,12 +8,13 @@ saved member can be loaded again without the spec or its training data (`load_ch
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.plugins.contexts import BackboneContext
 from runner.errors import InputError
+from runner.plugins.contexts import BackboneContext
+from runner.plugins.registry import load_registry
+from runner.spec.compat import STORED
 
 RUNNER_JSON = "runner.json"
 
@@ -32,6 +33,22 @@ def write_runner_json(directory: Path, backbone: str, options: dict[str, Any], l
         "format": "runner-checkpoint-1",
     }
     (directory / RUNNER_JSON).write_text(json.dumps(info, indent=2))
+
+
+def add_special_tokens(tokenizer, tokens: list[str]) -> int:
+    """Add `tokens` as special tokens (never split, never lowercased); returns how many were new."""
+    if not tokens:
+        return 0
+    # transformers 5 renamed `additional_special_tokens` to `extra_special_tokens`; without
+    # replace_extra_special_tokens=False the call would replace, not extend, the existing list.
+    return tokenizer.add_special_tokens({"extra_special_tokens": list(tokens)}, replace_extra_special_tokens=False)
+
+
+def label_maps(ctx) -> dict:
+    """`num_labels`, `id2label` and `label2id` for a Hugging Face config, from a BackboneContext."""
+    names = list(ctx.label_names) or [str(i) for i in range(ctx.num_labels)]
+    return dict(num_labels=ctx.num_labels, id2label=dict(enumerate(names)),
+                label2id={n: i for i, n in enumerate(names)})
 
 
 def load_checkpoint(directory: str | Path, registry=None, plugins_dir: str | Path | None = None):
@@ -57,8 +74,6 @@ def load_checkpoint(directory: str | Path, registry=None, plugins_dir: str | Pat
         model = AutoModelForSequenceClassification.from_pretrained(str(directory), use_safetensors=True)
         return model, tokenizer, info
     if registry is None:
-        from runner.plugins.registry import load_registry
-
         registry = load_registry(Path(plugins_dir) if plugins_dir is not None else None)
     comp = registry.backbone(info["backbone"])
     if comp is None:
@@ -68,8 +83,6 @@ def load_checkpoint(directory: str | Path, registry=None, plugins_dir: str | Pat
                  else f"it was registered by {origin}; install that package" if origin
                  else "load the plugin that registers it")
         raise InputError(f"{directory}: backbone {info['backbone']!r} is not registered; {where}")
-    from runner.spec.compat import STORED
-
     # options stored before a key existed read as what runner did then (runner.spec.compat)
     options = (comp.options.model_validate(info["options"], context={STORED: True})
                if comp.options is not None else None)

@@ -17,12 +17,12 @@ from typing import Callable
 import numpy as np
 from transformers import TrainerCallback
 
-from runner.store import checkpoints
-from runner.train import ranks as ddp
-from runner.errors import TrainingError
-from runner.train.evaluation import EncodedSplit, MetricComputer, predict_split
 from runner.core.records import EpochRecord, MemberHistory
 from runner.core.selection import best_epoch
+from runner.errors import TrainingError
+from runner.store import checkpoints
+from runner.train import ranks
+from runner.train.evaluation import EncodedSplit, MetricComputer, predict_split
 
 
 @dataclass
@@ -104,7 +104,7 @@ class StoreCallback(TrainerCallback):
         self.store.log_checkpoint(self.run_id, self.member, f"epoch-{record.epoch}", record.epoch, record.rows(),
                                   pending.predictions)
         self.history[record.epoch] = record
-        if ddp.writes():  # under torchrun, rank 0 owns the member's folder (runner.train.ranks)
+        if ranks.writes():  # under torchrun, rank 0 owns the member's folder (runner.train.ranks)
             self._prune()
         if self.on_epoch is not None:
             self.on_epoch(record)

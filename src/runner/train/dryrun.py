@@ -13,10 +13,9 @@ is written: a cheap check that predicts a failure always beats a failure after t
 
 from __future__ import annotations
 
-import threading
-
 import math
 import tempfile
+import threading
 from pathlib import Path
 
 from runner.data.prepare import PreparedData
@@ -24,14 +23,15 @@ from runner.errors import ModelLoadError, SpecError, TrainingError
 from runner.plugins.registry import Registry
 from runner.spec import ResolvedMember, ResolvedSpec
 from runner.spec.problems import Problem, dedupe
+from runner.train import ranks
+from runner.train.adapt_train import dry_run_problem
+from runner.train.arguments import training_arguments
+from runner.train.build import build_loss, make_trainer, prepare_member
 
 
 def check_cheaply(resolved: ResolvedSpec, registry: Registry, data: PreparedData, check_models: bool) -> None:
     """Loss options against the data, `TrainingArguments`, seeds, and (with `check_models`) each
     model's reachability: everything that needs no model built."""
-    from runner.train.build import build_loss
-    from runner.train.arguments import training_arguments
-
     problems: list[Problem] = []
     for m in resolved.members:
         try:
@@ -68,13 +68,11 @@ _one_at_a_time = threading.Lock()
 def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData, members: list[ResolvedMember]) -> None:
     """Build each of `members` as training will and push one batch of each split through it (on every
     rank under torchrun: its optimizer step is a collective; runner.train.ranks)."""
-    from runner.train import ranks as ddp
-
     problems: list[Problem] = []
-    message = ("dry_run", ddp.payload(resolved, data, {}, registry), [m.name for m in members]) if ddp.leading() else ()
+    message = ("dry_run", ranks.payload(resolved, data, {}, registry), [m.name for m in members]) if ranks.leading() else ()
     # one dry run at a time in a process: each TrainingArguments resets accelerate's process-wide state,
     # and sweep trials under Ray plan (and so dry-run) in threads of the driver
-    with _one_at_a_time, ddp.shared(message):
+    with _one_at_a_time, ranks.shared(message):
         for m in members:
             problems.extend(_member_problems(resolved, registry, data, m))
     if problems:
@@ -85,13 +83,9 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
                      m: ResolvedMember) -> list[Problem]:
     import torch
 
-    from runner.train.build import make_trainer, prepare_member
-
     backbone = registry.backbone(m.backbone)
     who = f"backbone {m.backbone!r} ({backbone.origin})"
     if m.adapt is not None:
-        from runner.train.adapt_train import dry_run_problem
-
         problem = dry_run_problem(m, resolved, registry, data)
         if problem is not None:
             return [(m.adapt_loc, f"member {m.name}: {problem}")]

@@ -12,11 +12,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from runner.data.prepare import Split
 from runner.core.maths import softmax
-from runner.errors import TrainingError
 from runner.core.records import metric_key
+from runner.data.prepare import Split
 from runner.data.tokenized import Encoded, tokenize
+from runner.errors import TrainingError
 
 
 class EncodedSplit(torch.utils.data.Dataset):

@@ -15,8 +15,7 @@ from runner.core.records import EpochRecord
 from runner.data.prepare import PreparedData
 from runner.plugins.registry import Registry
 from runner.spec import ResolvedMember, ResolvedSpec
-from runner.store import checkpoints
-from runner.store.store import Store
+from runner.store import Store, checkpoints
 from runner.train.backbones import write_runner_json
 
 # What training calls on a member's store (runner.scale.members, train.callback, train.swa, train.adapt):

@@ -7,7 +7,6 @@ be unit-tested without a model. The built-in losses are registered in runner.bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported where a loss is computed, not when the registry is loaded

@@ -13,7 +13,7 @@ from runner.core.selection import best_epoch
 from runner.errors import TrainingError
 from runner.store import checkpoints
 from runner.train import ranks
-from runner.train.adapt import ensure
+from runner.train.adapt_train import ensure
 from runner.train.build import make_trainer, prepare_member
 from runner.train.callback import StoreCallback
 from runner.train.job import MemberJob, write_member_info

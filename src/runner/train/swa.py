@@ -16,6 +16,13 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from runner.core.records import EpochRecord
+from runner.errors import TrainingError
+from runner.store import checkpoints
+from runner.train import ranks
+from runner.train.evaluation import predict_split
+from runner.train.job import write_member_info
+
 
 def average_checkpoints(files: list[Path]) -> dict[str, torch.Tensor]:
     """The uniform average of the tensors in `files` (safetensors), in each tensor's own dtype."""
@@ -90,16 +97,8 @@ def run_swa(job, trainer, inputs) -> list[int]:
     """Average the member's last K epoch checkpoints into its model, evaluate and store the result
     as checkpoint `swa`, and save it to runs/<run_id>/<member>/swa/. Returns the epochs averaged
     (fewer than K when early stopping came first)."""
-    from runner.store import checkpoints
-    from runner.errors import TrainingError
-    from runner.train.evaluation import predict_split
-    from runner.core.records import EpochRecord
-    from runner.train.job import write_member_info
-
-    from runner.train import ranks as ddp
-
     name, k, num_labels = job.member.name, job.resolved.spec.swa.k, job.data.num_labels
-    ddp.barrier()  # under torchrun: every rank reads the checkpoints rank 0 has finished writing
+    ranks.barrier()  # under torchrun: every rank reads the checkpoints rank 0 has finished writing
     found = checkpoints.epoch_checkpoints(job.owner)
     if not found:
         raise TrainingError(f"member {name}: no epoch checkpoint on disk to average for SWA")
@@ -125,7 +124,7 @@ def run_swa(job, trainer, inputs) -> list[int]:
         predictions.append(("test", inputs.test.order, test_probs))
     job.store.log_checkpoint(job.run_id, name, "swa", None, EpochRecord(0, values).rows(), predictions)
     job.store.set_swa_epochs(job.run_id, name, epochs)
-    if not ddp.writes():
+    if not ranks.writes():
         return epochs
     if job.owner.swa.exists():
         checkpoints.remove(job.owner.swa, job.owner)

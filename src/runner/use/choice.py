@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from runner.store.checkpoints import runs_root
-from runner.errors import InputError
 from runner.core.selection import SELECTED, checkpoint_epoch
+from runner.errors import InputError
+from runner.posthoc.calibration import apply
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
 from runner.posthoc.picks import all_picks
+from runner.store.checkpoints import runs_root
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,6 @@ class Calibration:
     bias: tuple[float, ...] | None = None
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
-        from runner.posthoc.calibration import apply
-
         return apply(probs, self.temperature, None if self.bias is None else np.asarray(self.bias))
 
     def to_dict(self) -> dict:
@@ -179,14 +179,11 @@ def _weights(store, run, registry, strategy: str, members: list[MemberChoice]):
     built from the stored probabilities with the spec's weights (the caller decides whether to store it)."""
     if len(members) == 1:
         return np.ones(1), "single", None
-    rows = store.query("SELECT member, member_checkpoint, weight, method FROM ensemble_weights "
-                       "WHERE run_id = ? AND ensemble = 'ensemble' AND strategy = ?", [run.run_id, strategy])[1]
-    stored = {r[0]: (r[1], r[2], r[3]) for r in rows}
+    rows = store.ensemble_weights(run.run_id, SPEC_ENSEMBLE, strategy)
+    stored = {r["member"]: (r["member_checkpoint"], r["weight"], r["method"]) for r in rows}
     if set(stored) == {m.name for m in members} and all(stored[m.name][0] == m.checkpoint for m in members):
         w = np.array([stored[m.name][1] for m in members], dtype=np.float64)
-        return w / w.sum(), rows[0][3], None
-    from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
-
+        return w / w.sum(), rows[0]["method"], None
     ens = build_ensemble(store, run, registry, strategy, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
                          checkpoints={m.name: m.checkpoint for m in members})
     return np.asarray(ens.weights, dtype=np.float64), ens.method, ens
@@ -195,11 +192,10 @@ def _weights(store, run, registry, strategy: str, members: list[MemberChoice]):
 def read_calibrations(store, run_id: str, strategy: str, members: list[MemberChoice]) -> dict:
     """{None: the ensemble's, member name: the member checkpoint's} from `calibrations`, the latest of
     each (a one-member run's ensemble is its member)."""
-    rows = store.query(
-        "SELECT kind, member, checkpoint, method, temperature, bias FROM calibrations WHERE run_id = ? "
-        "ORDER BY created_at", [run_id])[1]
     found: dict = {}
-    for kind, member, checkpoint, method, temperature, bias in rows:
+    for r in store.calibration_rows(run_id):
+        kind, member, checkpoint, method, temperature, bias = (r["kind"], r["member"], r["checkpoint"], r["method"],
+                                                                r["temperature"], r["bias"])
         cal = Calibration(method, float(temperature), None if bias is None else tuple(float(b) for b in bias))
         if kind == "ensemble" and member == "ensemble" and checkpoint == strategy:
             found[None] = cal

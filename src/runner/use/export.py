@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.store.checkpoints import TRAINER_STATE
 from runner.errors import InputError
+from runner.store.checkpoints import TRAINER_STATE
 from runner.use.choice import Calibration, Choice, MemberChoice
 from runner.use.predict import Predictor
+from runner.version import __version__
 
 FORMAT = "runner-export-1"
 MANIFEST = "manifest.json"
@@ -65,8 +66,6 @@ def _check_target(directory: Path) -> None:
 
 
 def manifest_for(choice: Choice) -> dict:
-    from runner.version import __version__
-
     members = []
     for m, w in zip(choice.members, choice.weights):
         info = m.info

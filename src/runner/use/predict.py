@@ -20,8 +20,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from runner.use.choice import Choice, MemberChoice, check_calibrated
+from runner.core.maths import softmax
 from runner.errors import InputError
+from runner.posthoc.ensemble import mixture
+from runner.train.backbones import load_checkpoint
+from runner.train.evaluation import check_logits
+from runner.use.choice import Choice, MemberChoice, check_calibrated
 
 DEFAULT_BATCH_SIZE = 64
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -86,8 +90,6 @@ class Predictor:
         On a GPU a member runs in the half precision it was trained (and evaluated) in."""
         import torch
 
-        from runner.train.backbones import load_checkpoint
-
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         loaded = []
         for mc in choice.members:
@@ -129,8 +131,6 @@ class Predictor:
             progress: Callable[[int], None] | None = None) -> Prediction:
         """Every member's and the ensemble's probabilities. `progress(k)` is told of each k texts done
         by one member (the total is len(texts) x members)."""
-        from runner.posthoc.ensemble import mixture
-
         texts = list(texts)
         if calibrated:
             check_calibrated(self.choice)
@@ -168,9 +168,6 @@ class Predictor:
 
 
 def _probs(m: LoadedMember, inputs: dict, num_labels: int) -> np.ndarray:
-    from runner.train.evaluation import check_logits
-    from runner.core.maths import softmax
-
     if m.autocast is not None:
         import torch
 

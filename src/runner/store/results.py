@@ -1,0 +1,290 @@
+"""What training stores for each checkpoint: the dataset's examples (once per content hash), each
+checkpoint's metrics and predictions (replaced in one transaction), a member's epochs read back,
+the strategies' picks (`selections`), and the `epochs` view, a column per split and metric."""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from runner.core.records import EpochRecord, metric_key
+from runner.core.selection import checkpoint_epoch
+from runner.store.rows import arrow_result, insert, replace_checkpoint
+
+BUILTIN_VIEW_METRICS = ("accuracy", "f1_macro", "log_loss")
+IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def epochs_view_sql(names: Sequence[str]) -> str:
+    """The `epochs` view: one row per member and epoch, a column per split and metric."""
+    def col(split: str, name: str, alias: str) -> str:
+        return f"max(value) FILTER (WHERE split = '{split}' AND name = '{name}') AS \"{alias}\""
+
+    cols = [col("train", "loss", "train_loss"), col("valid", "loss", "eval_loss")]
+    cols += [col("valid", n, f"eval_{n}") for n in names]
+    cols += [col("test", "loss", "test_loss")] + [col("test", n, f"test_{n}") for n in names]
+    return ("CREATE OR REPLACE VIEW epochs AS SELECT run_id, member, epoch, " + ", ".join(cols)
+            + " FROM metrics WHERE kind = 'member' AND checkpoint = 'epoch-' || epoch GROUP BY run_id, member, epoch")
+
+
+class Results:
+    """Methods of `Store` (runner.store.store): they use its `transaction`, `query` and `query_dicts`."""
+
+    # -- a member's epochs ----------------------------------------------------------------------
+
+    def stored_epochs(self, run_id: str, member: str) -> list[int]:
+        rows = self.query(
+            "SELECT DISTINCT epoch FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? "
+            "AND checkpoint = 'epoch-' || epoch ORDER BY epoch",
+            [run_id, member],
+        )[1]
+        return [r[0] for r in rows]
+
+    def member_epochs(self, run_id: str, member: str) -> list[EpochRecord]:
+        """Every stored epoch of a member, in order, with all its metrics."""
+        rows = self.query(
+            "SELECT epoch, split, name, value FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? "
+            "AND checkpoint = 'epoch-' || epoch ORDER BY epoch",
+            [run_id, member],
+        )[1]
+        by_epoch: dict[int, dict[str, float]] = {}
+        for epoch, split, name, value in rows:
+            by_epoch.setdefault(epoch, {})[metric_key(split, name)] = value
+        return [EpochRecord(e, m) for e, m in sorted(by_epoch.items())]
+
+    def has_checkpoint(self, run_id: str, member: str, checkpoint: str) -> bool:
+        return bool(self.query(
+            "SELECT count(*) FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? AND checkpoint = ?",
+            [run_id, member, checkpoint])[1][0][0])
+
+    def epoch_counts(self, run_id: str) -> dict[str, int]:
+        """member -> the number of its last stored epoch."""
+        return dict(self.query("SELECT member, max(epoch) FROM metrics WHERE run_id = ? AND kind = 'member' "
+                               "GROUP BY member", [run_id])[1])
+
+    def truncate_member(self, run_id: str, member: str, last_epoch: int) -> None:
+        """Before a member resumes after `last_epoch`: drop its rows of later epochs and of anything
+        derived from the epochs (SWA, selections), so each is written exactly once."""
+        with self.transaction() as con:
+            for table in ("metrics", "predictions"):
+                con.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND kind = 'member' AND member = ? "
+                    "AND (epoch > ? OR checkpoint NOT LIKE 'epoch-%')",
+                    [run_id, member, last_epoch],
+                )
+            con.execute("DELETE FROM selections WHERE run_id = ? AND member = ?", [run_id, member])
+
+    # -- examples, metrics, predictions -------------------------------------------------------
+
+    def put_examples(self, dataset_id: str, splits: dict[str, Any]) -> int:
+        """Store a dataset's examples once per content hash; returns rows written (0 if present)."""
+        with self.transaction() as con:
+            have = con.execute("SELECT count(*) FROM examples WHERE dataset_id = ?", [dataset_id]).fetchall()[0][0]
+            if have:
+                return 0
+            n = 0
+            for split, s in splits.items():
+                labels = s.labels.astype(np.int32) if s.labels is not None else pa.nulls(len(s), pa.int32())
+                batch = pa.table({
+                    "dataset_id": pa.array([dataset_id] * len(s), pa.string()),
+                    "split": pa.array([split] * len(s), pa.string()),
+                    "idx": pa.array(np.arange(len(s), dtype=np.int32)),
+                    "text": pa.array(s.texts, pa.string()),
+                    "label": labels if isinstance(labels, pa.Array) else pa.array(labels),
+                })
+                insert(con, "examples", batch)
+                n += len(s)
+            return n
+
+    def log_checkpoint(self, run_id: str, member: str, checkpoint: str, epoch: int | None,
+                       metrics: Sequence[tuple[str, str, float]],
+                       predictions: Sequence[tuple[str, np.ndarray, np.ndarray]], kind: str = "member") -> int:
+        """Replace a checkpoint's metrics and predictions in one transaction; returns rows written.
+
+        `metrics` is (split, name, value); `predictions` is (split, idx, probs (n, num_labels)).
+        Deleting first makes a re-run after a crash idempotent: no row is ever duplicated.
+        """
+        with self.transaction() as con:
+            return replace_checkpoint(con, run_id, kind, member, checkpoint, epoch, metrics, predictions)
+
+    def log_selections(self, run_id: str, member: str, picks: dict[str, str | None]) -> None:
+        """Replace the member's rows for these strategies; a strategy that picked nothing gets no row."""
+        rows = [[run_id, member, s, c, checkpoint_epoch(c)] for s, c in picks.items() if c is not None]
+        with self.transaction() as con:
+            con.execute("DELETE FROM selections WHERE run_id = ? AND member = ? AND list_contains(?, strategy)",
+                        [run_id, member, list(picks)])
+            if rows:
+                con.executemany("INSERT INTO selections (run_id, member, strategy, checkpoint, epoch) "
+                                "VALUES (?, ?, ?, ?, ?)", rows)
+
+    def refresh_views(self, metric_names: Sequence[str]) -> None:
+        """(Re)create the `epochs` view with a column per split for every metric: the built-ins, the
+        ones given (the registered metrics) and any stored, so a plugin metric gets its columns."""
+        stored = [r[0] for r in self.query("SELECT DISTINCT name FROM metrics WHERE kind = 'member'")[1]]
+        names = sorted(set(BUILTIN_VIEW_METRICS) | set(metric_names) | set(stored) - {"loss"})
+        names = [n for n in names if IDENTIFIER.match(n)]
+        columns = ["run_id", "member", "epoch", "train_loss", "eval_loss", *[f"eval_{n}" for n in names],
+                   "test_loss", *[f"test_{n}" for n in names]]
+        have = [r[0] for r in self.query(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND table_name = 'epochs' ORDER BY column_index")[1]]
+        if have == columns:
+            return
+        with self.transaction() as con:
+            con.execute(epochs_view_sql(names))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def selections(self, run_id: str, strategy: str) -> dict[str, str]:
+        return dict(self.query("SELECT member, checkpoint FROM selections WHERE run_id = ? AND strategy = ?",
+                               [run_id, strategy])[1])
+
+    def all_selections(self, run_id: str) -> dict[str, dict[str, str]]:
+        """strategy -> member -> checkpoint, for every strategy stored for the run."""
+        out: dict[str, dict[str, str]] = {}
+        for member, strategy, checkpoint in self.query(
+                "SELECT member, strategy, checkpoint FROM selections WHERE run_id = ?", [run_id])[1]:
+            out.setdefault(strategy, {})[member] = checkpoint
+        return out
+
+    def selection_strategies(self, run_id: str) -> dict[str, set[str]]:
+        """member -> the strategies it has rows for."""
+        out: dict[str, set[str]] = {}
+        for member, strategy in self.query("SELECT member, strategy FROM selections WHERE run_id = ?", [run_id])[1]:
+            out.setdefault(member, set()).add(strategy)
+        return out
+
+    def checkpoint_metrics(self, run_id: str) -> dict[tuple[str, str, str], dict[str, float]]:
+        """(kind, member, checkpoint) -> {"eval_accuracy": ..., "test_log_loss": ...} for a whole run."""
+        out: dict[tuple[str, str, str], dict[str, float]] = {}
+        for kind, member, checkpoint, split, name, value in self.query(
+            "SELECT kind, member, checkpoint, split, name, value FROM metrics WHERE run_id = ?", [run_id]
+        )[1]:
+            out.setdefault((kind, member, checkpoint), {})[metric_key(split, name)] = value
+        return out
+
+    def metric_names(self, run_id: str) -> set[str]:
+        """The names of the metrics stored for a run's members (not calibrate's `<metric>@<method>` rows)."""
+        return {r[0] for r in self.query("SELECT DISTINCT name FROM metrics WHERE run_id = ? AND kind = 'member' "
+                                         "AND name NOT LIKE '%@%'", [run_id])[1]}
+
+    def label_counts(self, dataset_id: str) -> dict[str, list[int]]:
+        """split -> examples per label id, for the splits that have labels."""
+        rows = self.query("SELECT split, label, count(*) FROM examples WHERE dataset_id = ? AND label IS NOT NULL "
+                          "GROUP BY ALL", [dataset_id])[1]
+        k = 1 + max((label for _, label, _ in rows), default=-1)
+        out: dict[str, list[int]] = {}
+        for split, label, c in rows:
+            out.setdefault(split, [0] * k)[label] = c
+        return out
+
+    def prediction_counts(self, run_id: str, split: str, num_labels: int) -> dict[tuple[str, str, str], list[int]]:
+        """(kind, member, checkpoint) -> how often each label was predicted on `split`."""
+        out: dict[tuple[str, str, str], list[int]] = {}
+        for kind, member, checkpoint, pred, c in self.query(
+            "SELECT kind, member, checkpoint, pred, count(*) FROM predictions WHERE run_id = ? AND split = ? "
+            "GROUP BY ALL", [run_id, split]
+        )[1]:
+            out.setdefault((kind, member, checkpoint), [0] * num_labels)[pred] = c
+        return out
+
+
+    def checkpoint_value(self, run_id: str, kind: str, member: str, checkpoint: str, split: str,
+                         name: str) -> float | None:
+        """One stored metric of one checkpoint (or ensemble), or None."""
+        rows = self.query("SELECT value FROM metrics WHERE run_id = ? AND kind = ? AND member = ? AND checkpoint = ? "
+                          "AND split = ? AND name = ?", [run_id, kind, member, checkpoint, split, name])[1]
+        return rows[0][0] if rows else None
+
+    def epoch_rows(self, run_id: str) -> list[dict]:
+        """The run's rows of the `epochs` view, by member and epoch."""
+        return self.query_dicts("SELECT * FROM epochs WHERE run_id = ? ORDER BY member, epoch", [run_id])
+
+    def split_label_counts(self, dataset_id: str, split: str) -> dict[int, int]:
+        """label id -> examples of `split` with that label (labelled examples only)."""
+        return dict(self.query("SELECT label, count(*) FROM examples WHERE dataset_id = ? AND split = ? "
+                               "AND label IS NOT NULL GROUP BY label", [dataset_id, split])[1])
+
+    def example_counts(self, dataset_id: str, split: str) -> tuple[int, int]:
+        """(examples, labelled examples) of a dataset's split."""
+        total, labelled = self.query("SELECT count(*), count(label) FROM examples WHERE dataset_id = ? AND split = ?",
+                                     [dataset_id, split])[1][0]
+        return int(total), int(labelled)
+
+    def split_labels(self, dataset_id: str, split: str) -> dict[int, int | None]:
+        """example idx -> label id (None where it has none) of a dataset's split."""
+        return dict(self.query("SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx",
+                               [dataset_id, split])[1])
+
+    def examples_of(self, dataset_id: str, splits: Sequence[str]) -> list[tuple[str, int, str, int | None]]:
+        """(split, idx, text, label) of a dataset's examples in `splits`, by split and idx."""
+        return self.query("SELECT split, idx, text, label FROM examples WHERE dataset_id = ? AND list_contains(?, split) "
+                          "ORDER BY split, idx", [dataset_id, list(splits)])[1]
+
+    def prediction_count(self, run_id: str, kind: str, member: str, checkpoint: str, split: str) -> int:
+        """How many predictions a checkpoint (or ensemble) has stored for a split."""
+        return self.query("SELECT count(*) FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
+                          "AND checkpoint = ? AND split = ?", [run_id, kind, member, checkpoint, split])[1][0][0]
+
+    def predicted_counts(self, run_id: str, kind: str, member: str, checkpoint: str, split: str) -> dict[int, int]:
+        """label id -> how often a checkpoint (or ensemble) predicted it on a split."""
+        return dict(self.query("SELECT pred, count(*) FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
+                               "AND checkpoint = ? AND split = ? GROUP BY pred", [run_id, kind, member, checkpoint,
+                                                                                  split])[1])
+
+    @contextmanager
+    def probabilities(self) -> Iterator[ProbabilityReader]:
+        """A reader of stored probabilities over one read-only connection (for many reads at once)."""
+        with self.connect(write=False) as con:
+            yield ProbabilityReader(con)
+
+
+class ProbabilityReader:
+    """Stored probabilities as numpy arrays, read through Arrow over one connection
+    (`Store.probabilities()`). One query per checkpoint and split: an equality filter on (run_id,
+    kind, member, checkpoint, split) lets DuckDB skip every row group of the other checkpoints (zone
+    maps), where one query with an IN list of pairs would scan the whole predictions table."""
+
+    def __init__(self, con):
+        self.con = con
+
+    def checkpoint(self, run_id: str, kind: str, member: str, checkpoint: str,
+                   split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(idx (n,), probs (n, K) float32) of a checkpoint's predictions on a split, sorted by idx."""
+        table = arrow_result(self.con, "SELECT idx, probs FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
+                                       "AND checkpoint = ? AND split = ?", [run_id, kind, member, checkpoint, split])
+        idx = table.column("idx").to_numpy()
+        flat = table.column("probs").combine_chunks().flatten().to_numpy()
+        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
+        if np.any(idx[1:] <= idx[:-1]):  # rows usually come back in insertion order, already sorted
+            order = np.argsort(idx, kind="stable")
+            idx, probs = idx[order], probs[order]
+        return idx, probs
+
+    def labels(self, dataset_id: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(idx, label ids) of a split's examples by idx; labels None when any example has none."""
+        table = arrow_result(self.con, "SELECT idx, label FROM examples WHERE dataset_id = ? AND split = ? ORDER BY idx",
+                             [dataset_id, split])
+        label = table.column("label")
+        labels = label.to_numpy().astype(np.int64) if label.null_count == 0 and table.num_rows else None
+        return table.column("idx").to_numpy(), labels
+
+    def labelled(self, dataset_id: str, run_id: str, kind: str, member: str, checkpoint: str,
+                 split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(idx, probs (n, K) float32, labels or None when any is missing) of a checkpoint on a split,
+        joined with the examples' labels, by idx; n = 0 when nothing was stored."""
+        table = arrow_result(
+            self.con,
+            "SELECT p.idx, p.probs, e.label FROM predictions p LEFT JOIN examples e ON e.dataset_id = ? "
+            "AND e.split = p.split AND e.idx = p.idx WHERE p.run_id = ? AND p.kind = ? AND p.member = ? "
+            "AND p.checkpoint = ? AND p.split = ? ORDER BY p.idx",
+            [dataset_id, run_id, kind, member, checkpoint, split])
+        flat = table.column("probs").combine_chunks().flatten().to_numpy()
+        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
+        label = table.column("label")
+        labels = label.to_numpy().astype(np.int64) if label.null_count == 0 and table.num_rows else None
+        return table.column("idx").to_numpy(), probs, labels
