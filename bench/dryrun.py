@@ -2,7 +2,7 @@
 
 `runner validate` and `runner apply` build every member as training will and push one batch of each
 split through it, run Trainer's evaluation on one batch and take one optimizer step (runner.train.dryrun).
-Target (issue 7): under 2 s on top of model loading for the quickstart.
+Target: under 2 s on top of model loading for the quickstart.
 
 In one process, for a spec (default specs/quickstart.toml): the baseline builds each member's model
 and tokenizer (what loading costs anyway), then the dry run does everything; both are repeated

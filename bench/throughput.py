@@ -3,8 +3,8 @@
 Builds BERT-base from a config (hidden 768, 12 layers, 12 heads, intermediate 3072, vocabulary
 30,522; no Hub download) as a sequence classifier with 4 labels and the attention the scratch
 backbone asks for (SDPA), and trains it with Hugging Face `Trainer` under the arguments runner
-gives a member: `runner.train.member.precision_args("auto")` (bf16 where the GPU supports it, else fp16;
-nothing on a CPU) and `runner.train.member.loader_args` (pinned memory and worker processes on CUDA).
+gives a member: `runner.train.arguments.precision_args("auto")` (bf16 where the GPU supports it, else fp16;
+nothing on a CPU) and `runner.train.arguments.loader_args` (pinned memory and worker processes on CUDA).
 Every sample is `--max-length` tokens long (128 by default; random token ids, no padding), so every
 token counted is a real one. `--warmup` steps are run first (CUDA kernels chosen, memory allocated),
 then `--steps` steps are timed, from the end of the last warm-up step to the end of the last step

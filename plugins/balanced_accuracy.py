@@ -26,7 +26,7 @@ def balanced_accuracy(probs, labels):
 
 
 def first_within_1pt(history):
-    """`history` is a runner.core.selection.MemberHistory: the member's epochs with their validation
+    """`history` is a runner.core.records.MemberHistory: the member's epochs with their validation
     metrics. Return a checkpoint name ("epoch-3", or "swa"), or None to pick nothing."""
     values = history.values("eval_accuracy")  # [(epoch, value)], finite values only
     if not values:

@@ -271,7 +271,7 @@ SPEC_FIELDS: dict[tuple, st.SearchStrategy] = {
     ("ensemble", "weights"): _vals("equal", "fit", "", [1.0], [1, 1], [0, 1], [0, 0], [math.nan, 1], [math.inf, 1],
                                    [-1, 2], [1e308, 1e308], [1e-320, 0], ["1", "1"], 1),
     ("members",): _vals([], "x", [5], {}),
-    # [adapt] (issue 11): masked-LM before fine-tuning; a trained adaptation is small here (1 epoch)
+    # [adapt]: masked-LM before fine-tuning; a trained adaptation is small here (1 epoch)
     ("adapt",): _vals({}, {"epochs": 1}, 5, "x", [], True),
     ("adapt", "epochs"): _vals(1, 0, -1, 1001, 1.5, "1", True),
     ("adapt", "learning_rate"): _vals(1e-3, 0, -1, 1.5, math.nan, math.inf),
@@ -716,12 +716,12 @@ QUERIES = [
 OUTS = [None, "plot.png", "missing/plot.png", "plot.txt", "plot", "", ".", "plot.pdf", "plot.svg", LONG + ".png",
         "{read_only}/plot.png", "{store}", "{spec}"]
 FORMATS = [None, "table", "csv", "json", "markdown"]
-# `runner report --out` and `runner schema --out` (issue 14): only a file the command wrote before may be replaced
+# `runner report --out` and `runner schema --out`: only a file the command wrote before may be replaced
 REPORT_OUTS = [None, "report.html", "missing/r.html", "r.txt", "", ".", LONG + ".html", "{read_only}/r.html",
                "{store}", "{spec}", "{user_file}", "{earlier}", "r.HTM", "리포트.html", "{empty_file}"]
 SCHEMA_OUTS = [None, "runner.schema.json", "missing/s.json", "s.txt", "", ".", LONG + ".json",
                "{read_only}/s.json", "{store}", "{spec}", "{user_file}", "{earlier}", "스키마.json", "{empty_file}"]
-# runner predict / export / calibrate / refit (issue 9)
+# runner predict / export / calibrate / refit
 SOURCES = RUN_REFS + ["{export}", "{folder}", "{spec}", "{store}"]
 INPUTS = ["good", "good", "unlabelled", "jsonl", "parquet", "other_column", "empty", "header_only", "no_text_column",
           "missing", "folder", "txt", "binary", "latin1", "unknown_label", "some_labels", "empty_text", "unicode",
@@ -733,7 +733,7 @@ EXPORT_DIRS = ["new", "new", "nested/new", "empty_folder", "a_file", "not_empty"
                LONG, "모델 dir", "{store}"]
 STRATEGIES = [None, None, "selected", "swa", "last", "best_eval_loss", "best_eval_accuracy", "epoch-1", "epoch-2",
               "epoch-99", "", "nope", "SWA", "epoch-", "epoch-0"]
-# `--set KEY=VALUE` (issue 10): keys that exist, that do not, malformed pairs, values of every type
+# `--set KEY=VALUE`: keys that exist, that do not, malformed pairs, values of every type
 SETS = ["loss.label_smoothing=0.05", "train.epochs=1", "train.epochs=0", "train.epochs=abc", "nope.x=1",
         "loss.gamma", "=", "=1", "members[0].seed=5", "members[9].seed=5", "members.a.seed=-1",
         "members.zz.seed=1", "train.learning_rate=nan", "loss.alpha[1]=2", "data.options.size=1e309",
@@ -790,7 +790,7 @@ def cli_cases(draw) -> dict:
         case["timeout"] = draw(st.sampled_from([None, None, "0", "-1", "nan", "inf", "1e309", "abc", "0.001", "5"]))
         case["memory_limit"] = draw(st.sampled_from([None, None, "64MB", "lots", "0", "-1GB", "1TB", "", "10%"]))
     if command == "compare" and case.get("run") is not None and draw(st.integers(0, 2)) == 0:
-        case["other"] = draw(st.sampled_from(RUN_REFS))  # `compare A B` (issue 11): the golden store has one run
+        case["other"] = draw(st.sampled_from(RUN_REFS))  # `compare A B`: the golden store has one run
     if command == "gc":
         case["dry_run"] = draw(st.booleans())
     if command == "compare":
@@ -824,7 +824,7 @@ def cli_cases(draw) -> dict:
                                              LONG + ".toml", "unicode", "golden_relative"]))
     if command == "apply":
         case["force"] = draw(st.booleans())
-        # --backend/--address (issue 12): a Ray that is started costs seconds an example, so a search case
+        # --backend/--address: a Ray that is started costs seconds an example, so a search case
         # with ray always names an address (one nothing answers at, or none to find): exit 2 before a write
         case["backend"] = draw(st.sampled_from([None] * 6 + ["local", "ray", "nope", "", "RAY"]))
         case["address"] = draw(st.sampled_from([None] * 6 + ["127.0.0.1:9", "auto", "nohost", "ray://127.0.0.1:9",

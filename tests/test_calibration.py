@@ -214,7 +214,7 @@ alpha = "inverse_frequency"
 gamma = 2.0
 label_smoothing = 0.1
 # The model this test needs over-predicts the minority more than twice over. On these 800 reviews
-# that is the setup before issue 13 (whole-word vocabulary, alpha_c on every smoothed term); today's
+# that is the setup before the subword default (whole-word vocabulary, alpha_c on every smoothed term); today's
 # defaults give 1.9 times on valid, and calibration then has less to take back.
 modulation = "per_class"
 

@@ -1,4 +1,4 @@
-"""Property-based search for broken promises: the exit-code contract of DESIGN.md, checked on inputs
+"""Property-based search for broken promises: the exit-code contract of docs/design.md, checked on inputs
 nobody listed.
 
 Hypothesis draws a small valid spec with a few fields broken (tests/contract_strategies.py), or

@@ -1,4 +1,4 @@
-"""Store opening is safe (issue 7, item 4), shown on real files and real processes:
+"""Store opening is safe, shown on real files and real processes:
 
 - every DuckDB instance runner starts is locked down from its first statement: no extension
   auto-install or auto-load, no file but the store's own, configuration locked; an SQLite file given as

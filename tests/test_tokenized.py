@@ -208,13 +208,13 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
     # what a CUDA machine gets (TrainingArguments is built with use_cpu so it does not look for a GPU)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    monkeypatch.setattr("runner.train.member.cpus_per_member", lambda resolved: 16)
-    from runner.train import member as train
+    monkeypatch.setattr("runner.train.arguments.cpus_per_member", lambda resolved: 16)
+    from runner.train import arguments as train
 
     kwargs = {**train.loader_args(p.resolved), **train.precision_args("auto")}
     assert kwargs == {"dataloader_pin_memory": True, "dataloader_num_workers": 4,
                       "dataloader_persistent_workers": True, "bf16": True}
-    monkeypatch.setattr("runner.train.member.cpus_per_member", lambda resolved: 2)
+    monkeypatch.setattr("runner.train.arguments.cpus_per_member", lambda resolved: 2)
     assert train.loader_args(p.resolved)["dataloader_num_workers"] == 2
     monkeypatch.undo()
     three = tmp_path / "three.toml"  # a member's share of the cores, as [compute] gives it
@@ -230,7 +230,7 @@ def test_loader_defaults_on_cpu_and_cuda_and_trainer_args_override_them(tmp_path
     override = plan(spec, REPO / "plugins", overrides=(("train.trainer_args", {"dataloader_num_workers": 0,
                                                                                 "use_cpu": True}),))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr("runner.train.member.loader_args", lambda resolved: {
+    monkeypatch.setattr("runner.train.arguments.loader_args", lambda resolved: {
         "dataloader_pin_memory": False, "dataloader_num_workers": 3, "dataloader_persistent_workers": True})
     args = training_arguments(override.resolved.members[0], override.resolved, tmp_path / "o")
     assert args.dataloader_num_workers == 0 and not args.dataloader_persistent_workers

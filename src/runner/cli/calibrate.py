@@ -1,4 +1,4 @@
-"""`runner calibrate`: temperature scaling and prior correction from stored probabilities (issue 9)."""
+"""`runner calibrate`: temperature scaling and prior correction from stored probabilities."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`runner refit`: retrain a run's members on train+valid for the epochs a strategy chose (issue 9)."""
+"""`runner refit`: retrain a run's members on train+valid for the epochs a strategy chose."""
 
 from __future__ import annotations
 

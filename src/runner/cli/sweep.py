@@ -1,4 +1,4 @@
-"""`runner sweep`: a stored sweep's trials, best params, importances and re-scoring table (issue 10)."""
+"""`runner sweep`: a stored sweep's trials, best params, importances and re-scoring table."""
 
 from __future__ import annotations
 

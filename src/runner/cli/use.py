@@ -1,4 +1,4 @@
-"""Commands that take a run out of the store: `runner predict` and `runner export` (issue 9)."""
+"""Commands that take a run out of the store: `runner predict` and `runner export`."""
 
 from __future__ import annotations
 

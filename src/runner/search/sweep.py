@@ -1,4 +1,4 @@
-"""Sweeps: an Optuna search over spec keys in which every trial is an ordinary run (issue 10).
+"""Sweeps: an Optuna search over spec keys in which every trial is an ordinary run.
 
 `runner apply` of a spec with `[sweep]` (runner.spec.sweep) runs trials until the study holds
 `trials` of them that finished, were pruned or failed:

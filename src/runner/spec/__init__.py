@@ -1,5 +1,7 @@
-"""The experiment spec: its models (models.py), how problems read (problems.py), member names
-(names.py), resolution against the registry (resolve.py) and reading a file (load.py).
+"""The experiment spec: its models (models.py, on base.py; the [adapt], [compute] and [sweep] tables in
+adapt.py, compute.py and sweep.py), how problems read (problems.py), member names (names.py),
+resolution against the registry (resolve.py), reading a file (load.py), dotted keys (keys.py), the
+JSON Schema (schema.py) and what old stored specs mean (compat.py).
 
 Every problem of a file is reported at once as `file: key.path: message` in one `SpecError`.
 """

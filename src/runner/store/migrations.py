@@ -305,7 +305,7 @@ def m005_refits_new_inputs_and_calibrations(con) -> None:
 
 @migration
 def m006_sweeps_and_trials(con) -> None:
-    """Sweeps (issue 10): a search over spec keys whose every trial is an ordinary run.
+    """Sweeps: a search over spec keys whose every trial is an ordinary run.
 
     - `sweeps`: one row per sweep: its id (the spec's name and a hash of the spec without the
       number of trials and the timeout, so that adding trials continues it), the spec, the Optuna
@@ -352,7 +352,7 @@ def m006_sweeps_and_trials(con) -> None:
 
 @migration
 def m007_repeats(con) -> None:
-    """Seeds as an axis (issue 10): `repeats = N` trains a spec N times with other member seeds and
+    """Seeds as an axis: `repeats = N` trains a spec N times with other member seeds and
     the same data. Each replica is a run; `repeat_group` (the spec's name and a hash of it without the
     seeds) ties them together and `repeat_index` (0 .. N-1) orders them; replica 0 is the run the
     spec makes without `repeats`. NULL for a run that is not part of a group.
@@ -369,7 +369,7 @@ def m007_repeats(con) -> None:
 
 @migration
 def m008_adaptations(con) -> None:
-    """Task-adaptive pretraining (issue 11): `[adapt]` trains each member's encoder with masked-LM on
+    """Task-adaptive pretraining: `[adapt]` trains each member's encoder with masked-LM on
     the task's texts first, cached by content under adapted/<key>/ beside the store (runner.train.adapt).
 
     - `adaptations`: one row per adaptation key: backbone, model, the adapt settings (texts, extra,
