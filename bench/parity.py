@@ -36,7 +36,7 @@ epochs, predicting both splits with it). Target: |difference| <= 0.3 point, the 
 
     python bench/parity.py                         # en and ko, 5 seeds each
     python bench/parity.py --languages ko --seeds 10 --size 3000
-    python bench/parity.py --languages ko --seeds 2 --size 300 --epochs 2   # what tests/test_parity.py runs
+    python bench/parity.py --languages ko --seeds 2 --size 300 --epochs 2   # what tests/train/test_parity.py runs
 
 The last line of output is one JSON object with the figures.
 """

@@ -1,5 +1,5 @@
-"""An HTML page parsed with the standard library, for the tests of `runner report` (tests/test_report.py,
-tests/test_sweep_plot.py): its tables cell by cell, its images, every URL-bearing attribute."""
+"""An HTML page parsed with the standard library, for the tests of `runner report` (tests/analysis/test_report.py,
+tests/analysis/test_sweep_plot.py): its tables cell by cell, its images, every URL-bearing attribute."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What tests/test_predict.py and tests/test_export.py share: one small real run, trained once per session.
+"""What tests/use/test_predict.py and tests/use/test_export.py share: one small real run, trained once per session.
 
 Three tiny scratch members (two BERTs that share a tokenizer and a RoBERTa with its own), three
 epochs, SWA over the last two, fitted ensemble weights: every path `runner predict` and `runner

@@ -19,7 +19,7 @@ re-run all tokenize the same texts with the same tokenizer. `encoded_splits` doe
 The cache is only ever a shortcut: a folder that cannot be written or read (a read-only disk, a
 worker without the store's folder) means tokenizing in memory, never a failed run. What comes back
 is what `tokenizer(texts, truncation=True, max_length=...)` returns, so training is bit-identical
-with and without it (tests/test_tokenized.py).
+with and without it (tests/data/test_tokenized.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ directory to load, and a reference to the resolved spec, the prepared data and t
 adaptation in Ray's object store, fetched only once the plugins are loaded (a plugin's options model
 must be importable before its instances can be received; plugin files load as
 `runner_plugins.<stem>` in every process). Ray serializes the objects between runner's own
-processes; runner itself never writes or reads a pickle (tests/test_reliability.py).
+processes; runner itself never writes or reads a pickle (tests/run/test_reliability.py).
 
 In that process the member's `MemberJob` has a `RemoteStore` and a `RemoteProgress`: every store call
 and progress event is sent to the driver through a `channel` (the driver's mailbox), and the driver,

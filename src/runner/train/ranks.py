@@ -17,7 +17,7 @@ At each epoch's end the ranks agree on whether training goes on (`agree`): a swe
 the leader only, and its verdict must stop every rank at once. Predictions are gathered by Trainer
 (accelerate's `gather_for_metrics`): each rank predicts every N-th batch of the length-sorted split
 and the gathered batches come back in the split's order, with the padding samples that make the
-shards even dropped, so the store gets each example exactly once, in order (tests/test_ddp.py).
+shards even dropped, so the store gets each example exactly once, in order (tests/scale/test_ddp.py).
 
 Followers never open the store; the run's folder must be on storage every node reaches (one machine:
 the local disk; several: a shared filesystem), since every rank reads the checkpoints rank 0 wrote

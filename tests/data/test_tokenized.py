@@ -16,7 +16,7 @@ from runner.cli import app
 from runner.data import tokenized
 from runner.store import Store, caches
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Two scratch BERTs with the same tokenizer options: they train the same vocabulary, so the second
 # member (and the training after each member's dry run) finds its tokens in the cache.

@@ -35,7 +35,7 @@ import pytest
 from test_store_safety import make_store, undo_read_only  # the store kinds below, built for real
 from typer.testing import CliRunner
 
-CORPUS = Path(__file__).resolve().parent / "bad_inputs"
+CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
 CASES = sorted(p.name for p in CORPUS.iterdir() if (p / "expect.toml").is_file())
 DEFAULT_COMMAND = ["apply", "{spec}", "--store", "{store}"]
 STORE_KINDS = ("none", "empty", "garbage", "text", "zero-bytes", "newer-schema", "foreign", "directory", "sqlite",

@@ -20,7 +20,7 @@ from runner.errors import ModelLoadError
 from runner.plugins.contexts import BackboneContext
 from runner.train.backbones import load_checkpoint, write_runner_json
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[2]
 KOREAN = "연기는 좋았지만 스토리가 지루했다"
 TEXTS = [
     KOREAN,

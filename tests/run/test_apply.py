@@ -17,7 +17,7 @@ from runner.plugins.registry import load_registry
 from runner.store import Store
 from runner.train.backbones import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY_SPEC = """
 name = "tiny"

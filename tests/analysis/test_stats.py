@@ -142,7 +142,7 @@ seed = {seed_b}
 options = {{ embedding_dim = 32, hidden_size = 24, vocab_size = 500 }}
 """
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SHOWN = ["best_eval_loss", "best_eval_accuracy", "last", "swa"]
 
 

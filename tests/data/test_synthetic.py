@@ -11,7 +11,7 @@ import pytest
 try:
     from runner.data import synthetic
 except ImportError:  # package not installed: use the source tree
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     from runner.data import synthetic
 
 generate = synthetic.generate

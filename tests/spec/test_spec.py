@@ -16,7 +16,7 @@ from runner.errors import SpecError
 from runner.plugins.registry import load_registry
 from runner.spec import load_and_resolve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 HEADER = """\
 name = "t"

@@ -33,7 +33,7 @@ from runner.store import Store, instances
 from runner.store.connection import now
 from runner.store.migrations import MIGRATIONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 BAD_KINDS = ["sqlite", "text", "zero-bytes", "garbage", "truncated", "truncated-12k", "foreign", "newer-schema",
              "directory"]
@@ -63,7 +63,7 @@ def cli(*args, env=None, cwd=None, preexec_fn=None, timeout=300) -> subprocess.C
 
 
 def make_store(path: Path, kind: str) -> None:
-    """Make the store `kind` at `path` (the kinds of tests/test_bad_inputs.py's docstring)."""
+    """Make the store `kind` at `path` (the kinds of tests/contract/test_bad_inputs.py's docstring)."""
     if kind == "none":
         return
     if kind == "directory":

@@ -24,7 +24,7 @@ import pytest
 
 from runner.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 SPEC = """
 name = "{name}"

@@ -1,4 +1,4 @@
-"""Inputs for the contract search in tests/test_contract.py: a TOML writer, a small valid spec and
+"""Inputs for the contract search in tests/contract/test_contract.py: a TOML writer, a small valid spec and
 its data, and hypothesis strategies that break them one field, one byte or one argument at a time.
 
 Every case a strategy draws is plain data (dicts, lists, strings, numbers), so a case the search

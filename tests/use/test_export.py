@@ -24,7 +24,7 @@ from runner.errors import InputError
 from runner.posthoc.calibration import apply as calibrate
 from runner.store import Store
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-4
 
 

@@ -27,7 +27,7 @@ from runner.plugins.registry import load_registry
 from runner.store import Store
 from runner.store.migrations import MIGRATIONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def history(values: dict[int, dict[str, float]], has_swa=False) -> MemberHistory:

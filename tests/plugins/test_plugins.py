@@ -20,7 +20,7 @@ from runner.errors import PluginError
 from runner.plugins import hookspecs
 from runner.plugins.registry import load_registry
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 LOSS_AND_METRIC = """
     import torch.nn.functional as F
