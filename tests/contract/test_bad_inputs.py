@@ -32,7 +32,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_store_safety import make_store, undo_read_only  # the store kinds below, built for real
+from store_kinds import make_store, undo_read_only  # the store kinds below, built for real
 from typer.testing import CliRunner
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"

@@ -5,7 +5,7 @@ objective is the mean over its replicas."""
 from __future__ import annotations
 
 import pytest
-from test_sweep import cli, rows, write_spec
+from sweep_helpers import cli, rows, write_spec
 
 
 def plain(spec_text: str) -> str:

@@ -108,7 +108,8 @@ def remove_under(path: Path, root: Path, allow_root: bool = False) -> None:
         shutil.rmtree(target)
 
 
-def checkpoint_epoch(path: Path) -> int | None:
+def trainer_epoch(path: Path) -> int | None:
+    """The epoch a Trainer `checkpoint-<step>` folder was saved at (its trainer_state.json), or None."""
     state = path / "trainer_state.json"
     if not state.is_file():
         return None
@@ -123,7 +124,7 @@ def epoch_checkpoints(owner: MemberDir) -> dict[int, Path]:
     found = {}
     if owner.checkpoints.is_dir():
         for p in owner.checkpoints.glob(f"{CHECKPOINT_PREFIX}*"):
-            e = checkpoint_epoch(p)
+            e = trainer_epoch(p)
             if e is not None and (p / "model.safetensors").is_file():
                 found[e] = p
     return found
