@@ -8,6 +8,7 @@ The commands live in one module per group beside this one; `runner.cli` imports 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
@@ -25,12 +26,49 @@ from rich.text import Text
 
 from runner.core import failures
 from runner.errors import InputError
+from runner.version import versions
+
+class _PlainFlags:
+    """Help that reads well: a flag shows no type (`--force`, not `--force <bool>`)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return super().format_help(ctx, formatter)
+
+
+class _Command(_PlainFlags, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_PlainFlags, typer.core.TyperGroup):
+    pass
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring as help: each paragraph one line, for the terminal to wrap at its own width (a
+    line of its source ends mid-sentence); lines starting with `- ` stay list items."""
+    if not doc:
+        return doc
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
 
 app = typer.Typer(
     help="Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
 out = Console()
 err = Console(stderr=True)
@@ -121,7 +159,7 @@ def guarded(fn):
 
 def command(fn):
     """Register a CLI command that ends as runner.core.failures says."""
-    return app.command()(guarded(fn))
+    return app.command(cls=_Command, help=reflow(fn.__doc__))(guarded(fn))
 
 
 def say(text: str) -> None:
@@ -133,10 +171,22 @@ def note(text: str | None) -> None:
         err.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _print_version(asked: bool) -> None:
+    if not asked:
+        return
+    found = versions()
+    width = max(len(name) for name in found)
+    for name, version in found.items():
+        out.print(f"{name:<{width}}  {version}", highlight=False, markup=False)
+    raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on screen (they always go to a log)."),
     verbose: bool = typer.Option(False, "--verbose", help="Say more about what runner is doing."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print runner's version and those of the libraries it trains and stores with."),
 ):
     """Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB."""
     options.debug = debug or os.environ.get("RUNNER_DEBUG", "") not in ("", "0")
