@@ -62,7 +62,7 @@ def check_space(p, overrides: tuple = ()) -> list[tuple[str, str]]:
         try:
             spec = Spec.model_validate(trial_doc)
         except ValidationError as e:
-            return pydantic_problems(e)
+            return pydantic_problems(e, model=Spec)
         try:
             resolve(spec, registry, resolved.path)
         except SpecError as e:
