@@ -28,6 +28,7 @@ from runner.core import failures
 from runner.errors import InputError
 from runner.version import versions
 
+
 class _PlainFlags:
     """Help that reads well: a flag shows no type (`--force`, not `--force <bool>`)."""
 
@@ -202,6 +203,37 @@ def _registry(spec: Path | None, plugins: Path | None):
     if loaded:
         say(loaded)
     return registry
+
+
+def _read_registry(plugins: Path | None, store: Path | None, ref: str | None = None):
+    """The registry of a command that reads a run or sweep (`ref`; None: the latest run): --plugins, else
+    the plugins folder the run was trained with when it is ./plugins or plugins/ beside the store
+    (runner.plugins.registry.trained_plugins_dir), else the built-ins and entry points."""
+    if plugins is None and store is not None:
+        plugins = _trained_plugins(Path(store), ref)
+    return _registry(None, plugins)
+
+
+def _trained_plugins(store: Path, ref: str | None) -> Path | None:
+    # start-up time (runner.cli)
+    from runner.errors import StoreError
+    from runner.plugins.registry import trained_plugins_dir
+    from runner.store import Store
+
+    try:
+        if not Store(store).exists():
+            return None
+        reader = Store(store).open_read()
+        try:
+            run_id = reader.find_run_id(ref) if ref is not None else next(iter(reader.recent_run_ids()), None)
+            if run_id is None and ref is not None:  # a sweep: the plugins of its trials' runs
+                sweep = reader.find_sweep_id(ref)
+                run_id = next((t["run_id"] for t in reader.trials(sweep) if t["run_id"]), None) if sweep else None
+            return trained_plugins_dir(reader.environment(run_id).get("plugins"), store) if run_id else None
+        finally:
+            reader.close()
+    except (InputError, StoreError, OSError):  # the command reads the store next, and says what is wrong
+        return None
 
 
 def emit(cols, rows, format: Format, title: str | None = None) -> None:

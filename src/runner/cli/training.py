@@ -53,6 +53,9 @@ def apply(
     address: Optional[str] = typer.Option(None, "--address",
                                           help="The Ray cluster to join with --backend ray (auto, ray://host:10001); "
                                                "default \\[compute] address, else Ray starts on this machine."),
+    show_test: bool = typer.Option(False, "--show-test",
+                                   help="Show test metrics every epoch while training (by default they show when "
+                                        "a member ends, for its selected epoch: what you watch never chooses)."),
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
     quiet_libraries()
@@ -64,7 +67,7 @@ def apply(
     # what each extra worker runs: this command without --workers (runner.search.workers)
     argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
     argv += [x for text in (set_ or []) for x in ("--set", text)]
-    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
+    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err, show_test=show_test), say=say,
                        verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
                        backend=backend.value if backend is not None else None, address=address)
     # start-up time (runner.cli)

@@ -10,7 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from runner.cli.app import PLUGINS_OPT, _registry, command, err, note, out, say
+from runner.cli.app import PLUGINS_OPT, _read_registry, _registry, command, err, note, out, say
 from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
 
@@ -78,7 +78,7 @@ def predict(
     store_path = store if store is not None else Path("results.duckdb")
     check_output(output, Path(input_file) if input_file not in (None, STDIN) else None,
                  None if as_dir else store_path)
-    registry = _registry(None, plugins)
+    registry = _registry(None, plugins) if as_dir else _read_registry(plugins, store_path, source)
     writer = None
     if as_dir:
         # start-up time (runner.cli)
@@ -247,7 +247,7 @@ def export(
     from runner.use.export import export as write
 
     check_target(directory)
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, run)
     reader = Store(store).open_read()
     choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
     manifest = write(choice, directory)
