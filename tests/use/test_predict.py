@@ -199,7 +199,7 @@ def _bad_cases(run, tmp: Path) -> list[tuple[str, list, list[str]]]:
     header_only.write_text("text,label\n")
     no_text = tmp / "no_text.csv"
     no_text.write_text("review,label\ngood film,weak_positive\n")
-    odd = tmp / "texts.txt"
+    odd = tmp / "texts.xml"
     odd.write_text("text\nhello\n")
     unknown_label = tmp / "unknown_label.csv"
     unknown_label.write_text("text,label\ngood film,great\n")
@@ -214,7 +214,7 @@ def _bad_cases(run, tmp: Path) -> list[tuple[str, list, list[str]]]:
         ("empty input", [r, empty], ["empty.csv", "empty"]),
         ("header only", [r, header_only], ["header.csv", "no rows"]),
         ("missing text column", [r, no_text], ["no_text.csv", "'text'", "--text-column"]),
-        ("unknown extension", [r, odd], ["texts.txt", "--source"]),
+        ("unknown extension", [r, odd], ["texts.xml", "--source"]),
         ("unknown label", [r, unknown_label], ["unknown_label.csv", "'great'"]),
         ("some labels missing", [r, some_labels], ["some_labels.csv", "row 2"]),
         ("unknown strategy", [r, good, "--strategy", "best_eval_nothing"], ["--strategy", "best_eval_nothing"]),

@@ -139,8 +139,8 @@ def validate(
     loaded = describe_loaded(p.registry)
     if loaded:
         say(loaded)
-    for line in _summary_lines(p, check_models, store):
-        out.print(line, highlight=False, markup=False, soft_wrap=False)
+    for line in _summary_lines(p, check_models, store):  # wrapped to fit 100 columns, even when piped
+        out.print(line, highlight=False, markup=False, width=min(out.width, 100))
 
 
 def _summary_lines(p, check_models: bool, store: Path) -> list[str]:
@@ -157,7 +157,7 @@ def _summary_lines(p, check_models: bool, store: Path) -> list[str]:
     lines = [
         f"ok {r.path}: spec hash {p.spec_hash[:12]}",
         f"  data      {spec.data.source} {d.dataset_id}: {sizes}",
-        f"  classes   {shares} (train)",
+        f"  classes   {shares} (in train)",
         f"  members   {len(r.members)}: {members}",
         f"  training  {'/'.join(map(str, epochs))} epochs, loss {'/'.join(losses)}, swa k={spec.swa.k}",
         f"  choosing  by eval_{r.metric} ({r.strategy}); ensemble of the {spec.ensemble.checkpoint} checkpoints, "
