@@ -105,8 +105,9 @@ def test_read_commands_load_the_plugins_a_run_was_trained_with_from_here_only(ru
 
 
 def test_runner_load_is_quiet_and_leaves_the_progress_bar_setting_as_it_was(run, tmp_path, capfd):
-    import runner
     from transformers.utils import logging as hf_logging
+
+    import runner
 
     code, _, err = cli("export", run.run_id, tmp_path / "model", "--store", run.store)
     assert code == 0, err
