@@ -130,9 +130,9 @@ def read_output(path: Path) -> tuple[list[str], dict[str, np.ndarray]]:
     """(predicted labels, column -> float array) of a CSV that `runner predict` wrote."""
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["row"]) for r in rows] == list(range(len(rows)))
-    cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k not in ("row", "label")}
-    return [r["label"] for r in rows], cols
+    assert list(rows[0])[:2] == ["pred_label", "pred_id"]
+    cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k.startswith("p_") or ".p_" in k}
+    return [r["pred_label"] for r in rows], cols
 
 
 def probs_of(cols: dict[str, np.ndarray], labels: list[str], prefix: str = "") -> np.ndarray:

@@ -127,7 +127,8 @@ def test_runs_lists_the_run(applied):
     assert code == 0, err
     rows = json.loads(out)
     assert len(rows) == 1
-    assert rows[0]["status"] == "finished" and rows[0]["members"] == "2/2" and rows[0]["name"] == "tiny"
+    assert rows[0]["status"] == "finished" and rows[0]["members"] == "2/2" and rows[0]["run_id"].startswith("tiny-")
+    assert rows[0]["metric"] == "eval_accuracy" and rows[0]["ensemble"] is not None  # the name is in --long
     code, out, err = cli("runs", "--store", store_path)
     assert code == 0 and rows[0]["run_id"] in out
 

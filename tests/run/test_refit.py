@@ -162,7 +162,8 @@ def test_refit_is_a_run_linked_to_its_parent_trained_for_the_picked_epochs(case)
     strategy = parent.selected_strategy
     assert strategy == "best_eval_accuracy"
     refit = refit_of(case["store"], parent.run_id, strategy)
-    assert refit.run_id == f"{parent.run_id}-refit-{strategy}"
+    # named as the README says (`<parent's name>-refit`), its id as apply makes them: <name>-<8 hex of its spec hash>
+    assert refit.name == f"{parent.name}-refit" and refit.run_id == f"{parent.name}-refit-{refit.spec_hash[:8]}"
     assert (refit.parent_run_id, refit.refit_strategy, refit.status) == (parent.run_id, strategy, "finished")
     assert refit.is_refit and not parent.is_refit
     assert f"Refit {refit.run_id} of run {parent.run_id}" in case["selected_err"]
@@ -303,7 +304,7 @@ def test_refit_refuses_bad_requests_before_writing(case, tmp_path, run_cli):
     shutil.copy(case["store"], d / "results.duckdb")
     store, parent = d / "results.duckdb", case["parent"]
     plugins = ["--plugins", d / "plugins"]
-    refit_id = f"{parent.run_id}-refit-best_eval_accuracy"
+    refit_id = Store(store).refit_runs(parent.run_id)[0]["run_id"]
     con = duckdb.connect(str(store))
     con.execute("INSERT INTO runs SELECT * REPLACE ('unfinished' AS run_id, 'unfinished' AS name, 'running' AS status, "
                 "NULL AS parent_run_id, NULL AS refit_strategy) FROM runs WHERE run_id = ?", [parent.run_id])
@@ -353,8 +354,8 @@ def test_refit_killed_mid_epoch_continues_to_the_same_numbers(case, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
-    refit_id = f"{parent.run_id}-refit-swa"
     st = Store(store)
+    refit_id = next(r["run_id"] for r in st.refit_runs(parent.run_id) if r["refit_strategy"] == "swa")
     assert dict(st.query("SELECT member, status FROM members WHERE run_id = ?", [refit_id])[1]) == {
         "a": "finished", "b": "running"}
     assert st.stored_epochs(refit_id, "b") == [1]

@@ -40,6 +40,8 @@ def swept(tmp_path_factory):
 def test_every_trial_is_a_run_and_the_trials_table_mirrors_the_study(swept):
     folder, spec, store, out, err = swept
     (sweep_id, objective, direction), = rows(store, "SELECT sweep_id, objective, direction FROM sweeps")
+    name = rows(store, "SELECT name FROM sweeps")[0][0]
+    assert sweep_id.startswith(f"{name}-") and len(sweep_id) == len(name) + 9  # <name>-<8 hex>, no word twice
     assert objective == "best_eval_accuracy" and direction == "maximize"
     trials = rows(store, "SELECT number, status, value, run_id, params FROM trials ORDER BY number")
     assert [t[:2] for t in trials] == [(i, "finished") for i in range(4)]
@@ -292,3 +294,21 @@ def test_no_trial_starts_after_the_timeout(tmp_path):
     assert code == 0, err
     assert "timeout of 0.5 s reached" in err
     assert [r[0] for r in rows(store, "SELECT status FROM trials")] == ["finished"]  # one trial outlasts 0.5 s
+
+
+def test_a_sweep_stored_under_an_earlier_id_keeps_it(tmp_path):
+    """Sweep ids were `<name>-sweep-<hash>`: a store (or a journal folder) that holds a sweep under that id
+    continues it under that id, since its rows, journal and Optuna study are named by it."""
+    from runner.search.plan import SweepPlan
+    from runner.search.study import sweep_folder
+    from runner.search.sweep import continued
+
+    store = Store(tmp_path / "results.duckdb")
+    store.open()
+    sp = SweepPlan(None, {}, "s-1234abcd", "best_eval_accuracy", "accuracy", True, legacy_id="s-sweep-1234abcd")
+    assert continued(sp, store).sweep_id == "s-1234abcd"  # a new sweep: the new id
+    sweep_folder(store.path, "s-sweep-1234abcd").mkdir(parents=True)  # started, killed before its row
+    assert continued(sp, store).sweep_id == "s-sweep-1234abcd"
+    other = SweepPlan(None, {}, "t-00000000", "best_eval_accuracy", "accuracy", True, legacy_id="t-sweep-00000000")
+    store.put_sweep("t-sweep-00000000", "t", {}, "journal", "best_eval_accuracy", None, "maximize")
+    assert continued(other, store).sweep_id == "t-sweep-00000000"

@@ -7,7 +7,7 @@ Specs here use the `synthetic` loader with 200 examples and tiny `scratch` membe
 
 from __future__ import annotations
 
-import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -168,19 +168,19 @@ def test_scratch_tokenizer_must_fit_the_architecture(write_spec, run_cli):
 
 def test_validate_good_spec_prints_resolved_spec_with_defaults(write_spec, run_cli):
     path = write_spec(spec_text())
-    code, out, err = run_cli("validate", path, "--no-check-models")
+    code, out, err = run_cli("validate", path, "--no-check-models", "--show-spec")
     assert code == 0, err
-    resolved = json.loads(out)
+    resolved = tomllib.loads(out)
     # not in the file, filled in from the defaults
     assert resolved["train"]["lr_scheduler"] == "linear"
     assert resolved["loss"]["name"] == "cross_entropy"
-    assert resolved["selection"]["resolved"] == {"metric": "eval_accuracy", "greater_is_better": True,
-                                                "strategy": "best_eval_accuracy"}
+    assert "resolved" not in resolved["selection"]  # runner's own reading of [selection], not a spec key
     assert [m["name"] for m in resolved["members"]] == ["a", "b"]
     assert resolved["members"][0]["options"]["architecture"] == "bert"  # backbone option default
     assert resolved["members"][1]["seed"] == 4  # spec seed + member index
     assert resolved["data"]["options"]["size"] == 200
-    assert "ok" in err
+    code, out, err = run_cli("validate", path, "--no-check-models")  # the summary says how it selects
+    assert code == 0 and out.startswith("ok ") and "by eval_accuracy (best_eval_accuracy)" in out, err
 
 
 def test_loss_selection_direction_is_inferred_and_forced(write_spec, registry):
@@ -334,19 +334,19 @@ def test_trainer_args_owned_field_names_spec_field(write_spec, run_cli):
 
 def test_trainer_args_valid_fields_pass(write_spec, run_cli):
     path = write_spec(spec_text(sections='[train.trainer_args]\nreport_to = "none"\ntorch_compile = false\n'))
-    code, out, err = run_cli("validate", path, "--no-check-models")
+    code, out, err = run_cli("validate", path, "--no-check-models", "--show-spec")
     assert code == 0, err
-    assert json.loads(out)["train"]["trainer_args"] == {"report_to": "none", "torch_compile": False}
+    assert tomllib.loads(out)["train"]["trainer_args"] == {"report_to": "none", "torch_compile": False}
 
 
 def test_trainer_args_are_checked_against_the_field_types(write_spec, run_cli):
     # an integer where a float belongs is that float (TOML writes 0 and 0.0 differently; torch's AdamW
     # refuses betas that mix ints and floats)
     path = write_spec(spec_text(sections="[train.trainer_args]\nadam_beta1 = 0\n"))
-    code, out, err = run_cli("validate", path, "--no-check-models")
+    code, out, err = run_cli("validate", path, "--no-check-models", "--show-spec")
     assert code == 0, err
-    assert json.loads(out)["train"]["trainer_args"]["adam_beta1"] == 0.0
-    assert isinstance(json.loads(out)["train"]["trainer_args"]["adam_beta1"], float)
+    assert tomllib.loads(out)["train"]["trainer_args"]["adam_beta1"] == 0.0
+    assert isinstance(tomllib.loads(out)["train"]["trainer_args"]["adam_beta1"], float)
     # a string of digits where a number belongs, a number where a string belongs: named, exit 2
     for line, key in (('eval_accumulation_steps = "4"', "eval_accumulation_steps"), ("debug = 0.5", "debug"),
                       ("dataloader_num_workers = true", "dataloader_num_workers")):

@@ -219,7 +219,7 @@ def test_a_refit_starts_from_its_parents_adaptation(case, tmp_path):
     st = Store(store)
     parent = st.run("adapted")
     _, err = ok("refit", parent.run_id, "--store", store)
-    refit_id = f"{parent.run_id}-refit-best_eval_accuracy"
+    refit_id = st.refit_runs(parent.run_id)[0]["run_id"]
     keys = dict(st.query("SELECT member, adapt_key FROM members WHERE run_id = ?", [parent.run_id])[1])
     assert dict(st.query("SELECT member, adapt_key FROM members WHERE run_id = ?", [refit_id])[1]) == keys
     assert all(f"adapt: reused {k}" in err for k in keys.values()) and "adapt: training" not in err
@@ -234,7 +234,7 @@ def test_a_refit_whose_adaptation_was_removed_makes_the_same_one_again(case, tmp
     parent = st.run("adapted")
     _, err = ok("refit", parent.run_id, "--store", store)
     keys = dict(st.query("SELECT member, adapt_key FROM members WHERE run_id = ?", [parent.run_id])[1])
-    refit_id = f"{parent.run_id}-refit-best_eval_accuracy"
+    refit_id = st.refit_runs(parent.run_id)[0]["run_id"]
     assert dict(st.query("SELECT member, adapt_key FROM members WHERE run_id = ?", [refit_id])[1]) == keys
     assert all(f"adapt: training {k}" in err for k in keys.values())
     assert {p.name for p in (tmp_path / "adapted").iterdir() if p.is_dir()} == set(keys.values())

@@ -241,7 +241,7 @@ def test_a_plugin_backbone_is_named_when_it_cannot_be_found(gru_export, tmp_path
     assert code == 2 and "'gru'" in err and "--plugins" in err, err
     code, stdout, err = cli("predict", exp, src, "--plugins", exp / "plugins")
     assert code == 0, err
-    assert stdout.splitlines()[0].startswith("row,label,p_strong_negative")
+    assert stdout.splitlines()[0].startswith("pred_label,pred_id,p_strong_negative")
 
 
 def test_a_one_member_run_predicts_with_its_member_alone(gru_export, tmp_path):

@@ -109,7 +109,8 @@ def test_no_store_writes_nothing_and_csv_goes_to_stdout(run, test_csv):
     assert code == 0, err
     assert digest(run.store) == before
     lines = stdout.splitlines()
-    assert lines[0] == "row,label," + ",".join(f"p_{name}" for name in run.labels)
+    # runner's columns, then the input's own (its text and its true label) as they were
+    assert lines[0] == "pred_label,pred_id," + ",".join(f"p_{name}" for name in run.labels) + ",text,label"
     assert len(lines) == 81 and "accuracy" in err  # the summary goes to stderr when the csv is on stdout
 
 
@@ -122,7 +123,8 @@ def test_unlabelled_jsonl_with_its_own_text_column_and_parquet_output(run, tmp_p
                             "--store", run.store)
     assert code == 0, err
     table = pq.read_table(out)
-    assert table.column_names[:2] == ["row", "label"] and table.num_rows == 3
+    assert table.column_names[:2] == ["pred_label", "pred_id"] and table.num_rows == 3
+    assert table.column_names[-2:] == ["id", "review"] and table.column("id").to_pylist() == [0, 1, 2]
     assert "a.p_weak_negative" in table.column_names and "f1_macro" not in stdout + err
     row = Store(run.store).query_dicts("SELECT * FROM inputs WHERE run_id = ? AND rows = 3", [run.run_id])[0]
     assert not row["has_labels"] and row["source"] == "jsonl"
@@ -197,7 +199,7 @@ def _bad_cases(run, tmp: Path) -> list[tuple[str, list, list[str]]]:
     header_only.write_text("text,label\n")
     no_text = tmp / "no_text.csv"
     no_text.write_text("review,label\ngood film,weak_positive\n")
-    odd = tmp / "texts.txt"
+    odd = tmp / "texts.xml"
     odd.write_text("text\nhello\n")
     unknown_label = tmp / "unknown_label.csv"
     unknown_label.write_text("text,label\ngood film,great\n")
@@ -212,7 +214,7 @@ def _bad_cases(run, tmp: Path) -> list[tuple[str, list, list[str]]]:
         ("empty input", [r, empty], ["empty.csv", "empty"]),
         ("header only", [r, header_only], ["header.csv", "no rows"]),
         ("missing text column", [r, no_text], ["no_text.csv", "'text'", "--text-column"]),
-        ("unknown extension", [r, odd], ["texts.txt", "--source"]),
+        ("unknown extension", [r, odd], ["texts.xml", "--source"]),
         ("unknown label", [r, unknown_label], ["unknown_label.csv", "'great'"]),
         ("some labels missing", [r, some_labels], ["some_labels.csv", "row 2"]),
         ("unknown strategy", [r, good, "--strategy", "best_eval_nothing"], ["--strategy", "best_eval_nothing"]),
@@ -268,7 +270,7 @@ def test_output_through_a_symlink_or_into_a_pipe(run, test_csv, tmp_path):
     link = tmp_path / "link.csv"
     link.symlink_to(target)
     assert cli("predict", run.run_id, test_csv, "--no-store", "-o", link, "--store", run.store)[0] == 0
-    assert link.is_symlink() and target.read_text().startswith("row,label,") and len(target.read_text()) > 30
+    assert link.is_symlink() and target.read_text().startswith("pred_label,pred_id,") and len(target.read_text()) > 30
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []
@@ -277,6 +279,6 @@ def test_output_through_a_symlink_or_into_a_pipe(run, test_csv, tmp_path):
     code, _, err = cli("predict", run.run_id, test_csv, "--no-store", "-o", fifo, "--store", run.store)
     reader.join(timeout=60)
     assert code == 0, err
-    assert got and got[0].startswith("row,label,") and len(got[0].splitlines()) == 81
+    assert got and got[0].startswith("pred_label,pred_id,") and len(got[0].splitlines()) == 81
     assert fifo.exists() and not fifo.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "pipe", "real.csv"]

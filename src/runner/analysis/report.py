@@ -24,6 +24,7 @@ from pathlib import Path
 from rich.table import Table
 
 from runner.analysis import compare, plot, sweep_plot, sweep_view
+from runner.analysis.environment import environment_section
 from runner.analysis.summary import summary_table
 from runner.analysis.tables import to_html
 from runner.core.records import RunRecord
@@ -146,6 +147,7 @@ def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]
     weights = weights_table(store, run)
     if swa is not None or weights is not None:
         sections.append(("SWA and ensemble weights", to_html([t for t in (swa, weights) if t is not None])))
+    sections.append(environment_section(store, run))
     sections.append(("Spec", f"<pre>{html.escape(json.dumps(run.spec, indent=2, ensure_ascii=False))}</pre>"))
     return sections
 

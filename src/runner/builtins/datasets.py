@@ -138,15 +138,21 @@ def _where_undecodable(text: str, fmt: str, options) -> str:
     return f"line {line}"
 
 
-def _read_csv(path: Path, text: str, ctx: LoadContext, options):
+def _read_csv(path: Path, text: str, ctx: LoadContext, options, all_text: bool = False):
+    """The file as an Arrow table; the text and label columns as text, and with `all_text` every
+    column (cells carried into `runner predict`'s output as written: an id `007` stays `007`)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     columns = {ctx.data.text_column: pa.string(), ctx.data.label_column: pa.string()}
+    parse = pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True)
+    data = text.encode("utf-8")
     try:
+        if all_text:  # the header's names, from the first block only
+            names = pacsv.open_csv(pa.BufferReader(data), parse_options=parse).schema.names
+            columns = {**{name: pa.string() for name in names}, **columns}
         return pacsv.read_csv(
-            pa.BufferReader(text.encode("utf-8")),
-            parse_options=pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True),
+            pa.BufferReader(data), parse_options=parse,
             convert_options=pacsv.ConvertOptions(column_types=columns, strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
@@ -202,13 +208,16 @@ def _read_parquet(path: Path):
         raise DataError(f"{path}: cannot be read as parquet: {msg}") from None
 
 
-def _column(table, name: str, path: Path) -> list:
+def _column(table, key: str | int, path: Path) -> list:
+    """A column's cells, by name or by position (a header may repeat a name)."""
     import pyarrow as pa
 
+    column = table.column(key)
+    name = table.column_names[key] if isinstance(key, int) else key
     try:
-        return table.column(name).to_pylist()
+        return column.to_pylist()
     except UnicodeDecodeError:
-        cells = table.column(name).cast(pa.binary()).to_pylist()
+        cells = column.cast(pa.binary()).to_pylist()
         row = next(i + 1 for i, cell in enumerate(cells) if cell is not None and not _is_utf8(cell))
         raise DataError(f"{path}: row {row}, column {name!r}, is not valid UTF-8 text") from None
 
@@ -221,7 +230,8 @@ def _is_utf8(data: bytes) -> bool:
         return False
 
 
-def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str) -> list[dict]:
+def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str, keep_columns: bool = False) -> list[dict]:
+    """`{"text", "label"}` rows; with `keep_columns`, each row's own cells too, as `columns`."""
     if not path.is_file():
         raise DataError(f"{path}: file not found (named by [data].{split})")
     text_col, label_col = ctx.data.text_column, ctx.data.label_column
@@ -232,8 +242,11 @@ def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str) -> list[d
         for col, key in ((text_col, "text_column"), (label_col, "label_column")):
             if col not in keys and (col == text_col or split != "test"):
                 raise DataError(f"{path}: no key {col!r} in any line ([data].{key}); the keys are {sorted(keys)[:20]}")
+        if keep_columns:
+            return [{"text": obj.get(text_col), "label": obj.get(label_col), "columns": obj} for obj in objects]
         return [{"text": obj.get(text_col), "label": obj.get(label_col)} for obj in objects]
-    table = _read_csv(path, _decode(path, fmt, options), ctx, options) if fmt == "csv" else _read_parquet(path)
+    table = (_read_csv(path, _decode(path, fmt, options), ctx, options, all_text=keep_columns) if fmt == "csv"
+             else _read_parquet(path))
     cols = table.column_names
     for col, key in ((text_col, "text_column"), (label_col, "label_column")):
         if cols.count(col) > 1:
@@ -250,6 +263,11 @@ def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str) -> list[d
         labels = [None] * len(texts)  # test labels are optional
     else:
         raise DataError(f"{path}: no column {label_col!r} ([data].label_column); the columns are {cols}")
+    if keep_columns:
+        names = [n if cols.index(n) == i else f"{n}_{i + 1}" for i, n in enumerate(cols)]  # repeated names
+        cells = [_column(table, i, path) for i in range(len(cols))]
+        return [{"text": t, "label": lab, "columns": dict(zip(names, row))}
+                for t, lab, row in zip(texts, labels, zip(*cells))]
     return [{"text": t, "label": lab} for t, lab in zip(texts, labels)]
 
 
@@ -290,8 +308,9 @@ def register_datasets(register):
 
 def _file_reader(fmt: str):
     def read_file(path: Path, ctx: LoadContext, options) -> list[dict]:
-        """One file's `{"text", "label"}` rows, the label column optional (None labels when it is
-        absent), read as a test split of a spec is: what `runner predict` reads its INPUT with."""
-        return _rows(path, fmt, ctx, options, "test")
+        """One file's `{"text", "label", "columns"}` rows, the label column optional (None labels when
+        it is absent), read as a test split of a spec is: what `runner predict` reads its INPUT with.
+        `columns` holds the row's own cells, which predict carries into its output."""
+        return _rows(path, fmt, ctx, options, "test", keep_columns=True)
 
     return read_file

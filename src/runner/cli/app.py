@@ -8,6 +8,7 @@ The commands live in one module per group beside this one; `runner.cli` imports 
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import os
@@ -25,12 +26,50 @@ from rich.text import Text
 
 from runner.core import failures
 from runner.errors import InputError
+from runner.version import versions
+
+
+class _PlainFlags:
+    """Help that reads well: a flag shows no type (`--force`, not `--force <bool>`)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        for param in self.get_params(ctx):
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return super().format_help(ctx, formatter)
+
+
+class _Command(_PlainFlags, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_PlainFlags, typer.core.TyperGroup):
+    pass
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring as help: each paragraph one line, for the terminal to wrap at its own width (a
+    line of its source ends mid-sentence); lines starting with `- ` stay list items."""
+    if not doc:
+        return doc
+    paragraphs = []
+    for paragraph in inspect.cleandoc(doc).split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith("- "):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
 
 app = typer.Typer(
     help="Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_Group,
 )
 out = Console()
 err = Console(stderr=True)
@@ -121,7 +160,7 @@ def guarded(fn):
 
 def command(fn):
     """Register a CLI command that ends as runner.core.failures says."""
-    return app.command()(guarded(fn))
+    return app.command(cls=_Command, help=reflow(fn.__doc__))(guarded(fn))
 
 
 def say(text: str) -> None:
@@ -133,10 +172,22 @@ def note(text: str | None) -> None:
         err.print(f"note: {text}", highlight=False, markup=False, soft_wrap=True)
 
 
+def _print_version(asked: bool) -> None:
+    if not asked:
+        return
+    found = versions()
+    width = max(len(name) for name in found)
+    for name, version in found.items():
+        out.print(f"{name:<{width}}  {version}", highlight=False, markup=False)
+    raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on screen (they always go to a log)."),
     verbose: bool = typer.Option(False, "--verbose", help="Say more about what runner is doing."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print runner's version and those of the libraries it trains and stores with."),
 ):
     """Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB."""
     options.debug = debug or os.environ.get("RUNNER_DEBUG", "") not in ("", "0")
@@ -152,6 +203,37 @@ def _registry(spec: Path | None, plugins: Path | None):
     if loaded:
         say(loaded)
     return registry
+
+
+def _read_registry(plugins: Path | None, store: Path | None, ref: str | None = None):
+    """The registry of a command that reads a run or sweep (`ref`; None: the latest run): --plugins, else
+    the plugins folder the run was trained with when it is ./plugins or plugins/ beside the store
+    (runner.plugins.registry.trained_plugins_dir), else the built-ins and entry points."""
+    if plugins is None and store is not None:
+        plugins = _trained_plugins(Path(store), ref)
+    return _registry(None, plugins)
+
+
+def _trained_plugins(store: Path, ref: str | None) -> Path | None:
+    # start-up time (runner.cli)
+    from runner.errors import StoreError
+    from runner.plugins.registry import trained_plugins_dir
+    from runner.store import Store
+
+    try:
+        if not Store(store).exists():
+            return None
+        reader = Store(store).open_read()
+        try:
+            run_id = reader.find_run_id(ref) if ref is not None else next(iter(reader.recent_run_ids()), None)
+            if run_id is None and ref is not None:  # a sweep: the plugins of its trials' runs
+                sweep = reader.find_sweep_id(ref)
+                run_id = next((t["run_id"] for t in reader.trials(sweep) if t["run_id"]), None) if sweep else None
+            return trained_plugins_dir(reader.environment(run_id).get("plugins"), store) if run_id else None
+        finally:
+            reader.close()
+    except (InputError, StoreError, OSError):  # the command reads the store next, and says what is wrong
+        return None
 
 
 def emit(cols, rows, format: Format, title: str | None = None) -> None:

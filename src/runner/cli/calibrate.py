@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from runner.cli.app import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, say, show
+from runner.cli.app import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _read_registry, command, emit, say, show
 
 
 @command
@@ -35,7 +35,7 @@ def calibrate(
     from runner.store import Store
 
     check_method(method)
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, run)
     p = plan(Store(store).open_read(), run, strategy, registry)  # every bad input is found before a write
     st = Store(store).open(create=False)
     if p.build_ensemble:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from runner.cli.app import PLUGINS_OPT, STORE_OPT, _registry, command, err, options, out, say
+from runner.cli.app import PLUGINS_OPT, STORE_OPT, _read_registry, command, err, options, out, say
 from runner.core.quiet import quiet_libraries
 
 
@@ -32,7 +32,7 @@ def refit(
     from runner.core.progress import TrainingProgress
     from runner.run.refit import refit as run_refit
 
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, run)
     result = run_refit(store, run, strategy, registry=registry, progress=TrainingProgress(err), say=say,
                        verbose=options.verbose)
     if result.status != "up-to-date":

@@ -12,20 +12,68 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from runner.cli.app import PLUGINS_OPT, RUN_ARG, STORE_OPT, Format, _registry, command, emit, err, note, say, show
+from runner.cli.app import (
+    PLUGINS_OPT,
+    RUN_ARG,
+    STORE_OPT,
+    Format,
+    _read_registry,
+    command,
+    emit,
+    err,
+    note,
+    say,
+    show,
+)
 from runner.errors import InputError
 
 
 @command
-def runs(store: Path = STORE_OPT, format: Format = typer.Option(Format.table, "--format")):
-    """One line per run in the store."""
+def runs(store: Path = STORE_OPT, format: Format = typer.Option(Format.table, "--format"),
+         long: bool = typer.Option(False, "--long", "-l",
+                                   help="Also each run's name, dataset, seconds, refit link and where it was trained "
+                                        "(versions, git commit, host, device).")):
+    """One line per run in the store: status, members finished, and the spec's selection metric on
+    validation for the ensemble and the best member."""
     # start-up time (runner.cli)
     from runner.store import Store
 
     st = Store(store).open_read()
-    cols, rows = st.run_lines()
-    emit(cols, rows, format, title=f"Runs in {store}")
+    cols, rows = st.run_lines(long=long)
+    if long:
+        cols, rows = _with_environment(cols, rows)
+        if format in (Format.table, Format.markdown):
+            show([_run_card(dict(zip(cols, r))) for r in rows] or Table(title=f"No runs in {store}"), format)
+        else:
+            emit(cols, rows, format)
+    elif format in (Format.table, Format.markdown) and len({r[cols.index("metric")] for r in rows}) == 1:
+        # one metric for every run (the usual case): said once, in the title, so the table fits 100 columns
+        i = cols.index("metric")
+        emit(cols[:i] + cols[i + 1:], [r[:i] + r[i + 1:] for r in rows], format,
+             title=f"Runs in {store} (ensemble and best member: {rows[0][i]} on valid)")
+    else:
+        emit(cols, rows, format, title=f"Runs in {store} (ensemble and best member: the metric on valid)")
     note(st.notice)  # an older store, read through an upgraded copy; said last, so a failure stays one paragraph
+
+
+def _with_environment(cols: list[str], rows: list[tuple]) -> tuple[list[str], list[tuple]]:
+    """The `environment` JSON column as one column per key (`runner`, `torch`, `git_commit`, `host`...)."""
+    i = cols.index("environment")
+    envs = [json.loads(r[i]) if isinstance(r[i], str) else (r[i] or {}) for r in rows]
+    keys = list(dict.fromkeys(k for env in envs for k in env))
+    return (cols[:i] + cols[i + 1:] + keys,
+            [r[:i] + r[i + 1:] + tuple(env.get(k) for k in keys) for r, env in zip(rows, envs)])
+
+
+def _run_card(row: dict) -> Table:
+    """One run of `runs --long` as a two-column table (fits a narrow terminal, however many keys)."""
+    table = Table(title=f"Run {row['run_id']}", show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in row.items():
+        if key != "run_id" and value is not None:
+            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
 
 
 @command
@@ -95,7 +143,7 @@ def compare(
     from runner.analysis.compare import render
     from runner.store import Store
 
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, run)
     st = Store(store).open_read()
     wanted = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
     if other is not None:
@@ -110,8 +158,10 @@ def compare(
         emit(cols, [list(r.values()) for r in records], format)
     unregistered = sorted(st.metric_names(c.run_id) - set(registry.names("metrics")) - {"loss"})
     if unregistered:
+        trained = st.environment(c.run_id).get("plugins")
         note(f"run {c.run_id} stored metrics no loaded plugin registers ({', '.join(unregistered)}): their strategies "
-             "are not shown; pass --plugins DIR with the plugins the run was trained with")
+             "are not shown; pass --plugins DIR with the plugins the run was trained with"
+             + (f" ({trained})" if trained else ""))
     note(st.notice)  # an older store: ensembles built here went to its in-memory copy, never to the file
 
 
@@ -175,7 +225,7 @@ def ensemble(
         raise InputError(f"--name {name!r}: a name is a letter or digit, then letters, digits, _ . or - "
                          "(at most 100 characters)")
     member_list = [m.strip() for m in members.split(",") if m.strip()] if members else None
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, run)
     st = Store(store).open(create=False)
     ens = build_ensemble(st, st.run(run), registry, checkpoint, w, member_list, name=name)
     cols = ["ensemble", "strategy", "member", "checkpoint", "weight"]
@@ -260,7 +310,7 @@ def report(
     from runner.analysis.report import build, check_out, write
     from runner.store import Store
 
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, ref)
     st = Store(store).open_read()
     kind, record, aside = target(st, ref, sweep)
     stem = record.run_id if kind == "run" else record["sweep_id"]

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from runner.cli.app import PLUGINS_OPT, STORE_OPT, Format, _registry, command, emit, note, show
+from runner.cli.app import PLUGINS_OPT, STORE_OPT, Format, _read_registry, command, emit, note, show
 
 
 @command
@@ -25,7 +25,7 @@ def sweep(
     from runner.store import Store
 
     reader = Store(store).open_read()
-    view = load_view(reader, ref, _registry(None, plugins))
+    view = load_view(reader, ref, _read_registry(plugins, store, ref))
     if format in (Format.table, Format.markdown):
         show(render(view), format)
     else:

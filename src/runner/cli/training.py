@@ -53,6 +53,9 @@ def apply(
     address: Optional[str] = typer.Option(None, "--address",
                                           help="The Ray cluster to join with --backend ray (auto, ray://host:10001); "
                                                "default \\[compute] address, else Ray starts on this machine."),
+    show_test: bool = typer.Option(False, "--show-test",
+                                   help="Show test metrics every epoch while training (by default they show when "
+                                        "a member ends, for its selected epoch: what you watch never chooses)."),
 ):
     """Validate (a dry run), train every member not yet complete, store everything, SWA and ensemble."""
     quiet_libraries()
@@ -64,7 +67,7 @@ def apply(
     # what each extra worker runs: this command without --workers (runner.search.workers)
     argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
     argv += [x for text in (set_ or []) for x in ("--set", text)]
-    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err), say=say,
+    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err, show_test=show_test), say=say,
                        verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
                        backend=backend.value if backend is not None else None, address=address)
     # start-up time (runner.cli)
@@ -107,11 +110,17 @@ def validate(
                                       help="Build each member's model and push a batch of each split through "
                                            "it (the dry run); --no-check-models checks the spec and data only."),
     set_: Optional[list[str]] = SET_OPT,
+    show_spec: bool = typer.Option(False, "--show-spec",
+                                   help="Print the resolved spec as TOML (every default filled in; a spec file "
+                                        "itself) instead of the summary."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing when the spec is valid (the exit code "
+                                                            "says it; problems are printed as always)."),
 ):
     """The dry run of `apply` (spec, data, models, Trainer, one batch and one step); writes nothing.
 
     Builds each member's model, Trainer, optimizer and scheduler, pushes one batch of each split through
-    it and takes one optimizer step, and checks the store and the run's folders; prints the resolved spec.
+    it and takes one optimizer step, and checks the store and the run's folders; then prints a short
+    summary (--show-spec: the resolved spec as TOML).
     """
     quiet_libraries()
     # start-up time (runner.cli)
@@ -119,16 +128,43 @@ def validate(
     from runner.plugins.registry import describe_loaded
 
     p = run_validate(spec, store, plugins, check_models=check_models, overrides=overrides_of(set_))
+    if quiet:
+        return
+    if show_spec:
+        # start-up time (runner.cli)
+        from runner.spec.show import spec_toml
+
+        sys.stdout.write(spec_toml(p.resolved))
+        return
     loaded = describe_loaded(p.registry)
     if loaded:
         say(loaded)
-    out.print_json(json.dumps(p.resolved.to_dict()))
-    d = p.data
-    sizes = ", ".join(f"{k} {len(v)}" for k, v in d.splits.items())
+    for line in _summary_lines(p, check_models, store):  # wrapped to fit 100 columns, even when piped
+        out.print(line, highlight=False, markup=False, width=min(out.width, 100))
+
+
+def _summary_lines(p, check_models: bool, store: Path) -> list[str]:
+    """What `validate` found, in a few lines: the data, the members, how they train, select and ensemble."""
+    r, d = p.resolved, p.data
+    spec = r.spec
     counts = d.class_counts("train")
     shares = ", ".join(f"{n} {c / sum(counts):.1%}" for n, c in zip(d.label_names, counts))
-    err.print(f"[green]ok[/] {spec}: {len(p.resolved.members)} members; data {d.dataset_id}: {sizes}; "
-              f"train classes: {shares}; spec hash {p.spec_hash[:12]}", highlight=False)
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in d.splits.items())
+    members = ", ".join(f"{m.name} ({m.backbone}{', ' + m.model if m.model else ''}, seed {m.seed})"
+                        for m in r.members)
+    epochs = sorted({m.train.epochs for m in r.members})
+    losses = sorted({m.loss.name for m in r.members})
+    lines = [
+        f"ok {r.path}: spec hash {p.spec_hash[:12]}",
+        f"  data      {spec.data.source} {d.dataset_id}: {sizes}",
+        f"  classes   {shares} (in train)",
+        f"  members   {len(r.members)}: {members}",
+        f"  training  {'/'.join(map(str, epochs))} epochs, loss {'/'.join(losses)}, swa k={spec.swa.k}",
+        f"  choosing  by eval_{r.metric} ({r.strategy}); ensemble of the {spec.ensemble.checkpoint} checkpoints, "
+        f"{spec.ensemble.weights if isinstance(spec.ensemble.weights, str) else 'given'} weights",
+    ]
+    if spec.sweep is not None:
+        lines.append(f"  sweep     {spec.sweep.trials} trials over {', '.join(spec.sweep.space)}")
     if p.adaptations:
         # start-up time (runner.cli)
         from runner.train.adapt import cached, root_for
@@ -136,8 +172,11 @@ def validate(
         root = root_for(store)
         for member, a in p.adaptations.items():
             state = "cached" if cached(root, a.key) else "to train"
-            err.print(f"adapt: {member} {a.key} ({len(a.texts)} texts, {len(a.heldout)} held out; {state})",
-                      highlight=False)
+            lines.append(f"  adapt     {member} {a.key} ({len(a.texts)} texts, {len(a.heldout)} held out; {state})")
+    lines.append("  dry run   " + ("each member's model, Trainer, one batch of each split and one optimizer step: ok"
+                                   if check_models else "skipped (--no-check-models)"))
+    lines.append("  --show-spec prints the resolved spec as TOML")
+    return lines
 
 
 @command

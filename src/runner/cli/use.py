@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
-from runner.cli.app import PLUGINS_OPT, _registry, command, err, note, out, say
+from runner.cli.app import PLUGINS_OPT, _read_registry, _registry, command, err, note, out, say
 from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
 
@@ -20,8 +22,12 @@ def predict(
     source: str = typer.Argument(..., metavar="RUN|DIR",
                                  help="A run (id or name) in the store, a sweep (its best trial's run), or a folder "
                                       "written by `runner export`."),
-    input_file: Path = typer.Argument(..., metavar="INPUT",
-                                      help="The texts: a .csv, .jsonl or .parquet file (or what --source reads)."),
+    input_file: Optional[str] = typer.Argument(
+        None, metavar="INPUT",
+        help="The texts: a .csv, .jsonl or .parquet file, a .txt file of one text per line, or - for standard input "
+             "(one text per line, or the format --source names)."),
+    text: Optional[list[str]] = typer.Option(
+        None, "--text", help="A text to predict instead of INPUT (repeatable): printed, nothing stored."),
     strategy: Optional[str] = typer.Option(
         None, "--strategy",
         help="Which checkpoint of each member: `selected` (the default: the one the spec's selection metric "
@@ -30,8 +36,11 @@ def predict(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="File to write (default: csv on stdout)."),
     format: Optional[str] = typer.Option(None, "--format",
                                          help="csv, jsonl or parquet (default: from --output's extension, else csv)."),
-    data_source: Optional[str] = typer.Option(None, "--source",
-                                              help="The dataset loader that reads INPUT (default: by its extension)."),
+    keep: Optional[str] = typer.Option(
+        None, "--keep", metavar="COLUMNS",
+        help="The input's columns to carry into the output, comma-separated (\"\" for none; default: all)."),
+    data_source: Optional[str] = typer.Option(
+        None, "--source", help="The dataset loader that reads INPUT, or txt (default: by its extension)."),
     text_column: str = typer.Option("text", "--text-column", help="INPUT's text column."),
     label_column: str = typer.Option("label", "--label-column",
                                      help="INPUT's label column; optional: with labels, the metrics are printed."),
@@ -44,26 +53,32 @@ def predict(
     plugins: Optional[Path] = PLUGINS_OPT,
     no_store: bool = typer.Option(False, "--no-store", help="Do not keep the predictions in the store."),
 ):
-    """Apply a run's ensemble (or an exported folder's) to the texts of INPUT.
+    """Apply a run's ensemble (or an exported folder's) to the texts of INPUT, or to --text.
 
-    Writes one row per text: `row` (its 0-based position in INPUT), `label` (the predicted label),
-    `p_<label>` for every class. The texts and every member's and the ensemble's probabilities go into
-    the store as the split `input-<hash of the content>` (predicting it again replaces them); stored
-    probabilities are never calibrated, like every prediction in the store.
+    Writes one row per text: `pred_label` (the predicted label), `pred_id` (its index), `p_<label>` for
+    every class, then INPUT's own columns (--keep picks them). The texts and every member's and the
+    ensemble's probabilities go into the store as the split `input-<hash of the content>` (predicting
+    it again replaces them); stored probabilities are never calibrated, like every prediction in the
+    store. --text prints its predictions and stores nothing.
     """
     # start-up time (runner.cli)
-    from runner.data.inputs import read_input
+    from runner.data.inputs import STDIN, read_input, typed_texts
     from runner.store import Store
     from runner.use.choice import check_calibrated, choose
-    from runner.use.output import check_output, output_columns, output_format, write_output
+    from runner.use.output import check_output, kept_columns, output_columns, output_format, write_output
     from runner.use.predict import Predictor
 
     quiet_libraries()
+    if text and input_file is not None:
+        raise InputError(f"--text: give INPUT ({input_file}) or --text, not both")
+    if not text and input_file is None:
+        raise InputError("INPUT: missing; give a file of texts, - to read standard input, or --text \"...\"")
     fmt = output_format(output, format)
     as_dir = _is_dir(source)
     store_path = store if store is not None else Path("results.duckdb")
-    check_output(output, input_file, None if as_dir else store_path)
-    registry = _registry(None, plugins)
+    check_output(output, Path(input_file) if input_file not in (None, STDIN) else None,
+                 None if as_dir else store_path)
+    registry = _registry(None, plugins) if as_dir else _read_registry(plugins, store_path, source)
     writer = None
     if as_dir:
         # start-up time (runner.cli)
@@ -78,13 +93,17 @@ def predict(
         reader = Store(store_path).open_read()
         run = run_or_sweep(reader, source)
         labels = list(run.label_names)
-    inp = read_input(input_file, labels, registry, data_source, text_column, label_column)
+    if text:
+        inp = typed_texts(text)
+    else:
+        inp = read_input(input_file, labels, registry, data_source, text_column, label_column)
+    carried = kept_columns(inp.columns, keep)
     if not as_dir:
         choice = choose(reader, run, registry, "selected" if strategy is None else strategy)
-        if not no_store:
+        if not no_store and not text:
             writer = Store(store_path)
             writer.check_writable()
-    elif store is not None or no_store:
+    elif (store is not None or no_store) and not text:
         note(f"{source} is an exported folder: it has no store, so nothing is stored")
     if calibrated:
         check_calibrated(choice, members)
@@ -105,12 +124,17 @@ def predict(
             rows.append(("ensemble", "ensemble", choice.strategy, prediction.raw_probs))
         writer.log_input(run.run_id, run.dataset_id, inp.split, inp.content_hash, inp.source, inp.texts, inp.labels,
                          rows, choice.strategy, calibrated)
-    write_output(output_columns(prediction, choice.labels, members), output, fmt)
-
     what = f"run {choice.run.get('run_id')}" if not as_dir else f"export {source}"
     weights = ", ".join(f"{m.name} {w:.3f}" for m, w in zip(choice.members, choice.weights))
-    say(f"{len(inp.texts)} texts from {input_file} predicted with {what}, strategy {choice.strategy} "
-        f"({choice.method} weights: {weights}){', calibrated' if calibrated else ''}"
+    how = (f"{what}, strategy {choice.strategy} ({choice.method} weights: {weights})"
+           f"{', calibrated' if calibrated else ''}")
+    if text and output is None and format is None:  # for a person: each text and its probabilities
+        out.print(_text_predictions(inp.texts, prediction.probs, choice.labels))
+        say(f"predicted with {how}; nothing stored")
+        return
+    write_output(output_columns(prediction, choice.labels, members, carried), output, fmt)
+    given = "standard input" if input_file == STDIN else input_file or "--text"
+    say(f"{len(inp.texts)} texts from {given} predicted with {how}"
         + (f"; written to {output}" if output is not None else ""))
     if writer is not None:
         say(f"stored in {store_path} as split {inp.split!r} (SQL: SELECT * FROM predictions WHERE split = "
@@ -118,6 +142,20 @@ def predict(
     if inp.labels is not None:
         console = out if output is not None else err
         console.print(_summary(prediction, inp.labels, choice, registry, members))
+
+
+def _text_predictions(texts: list[str], probs, labels: list[str]):
+    """Each --text, then its classes from the most probable down, with a bar."""
+    parts = []
+    width = max(len(name) for name in labels)
+    for text, p in zip(texts, probs):
+        shown = text if len(text) <= 96 else text[:93] + "..."
+        parts.append(Text(shown, style="bold"))
+        for j in sorted(range(len(labels)), key=lambda j: -p[j]):
+            line = Text(f"  {labels[j]:<{width}}  {p[j]:.4f}  ")
+            line.append("█" * int(round(float(p[j]) * 30)), style="green" if j == int(p.argmax()) else "dim")
+            parts.append(line)
+    return Group(*parts)
 
 
 def run_or_sweep(reader, ref: str):
@@ -209,7 +247,7 @@ def export(
     from runner.use.export import export as write
 
     check_target(directory)
-    registry = _registry(None, plugins)
+    registry = _read_registry(plugins, store, run)
     reader = Store(store).open_read()
     choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
     manifest = write(choice, directory)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from contextlib import contextmanager
 
 
 def quiet_libraries() -> None:
@@ -31,3 +32,30 @@ def quiet_libraries() -> None:
         hub_logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+@contextmanager
+def quiet_loading():
+    """While loading models for a caller's own process (`runner.load`): no progress bars from transformers
+    or the Hugging Face Hub ("Loading weights" per member), and their settings as they were afterwards."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        hf_logging = None
+    try:
+        from huggingface_hub import utils as hub_utils
+    except ImportError:
+        hub_utils = None
+    bars = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    hub_bars = hub_utils is not None and not hub_utils.are_progress_bars_disabled()
+    if bars:
+        hf_logging.disable_progress_bar()
+    if hub_bars:
+        hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+        if hub_bars:
+            hub_utils.enable_progress_bars()

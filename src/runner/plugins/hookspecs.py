@@ -77,6 +77,8 @@ def register_datasets(register):
     A loader of one file format may also give ``read_file(path, ctx, options)``: the rows of one file
     with its labels optional, as a test split is read; ``runner predict`` reads its INPUT with it
     (without it, INPUT is given to ``load`` as the ``train`` path and the ``train`` rows are taken).
+    A row it returns may also hold ``"columns"``: the row's own cells (column name -> value), which
+    ``runner predict`` writes beside its predictions (without it, the text is carried).
     """
 
 

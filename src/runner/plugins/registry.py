@@ -306,6 +306,23 @@ def plugins_dir_for(spec_path: Path | None, given: Path | None) -> Path | None:
     return default_plugins_dir(spec_path) if spec_path is not None else None
 
 
+def trained_plugins_dir(recorded: str | None, store_path: Path) -> Path | None:
+    """For a command that reads a run (compare, plot, predict...) without --plugins: the plugins folder
+    `apply` loaded when it trained the run (by the spec's folder rule, `default_plugins_dir`; the run
+    records it), but only when it is `plugins/` of the current folder or of the store's folder, where
+    the user runs the command or keeps the store. A folder only the store names is never loaded: a
+    store may come from anyone."""
+    if not recorded:
+        return None
+    for folder in (Path.cwd() / "plugins", Path(store_path).resolve().parent / "plugins"):
+        try:
+            if folder.is_dir() and folder.resolve() == Path(recorded).resolve():
+                return folder
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def describe_loaded(registry: Registry) -> str | None:
     """One line for the user: which plugin files were loaded (None when there were none)."""
     if not registry.plugin_files:

@@ -1,7 +1,7 @@
 """Refit on train+valid: retrain a finished run's members on all its labelled training data.
 
 A refit is a run of its own, linked to its parent (`runs.parent_run_id`, `runs.refit_strategy`),
-with run id `<parent>-refit-<strategy>`. Each member of the parent trains again from scratch with
+named `<parent's name>-refit` (run id `<name>-<hash>`). Each member of the parent trains again from scratch with
 the same seed, backbone options and training settings, on the parent's train and valid examples
 merged (read back from the store's `examples` rows, so the data files need not exist any more), for
 the number of epochs the strategy chose for that member: `best_eval_accuracy` picked epoch 3, so the
@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from runner.core import failures
+from runner.core.environment import environment
 from runner.core.locks import file_lock
 from runner.core.records import MemberHistory, RunRecord
 from runner.core.selection import SELECTED, checkpoint_epoch
@@ -321,7 +322,9 @@ def _existing(store: Store, parent_run_id: str, strategy: str) -> dict | None:
 
 
 def _new_run_id(taken: set[str], rp: RefitPlan) -> str:
-    base = f"{rp.parent.run_id}-refit-{rp.strategy}"
+    """`<parent's name>-refit-<8 hex of the refit's spec hash>`: a run id as `apply` makes them, of the
+    refit's name (`runs.refit_strategy` and `parent_run_id` say which parent and strategy)."""
+    base = f"{rp.parent.name}-refit-{rp.spec_hash[:8]}"
     k, run_id = 2, base
     while run_id in taken:
         run_id, k = f"{base}-{k}", k + 1
@@ -337,8 +340,12 @@ def _find_or_create(store: Store, rp: RefitPlan, say) -> str:
         say(f"Continuing refit {existing['run_id']} of run {rp.parent.run_id}.")
         return existing["run_id"]
     run_id = _new_run_id(set(store.run_ids()), rp)
+    env = environment(None, rp.plan.registry.plugins_dir)
+    parent_spec = store.environment(rp.parent.run_id).get("spec")
+    if parent_spec:  # the refit has no spec file of its own: the parent's says where its plugins were
+        env["spec"] = parent_spec
     store.create_refit_run(run_id, f"{rp.parent.name}-refit", rp.spec, rp.spec_hash, data.dataset_id,
-                           list(data.label_names), rp.parent.run_id, rp.strategy)
+                           list(data.label_names), rp.parent.run_id, rp.strategy, env)
     test = f", test {len(data.splits['test'])}" if "test" in data.splits else ""
     picks = ", ".join(f"{m} {list(rp.swa_windows[m]) if m in rp.swa_windows else e}" for m, e in rp.epochs.items())
     say(f"Refit {run_id} of run {rp.parent.run_id}: {len(data.splits['train'])} train+valid examples{test}; "

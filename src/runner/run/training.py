@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from typing import Any, Callable
 
 from runner.core import failures
+from runner.core.environment import environment
 from runner.core.locks import file_lock
 from runner.posthoc.ensemble import build_ensemble
 from runner.run.plan import check_paths, new_run_id, run_id_for
@@ -68,7 +69,8 @@ def _find_or_create_run(p: Plan, store: Store, force: bool, say) -> str:
         say(f"Continuing run {existing['run_id']}.")
         return existing["run_id"]
     run_id = new_run_id(store, resolved.name, spec_hash)
-    store.create_run(run_id, resolved.name, resolved.to_dict(), spec_hash, data.dataset_id, data.label_names)
+    store.create_run(run_id, resolved.name, resolved.to_dict(), spec_hash, data.dataset_id, data.label_names,
+                     environment(p.spec_path, p.registry.plugins_dir))
     sizes = " / ".join(f"{len(data.splits[s]) if s in data.splits else 0} {s}" for s in ("train", "valid", "test"))
     say(f"Run {run_id}: {len(resolved.members)} members, {sizes} examples.")
     loaded = p.registry.plugin_files

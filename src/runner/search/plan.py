@@ -35,6 +35,9 @@ class SweepPlan:
     objective: str  # a registered selection strategy
     metric: str  # its validation metric without eval_, e.g. "accuracy"
     greater: bool
+    # the id an earlier runner gave the same sweep (`<name>-sweep-<hash>`): a sweep stored under it keeps it,
+    # since its rows, its journal folder and its Optuna study are named by it (runner.search.sweep)
+    legacy_id: str | None = None
 
     @property
     def sweep(self):
@@ -62,7 +65,7 @@ def check_space(p, overrides: tuple = ()) -> list[tuple[str, str]]:
         try:
             spec = Spec.model_validate(trial_doc)
         except ValidationError as e:
-            return pydantic_problems(e)
+            return pydantic_problems(e, model=Spec)
         try:
             resolve(spec, registry, resolved.path)
         except SpecError as e:
@@ -85,7 +88,8 @@ def sweep_plan(p, overrides: tuple = ()) -> SweepPlan:
         d["sweep"].pop(key, None)
     d["dataset_id"] = p.data.dataset_id
     h = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-    return SweepPlan(p, doc, f"{resolved.name}-sweep-{h[:8]}", strategy, metric, greater)
+    return SweepPlan(p, doc, f"{resolved.name}-{h[:8]}", strategy, metric, greater,
+                     legacy_id=f"{resolved.name}-sweep-{h[:8]}")
 
 
 # -- running ------------------------------------------------------------------------------------

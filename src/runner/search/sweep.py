@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -91,6 +91,7 @@ def apply_sweep(p: Plan, store: Store, progress, say: Callable[[str], None], ver
     dry_run(p.resolved, p.registry, p.data, p.resolved.members)
     store.open()
     store.refresh_views(p.registry.names("metrics"))
+    sp = continued(sp, store)
     procs = []
     if workers > 1 and backend.name != "ray":
         folder = sweep_folder(store.path, sp.sweep_id)
@@ -111,6 +112,15 @@ def apply_sweep(p: Plan, store: Store, progress, say: Callable[[str], None], ver
             say(line)
         result.status = "failed"
     return result
+
+
+def continued(sp: SweepPlan, store: Store) -> SweepPlan:
+    """The plan under the id the store already knows the sweep by: an earlier runner's `<name>-sweep-<hash>`
+    when that sweep is stored (its rows) or started (its journal folder), else `<name>-<hash>`."""
+    old = sp.legacy_id
+    if old and (store.find_sweep_id(old) == old or sweep_folder(store.path, old).is_dir()):
+        return replace(sp, sweep_id=old)
+    return sp
 
 
 def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbose: bool,

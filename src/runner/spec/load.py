@@ -71,7 +71,7 @@ def load_spec(path: str | Path, overrides: Overrides = ()) -> Spec:
     try:
         spec = Spec.model_validate(data)
     except ValidationError as e:
-        raise SpecError(path, key_problems + _blame(pydantic_problems(e), overrides)) from None
+        raise SpecError(path, key_problems + _blame(pydantic_problems(e, model=Spec), overrides)) from None
     problems = key_problems + member_problems(spec)
     if problems:
         raise SpecError(path, problems)
@@ -129,7 +129,7 @@ def _problems_beyond_structure(path: Path, registry, overrides: Overrides = ()) 
         except ValidationError as e:
             if round_:
                 problems.extend(
-                    (loc, msg) for loc, msg in pydantic_problems(e)
+                    (loc, msg) for loc, msg in pydantic_problems(e, model=Spec)
                     if not (msg == "required key is missing" and loc in pruned)
                 )
             if not all(_prune(data, err, pruned) for err in e.errors()):

@@ -5,8 +5,9 @@ as one paragraph naming the file."""
 from __future__ import annotations
 
 import difflib
+import typing
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 Problem = tuple[str, str]  # (key path such as "members[1].options.hidden_size", message)
 
@@ -38,7 +39,9 @@ def join(prefix: str, loc: str) -> str:
     return prefix + ("" if loc.startswith("[") else ".") + loc
 
 
-def pydantic_problems(err: ValidationError, prefix: str = "") -> list[Problem]:
+def pydantic_problems(err: ValidationError, prefix: str = "", model=None) -> list[Problem]:
+    """Each error as (key path, message); `model`, the pydantic model validated, lets an unknown key
+    say which known key it may be a typo of."""
     problems = []
     for e in err.errors():
         ctx_err = (e.get("ctx") or {}).get("error")
@@ -51,7 +54,8 @@ def pydantic_problems(err: ValidationError, prefix: str = "") -> list[Problem]:
                                                              or p in ("str", "float", "int", "bool")))]
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            close = typo_of(str(loc[-1]), known_keys(model, loc[:-1])) if model is not None and loc else ""
+            msg = f"unknown key (did you mean {close}?)" if close else "unknown key"
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "finite_number":
@@ -61,6 +65,41 @@ def pydantic_problems(err: ValidationError, prefix: str = "") -> list[Problem]:
             msg += f", not {describe(e['input'])}"
         problems.append((join(prefix, loc_text(loc)), msg))
     return dedupe(problems)
+
+
+def known_keys(model, loc) -> list[str]:
+    """The keys the table at `loc` (a path of names and list positions from `model` down) accepts;
+    none where the path leaves pydantic models (a free-form table such as `options`)."""
+    node = model
+    for part in loc:
+        node = _step(node, part)
+        if node is None:
+            return []
+    node = _model_in(node)
+    if node is None:
+        return []
+    return [f.alias or name for name, f in node.model_fields.items()]
+
+
+def _model_in(annotation):
+    """The pydantic model an annotation is, or holds as an option (`X | None`), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _step(node, part):
+    model = _model_in(node)
+    if isinstance(part, str) and model is not None:
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        return field.annotation if field is not None else None
+    if isinstance(part, int):
+        for a in (node, *typing.get_args(node)):
+            if typing.get_origin(a) is list and typing.get_args(a):
+                return typing.get_args(a)[0]
+    return None
 
 
 def describe(value) -> str:
@@ -83,6 +122,12 @@ def describe(value) -> str:
 def close_matches(word: str, choices) -> str:
     found = difflib.get_close_matches(word, list(choices), n=2, cutoff=0.75)
     return " or ".join(repr(f) for f in found)
+
+
+def typo_of(word: str, keys: list[str]) -> str:
+    """The keys `word` may be a typo of: close spellings, or a key it abbreviates (`mlm_prob`)."""
+    return close_matches(word, keys) or " or ".join(
+        repr(k) for k in keys if len(word) >= 4 and k.startswith(word))[:200]
 
 
 def unknown(kind: str, name: str, known: list[str]) -> str:

@@ -145,7 +145,7 @@ def validate_options(component, kind: str, raw: dict[str, Any], loc: str, proble
     try:
         return component.options.model_validate(raw, context={STORED: True} if stored else None)
     except ValidationError as e:
-        problems.extend(pydantic_problems(e, loc))
+        problems.extend(pydantic_problems(e, loc, model=component.options))
         return None
     except Exception as e:  # a validator that raises TypeError/KeyError...: pydantic passes it through
         problems.append((loc, f"the options model of {SINGULAR[kind]} {component.name!r} "
@@ -197,7 +197,7 @@ def resolve(spec: Spec, registry, path: str | Path, stored: bool = False) -> Res
         try:
             train = TrainSpec.model_validate({**top_train, **m.train})
         except ValidationError as e:
-            problems.extend(pydantic_problems(e, f"{loc}.train"))
+            problems.extend(pydantic_problems(e, f"{loc}.train", model=TrainSpec))
             train = spec.train
         if spec.swa.k > train.epochs:
             where = "swa.k" if "epochs" not in m.train else f"{loc}.train.epochs"
@@ -210,7 +210,7 @@ def resolve(spec: Spec, registry, path: str | Path, stored: bool = False) -> Res
         try:
             loss = LossSpec.model_validate(loss_raw)
         except ValidationError as e:
-            problems.extend(pydantic_problems(e, loss_loc))
+            problems.extend(pydantic_problems(e, loss_loc, model=LossSpec))
             loss = spec.loss
         loss_comp = registry.loss(loss.name)
         if loss_comp is None:
@@ -242,7 +242,7 @@ def _member_adapt(spec: Spec, m, i: int, name: str, backbone, problems: list[Pro
     try:
         adapt = AdaptSpec.model_validate(raw)
     except ValidationError as e:
-        problems.extend(pydantic_problems(e, loc))
+        problems.extend(pydantic_problems(e, loc, model=AdaptSpec))
         return None, loc
     if backbone is not None and backbone.adapt is None:
         problems.append((loc, f"member {name}: backbone {backbone.name!r} ({backbone.origin}) cannot be adapted "

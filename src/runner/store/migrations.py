@@ -404,3 +404,11 @@ def m008_adaptations(con) -> None:
         ALTER TABLE members ADD COLUMN adapt_key VARCHAR;
         """
     )
+
+
+@migration
+def m010_run_environment(con) -> None:
+    """Where a run was trained: `runs.environment` (JSON) holds the versions of runner, Python, torch,
+    transformers and duckdb, the git commit of the spec's folder, the host and device names, and the
+    spec file and plugins folder `apply` read (runner.core.environment). NULL for older runs."""
+    con.execute("ALTER TABLE runs ADD COLUMN environment JSON")

@@ -43,13 +43,21 @@ class Runs:
         return RunRecord.from_rows(rows[0], self.members(rows[0]["run_id"]))
 
     def create_run(self, run_id: str, name: str, spec: dict, spec_hash: str, dataset_id: str,
-                   label_names: list[str]) -> None:
+                   label_names: list[str], environment: dict | None = None) -> None:
+        """A new run; `environment`: where it trains (runner.core.environment)."""
         with self.transaction() as con:
             con.execute(
-                "INSERT INTO runs (run_id, name, spec, spec_hash, dataset_id, status, started_at, label_names) "
-                "VALUES (?, ?, ?, ?, ?, 'running', ?, ?)",
-                [run_id, name, json.dumps(spec), spec_hash, dataset_id, now(), json.dumps(label_names)],
+                "INSERT INTO runs (run_id, name, spec, spec_hash, dataset_id, status, started_at, label_names, "
+                "environment) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)",
+                [run_id, name, json.dumps(spec), spec_hash, dataset_id, now(), json.dumps(label_names),
+                 json.dumps(environment) if environment is not None else None],
             )
+
+    def environment(self, run_id: str) -> dict:
+        """Where the run was trained, as `runs.environment` holds it (empty for a run stored before it was)."""
+        rows = self.query("SELECT environment FROM runs WHERE run_id = ?", [run_id])[1]
+        value = rows[0][0] if rows else None
+        return json.loads(value) if isinstance(value, str) else dict(value or {})
 
     def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
         finished = now() if status in ("finished", "failed") else None
@@ -89,14 +97,15 @@ class Runs:
     # -- refits: a run retrained on train+valid, linked to its parent ---------------------
 
     def create_refit_run(self, run_id: str, name: str, spec: dict, spec_hash: str, dataset_id: str,
-                         label_names: list[str], parent_run_id: str, strategy: str) -> None:
+                         label_names: list[str], parent_run_id: str, strategy: str,
+                         environment: dict | None = None) -> None:
         """A refit run, created with its link to the parent in the same transaction."""
         with self.transaction() as con:
             con.execute(
                 "INSERT INTO runs (run_id, name, spec, spec_hash, dataset_id, status, started_at, label_names, "
-                "parent_run_id, refit_strategy) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                "parent_run_id, refit_strategy, environment) VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 [run_id, name, json.dumps(spec), spec_hash, dataset_id, now(), json.dumps(label_names),
-                 parent_run_id, strategy],
+                 parent_run_id, strategy, json.dumps(environment) if environment is not None else None],
             )
 
     def refit_runs(self, parent_run_id: str) -> list[dict]:
@@ -118,16 +127,44 @@ class Runs:
         return [r[0] for r in rows] or [run_id]
 
 
-    def run_lines(self) -> tuple[list[str], list[tuple]]:
-        """(columns, rows) of `runner runs`: one line per run, oldest first."""
+    def run_lines(self, long: bool = False) -> tuple[list[str], list[tuple]]:
+        """(columns, rows) of `runner runs`: one line per run, oldest first, with the spec's selection
+        metric on validation for its ensemble and for its best member (at the member's selected checkpoint).
+        `long` adds the name, dataset, seconds, refit link and where it was trained (`runs.environment`)."""
+        name = "r.name, " if long else ""
+        more = (", r.dataset_id, CAST(round(epoch(r.finished_at - r.started_at), 1) AS DECIMAL(10, 1)) AS seconds, "
+                "r.parent_run_id, r.refit_strategy, r.environment") if long else ""
         return self.query(
-            """
-            SELECT r.run_id, r.name, r.status,
-                   count(m.member) FILTER (WHERE m.status = 'finished') || '/' || count(m.member) AS members,
-                   r.dataset_id, strftime(r.started_at, '%Y-%m-%d %H:%M:%S') AS started,
-                   CAST(round(epoch(r.finished_at - r.started_at), 1) AS DECIMAL(10, 1)) AS seconds
-            FROM runs r LEFT JOIN members m USING (run_id)
-            GROUP BY r.run_id, r.name, r.status, r.dataset_id, r.started_at, r.finished_at ORDER BY r.started_at
+            f"""
+            WITH r AS (
+                SELECT *, json_extract_string(spec, '$.selection.resolved.metric') AS metric,
+                       coalesce(json_extract_string(spec, '$.selection.resolved.greater_is_better'), 'true')
+                           = 'true' AS greater,
+                       CASE coalesce(json_extract_string(spec, '$.ensemble.checkpoint'), 'selected')
+                           WHEN 'selected' THEN json_extract_string(spec, '$.selection.resolved.strategy')
+                           ELSE json_extract_string(spec, '$.ensemble.checkpoint') END AS ensemble_strategy
+                FROM runs),
+            v AS (  -- the metric on valid of every member's selected checkpoint and of the spec's ensemble
+                SELECT x.run_id, x.kind, x.member, x.value
+                FROM metrics x JOIN r ON x.run_id = r.run_id AND x.split = 'valid'
+                     AND x.name = substr(r.metric, length('eval_') + 1)
+                LEFT JOIN members m ON m.run_id = x.run_id AND m.member = x.member
+                WHERE (x.kind = 'member' AND x.checkpoint = m.selected_checkpoint)
+                   OR (x.kind = 'ensemble' AND x.member = 'ensemble' AND x.checkpoint = r.ensemble_strategy)),
+            best AS (
+                SELECT v.run_id, CASE WHEN any_value(r.greater) THEN arg_max(v.member, v.value)
+                                      ELSE arg_min(v.member, v.value) END AS member,
+                       CASE WHEN any_value(r.greater) THEN max(v.value) ELSE min(v.value) END AS value
+                FROM v JOIN r USING (run_id) WHERE v.kind = 'member' GROUP BY v.run_id)
+            SELECT r.run_id, {name}r.status,
+                   (SELECT count(*) FILTER (WHERE m.status = 'finished') || '/' || count(*)
+                    FROM members m WHERE m.run_id = r.run_id) AS members,
+                   r.metric,
+                   (SELECT round(any_value(v.value), 4) FROM v WHERE v.run_id = r.run_id AND v.kind = 'ensemble')
+                       AS ensemble,
+                   best.member || ' ' || printf('%.4f', best.value) AS best_member,
+                   strftime(r.started_at, '%Y-%m-%d %H:%M') AS started{more}
+            FROM r LEFT JOIN best USING (run_id) ORDER BY r.started_at, r.run_id
             """
         )
 

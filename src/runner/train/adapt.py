@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from runner.data.inputs import EXTENSIONS, read_input
+from runner.data.inputs import EXTENSIONS, read_input, read_lines
 from runner.errors import DataError, InputError, SpecError
 from runner.spec.adapt import AdaptSpec
 from runner.store import caches
@@ -142,8 +142,7 @@ def read_extra(path: Path, text_column: str, registry) -> list[str]:
     if path.suffix.lower() in EXTENSIONS:
         # no label column is read: the file may have one or not, with any values
         return read_input(path, [], registry, text_column=text_column, label_column="runner-no-label").texts
-    with open(path, encoding="utf-8-sig") as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+    return [text for _, text in read_lines(path)]
 
 
 def _hold_out(texts: list[str], seed: int) -> tuple[list[str], list[str]]:

@@ -25,7 +25,7 @@ STORE_CALLS = frozenset({
     "members", "stored_epochs", "member_epochs", "truncate_member", "start_member", "log_checkpoint",
     "set_swa_epochs", "log_adaptation", "set_member_adapt",
 })
-PROGRESS_CALLS = frozenset({"adapt_started", "adapt_epoch", "member_started", "step", "epoch_done"})
+PROGRESS_CALLS = frozenset({"adapt_started", "adapt_epoch", "member_started", "step", "epoch_done", "member_done"})
 
 
 @dataclass

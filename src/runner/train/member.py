@@ -57,7 +57,8 @@ def train_member(job: MemberJob) -> int:
     trainer = make_trainer(m, resolved, inputs, job.owner.checkpoints, [callback])
     callback.bind(trainer)
     if job.progress is not None:
-        job.progress.member_started(m.name, m.train.epochs, len(job.history))
+        per_step = m.train.batch_size * m.train.gradient_accumulation_steps * ranks.world_size()
+        job.progress.member_started(m.name, m.train.epochs, len(job.history), per_step)
     trainer.train(resume_from_checkpoint=str(job.resume_from) if job.resume_from else None)
 
     history = MemberHistory.of(m.name, job.history.values())
@@ -71,4 +72,6 @@ def train_member(job: MemberJob) -> int:
         run_swa(job, trainer, inputs)
     if ranks.writes():
         checkpoints.save_selected(job.owner, selected, lambda folder: write_member_info(job, folder))
+        if job.progress is not None:  # the test numbers of the selected epoch, now that nothing can peek
+            job.progress.member_done(m.name, selected, resolved.metric)
     return selected

@@ -22,11 +22,13 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from runner.core.quiet import quiet_loading
 from runner.errors import InputError
 from runner.store.checkpoints import TRAINER_STATE
 from runner.use.choice import Calibration, Choice, MemberChoice
@@ -177,12 +179,13 @@ def choice_from_manifest(directory: Path, manifest: dict) -> Choice:
 
 
 def load(directory: str | Path, plugins_dir: str | Path | None = None, batch_size: int | None = None,
-         device: str | None = None, registry=None) -> Predictor:
+         device: str | None = None, registry=None, verbose: bool = False) -> Predictor:
     """Load an exported folder: a Predictor with `predict_proba(texts)` and `predict(texts)`.
 
     Needs no store and no spec. A member whose backbone a plugin file registered needs that plugin:
     pass `plugins_dir` (the export keeps a copy of the file in DIR/plugins). `batch_size` defaults to
-    the one training evaluated with; `device` to a GPU when there is one."""
+    the one training evaluated with; `device` to a GPU when there is one. Quiet: `verbose=True` lets
+    transformers show its progress bars while the members load."""
     directory = Path(directory)
     choice = choice_from_manifest(directory, read_manifest(directory))
 
@@ -193,8 +196,9 @@ def load(directory: str | Path, plugins_dir: str | Path | None = None, batch_siz
                               f"plugins_dir={str(copy)!r} to runner.load, or --plugins {copy} to runner predict")
         return e
 
-    return Predictor.load(choice, registry=registry, plugins_dir=plugins_dir, batch_size=batch_size, device=device,
-                          on_missing_plugin=explain)
+    with nullcontext() if verbose else quiet_loading():
+        return Predictor.load(choice, registry=registry, plugins_dir=plugins_dir, batch_size=batch_size,
+                              device=device, on_missing_plugin=explain)
 
 
 def size_of(directory: Path) -> int:

@@ -1,10 +1,12 @@
 """`runner predict`'s output file: its format, the checks before anything is written, its columns,
 and the atomic write.
 
-The output has one row per input row: `row` (0-based, the row's position in INPUT), `label` (the
-predicted label name), `p_<label>` for each class (the ensemble's probability), and with --members
-`<member>.p_<label>` for each member. Prefixing the class columns keeps them apart from `row` and
-`label` whatever the classes are called.
+The output has one row per input text: `pred_label` (the predicted label name), `pred_id` (its index
+in the run's labels), `p_<label>` for each class (the ensemble's probability), with --members
+`<member>.p_<label>` for each member, and then the input's own columns as they were (every column,
+or those --keep names). An input column whose name one of runner's columns already has is carried
+as `input.<name>`. The `pred_` and `p_` prefixes keep runner's columns apart from the input's
+`label` (the truth) whatever the classes are called.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def check_output(output: Path | None, input_path: Path, store_path: Path | None)
             raise InputError(f"--output {output}: is {what} itself; give another file name")
     if output.is_file() and output.stat().st_size > 0 and not is_predictions_file(output):
         raise InputError(f"--output {output}: the file exists and is not one `runner predict` wrote (its first "
-                         "columns are not row, label); nothing is overwritten but an earlier prediction: give "
+                         "columns are not pred_label, pred_id); nothing is overwritten but an earlier prediction: give "
                          "another file name, or remove it first")
     parent = output.parent if str(output.parent) else Path(".")
     if not parent.is_dir():
@@ -57,63 +59,111 @@ def check_output(output: Path | None, input_path: Path, store_path: Path | None)
         raise InputError(f"--output {output}: cannot be written (check the permissions of {parent})")
 
 
+FIRST_COLUMNS = (["pred_label", "pred_id"], ["row", "label"])  # this runner's, and an earlier one's
+
+
 def is_predictions_file(path: Path) -> bool:
     """Whether `path` looks like an output of `runner predict` (csv, jsonl or parquet whose first two
-    columns are `row` and `label`): the only existing files --output replaces."""
+    columns are `pred_label` and `pred_id`, or an earlier runner's `row` and `label`): the only
+    existing files --output replaces."""
     try:
         with open(path, "rb") as f:
             head = f.read(4096)
         if head.startswith(b"PAR1"):
             import pyarrow.parquet as pq
 
-            return pq.read_schema(path).names[:2] == ["row", "label"]
+            return pq.read_schema(path).names[:2] in FIRST_COLUMNS
         first = head.split(b"\n", 1)[0].decode("utf-8")
-        if first.startswith("row,label"):
+        if any(first.startswith(",".join(cols)) for cols in FIRST_COLUMNS):
             return True
-        return list(json.loads(first))[:2] == ["row", "label"] if first.startswith("{") else False
+        return list(json.loads(first))[:2] in FIRST_COLUMNS if first.startswith("{") else False
     except Exception:  # unreadable or malformed (pyarrow, json, utf-8 errors): not one
         return False
 
 
-def output_columns(prediction, labels: list[str], members: bool) -> dict[str, np.ndarray | list]:
-    n = len(prediction.probs)
-    cols: dict = {"row": np.arange(n, dtype=np.int64), "label": [labels[i] for i in prediction.probs.argmax(axis=1)]}
+def kept_columns(columns: dict[str, list], keep: str | None) -> dict[str, list]:
+    """The input's columns that --keep names (comma-separated; an empty --keep: none), or all of them;
+    InputError naming a column the input does not have."""
+    if keep is None:
+        return columns
+    wanted = [k.strip() for k in keep.split(",") if k.strip()]
+    missing = [k for k in wanted if k not in columns]
+    if missing:
+        raise InputError(f"--keep {keep}: INPUT has no column {missing[0]!r}; its columns are "
+                         f"{', '.join(columns) or 'none'}")
+    return {k: columns[k] for k in dict.fromkeys(wanted)}
+
+
+def output_columns(prediction, labels: list[str], members: bool, carried: dict[str, list] | None = None
+                   ) -> dict[str, np.ndarray | list]:
+    """The output's columns in order: pred_label, pred_id, p_<label>..., members' (with --members),
+    then the input's carried columns (renamed `input.<name>` where runner's columns hold the name)."""
+    ids = prediction.probs.argmax(axis=1).astype(np.int64)
+    cols: dict = {"pred_label": [labels[i] for i in ids], "pred_id": ids}
     for j, name in enumerate(labels):
         cols[f"p_{name}"] = prediction.probs[:, j]
     if members:
         for m, probs in prediction.members.items():
             for j, name in enumerate(labels):
                 cols[f"{m}.p_{name}"] = probs[:, j]
+    for name, cells in (carried or {}).items():
+        shown = name
+        while shown in cols:
+            shown = f"input.{shown}"
+        cols[shown] = list(cells)
     return cols
+
+
+def _text_cell(value) -> str:
+    """A carried cell in a csv: text as it is, numbers as Python writes them, lists and tables as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _arrow_column(values):
+    """A carried column as Arrow: its own type where its cells agree on one, else text."""
+    import pyarrow as pa
+
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return pa.array([None if v is None else _text_cell(v) for v in values], type=pa.string())
 
 
 def write_output(cols: dict, output: Path | None, fmt: str) -> None:
     """Write the columns to `output` (through a temporary file, renamed when complete) or stdout."""
+    names = list(cols)
+    floats = [k for k in names if isinstance(cols[k], np.ndarray) and cols[k].dtype.kind == "f"]
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.table({k: pa.array(v) for k, v in cols.items()})
+        table = pa.table({k: pa.array(v) if isinstance(v, np.ndarray) else _arrow_column(v) for k, v in cols.items()})
         _atomic(output, lambda f: pq.write_table(table, f), binary=True)
         return
-    names = list(cols)
-    floats = [k for k in names if k not in ("row", "label")]
-    n = len(cols["row"])
-    as_text = {k: [f"{x:.6g}" for x in cols[k].tolist()] for k in floats} if fmt == "csv" else {}
+    n = len(cols["pred_id"])
+    if fmt == "csv":  # 6 significant digits, as written before; carried cells as they were read
+        cells = {k: ([f"{x:.6g}" for x in v.tolist()] if k in floats else
+                     [_text_cell(x) for x in (v.tolist() if isinstance(v, np.ndarray) else v)])
+                 for k, v in cols.items()}
+    else:
+        cells = {k: ([round(x, 7) for x in v.tolist()] if k in floats else
+                     (v.tolist() if isinstance(v, np.ndarray) else v)) for k, v in cols.items()}
 
     def write(f) -> None:
         if fmt == "csv":
             w = csv.writer(f, lineterminator="\n")
             w.writerow(names)
-            label = cols["label"]
             for i in range(n):
-                w.writerow([i, label[i], *(as_text[k][i] for k in floats)])
+                w.writerow([cells[k][i] for k in names])
         else:
-            lists = {k: cols[k].tolist() for k in floats}
             for i in range(n):
-                row = {"row": i, "label": cols["label"][i]}
-                row.update({k: round(lists[k][i], 7) for k in floats})
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.write(json.dumps({k: cells[k][i] for k in names}, ensure_ascii=False, default=str) + "\n")
 
     if output is None:
         buf = io.StringIO()
