@@ -9,6 +9,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -116,3 +117,16 @@ def test_setup_s_torch_pin_is_inside_pyproject_s_range():
     (spec,) = pinned.specifier
     torch = next(r for r in requirements(project()) if r.name == "torch")
     assert spec.operator == "==" and torch.specifier.contains(spec.version)
+
+
+def test_a_cpu_torch_brought_no_cuda_package():
+    """scripts/setup.sh on a machine without a GPU (a CPU build of torch): neither torch nor the lock
+    installed a CUDA-only package into this environment."""
+    from importlib.metadata import distributions
+
+    import torch
+
+    if torch.version.cuda is not None:
+        pytest.skip("a CUDA build of torch brings its own nvidia packages")
+    installed = sorted(canonicalize_name(d.metadata["Name"]) for d in distributions())
+    assert [n for n in installed if NOT_LOCKED.fullmatch(n) and n != "torch"] == []
