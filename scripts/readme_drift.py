@@ -6,10 +6,11 @@ markdown page whose output blocks count as one more configuration (README.md: th
     ATEN_CPU_CAPABILITY=avx2 python scripts/readme_outputs.py --dump avx2.json
     python scripts/readme_outputs.py --dump t2.json --threads 2
     python scripts/readme_drift.py README.md avx2.json t2.json ...
+    python scripts/readme_drift.py README.md tests/drift/*.json --json   # the measurement MEASURED holds
 
 For every block all inputs hold, the text between the numbers must be the same in all of them (else the
 block is listed as differing in text, integers or layout, which no tolerance covers); then for every
-decimal number the spread (largest minus smallest value over the inputs) is taken, and per run and
+compared number (each decimal and selected epoch) the spread (largest minus smallest value over the inputs) is taken, and per run and
 kind of number (scripts/readme_outputs.py's RUN and RULES) the largest spread is printed, with where it
 was seen; counted kinds in whole examples of the block's n. A sweep block (RANKED) is compared by its
 frame, and the number of trials whose run differs between two inputs is counted ("redrawn"). Then
