@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# One-time set-up: a virtual environment in .venv with torch and runner installed.
+# One-time set-up: a virtual environment in .venv with torch, the locked dependencies and runner.
 # torch is installed first and pinned, so that pip never swaps an existing build: on a machine with
 # a local CPU wheel of this version (as on our CI machines) pip takes it in seconds; elsewhere it is
 # the normal PyPI build (CUDA on Linux x86_64). Set TORCH_SPEC to choose another, e.g. TORCH_SPEC="torch".
+# Then every other package at the version in requirements.lock (the set the tests ran on: scripts/lock.sh
+# makes it, without torch or CUDA packages), and runner itself, editable, with --no-deps. Run again after
+# a change of the lock or pyproject.toml: it installs the locked versions over what is there.
 # --browser also installs Debian's Chromium (apt-get), which tests/test_report.py uses to load the HTML
 # report headless; .ci/run passes it. About 50 s on a fresh machine, nothing when it is there.
 set -euo pipefail
@@ -25,9 +28,12 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing $TORCH_SPEC" >&2
   "${PIP[@]}" install "$TORCH_SPEC"
 fi
-if ! .venv/bin/python -c "import runner, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.runner-installed ]; then
-  echo "setup: installing runner and its dependencies" >&2
-  "${PIP[@]}" install -e ".[dev]"
+if ! .venv/bin/python -c "import runner, pytest" >/dev/null 2>&1 || [ pyproject.toml -nt .venv/.runner-installed ] \
+    || [ requirements.lock -nt .venv/.runner-installed ]; then
+  echo "setup: installing the locked dependencies (requirements.lock) and runner" >&2
+  "${PIP[@]}" install -r requirements.lock
+  "${PIP[@]}" install --no-deps -e .
+  "${PIP[@]}" check >&2   # torch's requirements and the locked versions agree
   touch .venv/.runner-installed
 fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))" >&2
