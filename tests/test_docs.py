@@ -14,6 +14,7 @@ import runner.plugins.hookspecs as hookspecs
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import readme_outputs as outputs  # noqa: E402  (scripts/readme_outputs.py: the output-block check)
+
 DOC = (REPO / "docs" / "plugins.md").read_text()
 BLOCKS = dict(re.findall(r'```python title="([^"]+)"\n(.*?)```', DOC, flags=re.S))
 
