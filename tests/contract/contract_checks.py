@@ -643,7 +643,7 @@ def _rows_written(path: Path, fmt: str | None) -> int | None:
 
         return pq.read_metadata(path).num_rows
     lines = data.decode("utf-8").splitlines()
-    return len(lines) - 1 if lines and lines[0].startswith("row,label") else len(lines)
+    return len(lines) - 1 if lines and lines[0].startswith("pred_label,") else len(lines)
 
 
 def use_rules(call: Call, case, sb: Sandbox, args: list[str], s0, s1) -> list[Violation]:
@@ -666,7 +666,7 @@ def use_rules(call: Call, case, sb: Sandbox, args: list[str], s0, s1) -> list[Vi
         out = args[args.index("--output") + 1] if "--output" in args else None
         if out is None:
             lines = call.stdout.splitlines()
-            got = len(lines) - 1 if lines and lines[0].startswith("row,label") else len(lines)
+            got = len(lines) - 1 if lines and lines[0].startswith("pred_label,") else len(lines)
         else:
             target = Path(out) if Path(out).is_absolute() else sb.cwd / out
             got = _rows_written(target, case.get("predict_format")) if target.is_file() else None

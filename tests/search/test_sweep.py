@@ -238,7 +238,7 @@ def test_predict_and_export_take_a_sweep_as_its_best_trial(swept, tmp_path):
     texts.write_text("text\nthe film was superb\nthe plot was awful\n")
     code, out, err = cli("predict", "sw", texts, "--store", store, "--no-store")
     assert code == 0, err
-    assert best in err and out.startswith("row,label,")
+    assert best in err and out.startswith("pred_label,pred_id,")
     code, out, err = cli("export", "sw", tmp_path / "model", "--store", store)
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "manifest.json").read_text())["run"]["run_id"] == best
