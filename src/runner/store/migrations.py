@@ -404,3 +404,16 @@ def m008_adaptations(con) -> None:
         ALTER TABLE members ADD COLUMN adapt_key VARCHAR;
         """
     )
+
+
+
+@migration
+def m009_confusion(con) -> None:
+    """The `confusion` view: how often each true `label` was predicted as `pred`, per run, kind, member,
+    checkpoint and split, for predictions of labelled examples (input-<hash> splits too), with the run's
+    label names; a pair never seen has no row. The SQL twin of runner.core.maths.confusion."""
+    con.execute(
+        "CREATE VIEW confusion AS SELECT p.run_id, p.kind, p.member, p.checkpoint, p.split, e.label, p.pred, "
+        "r.label_names ->> e.label AS label_name, r.label_names ->> p.pred AS pred_name, count(*) AS n "
+        "FROM predictions p JOIN runs r USING (run_id) JOIN examples e ON e.dataset_id = r.dataset_id "
+        "AND e.split = p.split AND e.idx = p.idx WHERE e.label IS NOT NULL GROUP BY ALL")
