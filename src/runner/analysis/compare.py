@@ -136,7 +136,8 @@ def blocks(c: Comparison) -> list[tuple[list[str], list[dict]]]:
     for names, rows, _ in out:
         sig = tuple((r["kind"], r["member"], r["checkpoint"] if r["kind"] == "member" else "",
                      *[r.get(col) for col in c.shown if col != cols.SHARES], *r["pred_shares"]) for r in rows)
-        same = next((b for b in merged if b[2] == sig and not names[0].startswith("refit:")), None)
+        refit = names[0].startswith("refit:")  # a refit's block stays its own, beside its parent's
+        same = next((b for b in merged if b[2] == sig and not refit and not b[0][0].startswith("refit:")), None)
         if same is not None:
             same[0].extend(names)
         else:

@@ -64,24 +64,36 @@ class RunsComparison:
         return out
 
     def render(self) -> list:
+        """One block per strategy (its name on a row of its own), a row per model: A's and B's test
+        accuracy and log-loss (mean, and ± sd over seeds below it), B - A with its interval below it."""
         title = f"B {self.b} vs A {self.a}: test, B - A"
         table = new_table(title, title_style="bold", caption=(
             f"specs differ in: {', '.join(self.differ[:8])}{' ...' if len(self.differ) > 8 else ''}"
             if self.differ else "the specs are the same"))
-        table.add_column("model", overflow="fold")
-        table.add_column("strategy", overflow="fold")
-        for col in ("seeds", "A\naccuracy", "B\naccuracy", "Δ\naccuracy", f"{LEVEL:.0%}\ninterval", "P(Δ ≤ 0)",
+        table.add_column("strategy\n  model", overflow="fold")
+        for col in ("seeds", "A\naccuracy", "B\naccuracy", f"Δ accuracy\n{LEVEL:.0%} interval", "P(Δ≤0)",
                     "A\nlog loss", "B\nlog loss"):
             table.add_column(col, justify="right", no_wrap=True)
+        previous = None
         for r in self.rows:
+            if r.strategy != previous:
+                if previous is not None:
+                    table.add_section()
+                table.add_row(Text(r.strategy, style="bold"))
+                previous = r.strategy
             iv = r.interval
             interval = f"[{iv.low:+.4f}, {iv.high:+.4f}]" if iv else ""
             clear = iv is not None and (iv.low > 0 or iv.high < 0)
-            table.add_row(r.model, r.strategy, str(r.seeds), _mean_sd(r.a["test_accuracy"]),
-                          _mean_sd(r.b["test_accuracy"]), f"{iv.estimate:+.4f}" if iv else "",
-                          Text(interval, style="bold") if clear else interval, f"{iv.p_le_zero:.3f}" if iv else "",
-                          _mean_sd(r.a["test_log_loss"]), _mean_sd(r.b["test_log_loss"]))
+            delta = f"{iv.estimate:+.4f}\n{interval}" if iv else ""
+            table.add_row("  " + r.model, str(r.seeds), _lines(r.a["test_accuracy"]), _lines(r.b["test_accuracy"]),
+                          Text(delta, style="bold") if clear else delta, f"{iv.p_le_zero:.3f}" if iv else "",
+                          _lines(r.a["test_log_loss"]), _lines(r.b["test_log_loss"]))
         return [table]
+
+
+def _lines(v) -> str:
+    """A mean, and its sample sd over seeds on the line below when there is one."""
+    return _mean_sd(v).replace(" ± ", "\n± ")
 
 
 def compare_runs(store: Store, a: RunRecord, b: RunRecord, registry, strategies: list[str] | None = None,

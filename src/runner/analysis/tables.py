@@ -30,8 +30,9 @@ class FitTable(Table):
     """A rich table sized for the width it is printed at. Columns with `no_wrap` (numbers, ids) keep
     their width; when the table is wider than the terminal, the columns are first set one space apart
     instead of two, then the other columns (names, labels) give up width, the widest first, each down
-    to its `min_width` (8 when unset): their text wraps, or is shortened with "…" where the column says
-    `overflow="ellipsis"`. rich alone would cut every column, numbers included."""
+    to its `min_width` (8 when unset; a right-aligned one never below its widest value): their text
+    wraps, or is shortened with "…" where the column says `overflow="ellipsis"`. rich alone would cut
+    every column, numbers included."""
 
     def __rich_console__(self, console, options):
         self._fit(console, options)
@@ -56,12 +57,15 @@ class FitTable(Table):
             return
         natural = [min(_natural(console, wide, c), c.max_width or 10_000) for c in flexible]
         floor = [min(n, c.min_width if c.min_width is not None else FLEXIBLE_MIN) for n, c in zip(natural, flexible)]
+        # a right-aligned column (numbers under a long header) never below its widest value
+        floor = [max(f, _natural(console, wide, c, header=False)) if c.justify == "right" else f
+                 for f, c in zip(floor, flexible)]
         level = max(natural)
         while level > 0 and sum(n - max(f, min(n, level)) for n, f in zip(natural, floor)) < excess:
             level -= 1
         widths = [max(f, min(n, level)) for n, f in zip(natural, floor)]
         spare = sum(natural) - sum(widths) - excess  # cut beyond the excess (columns at their floor): give back
-        for i in sorted(range(len(widths)), key=lambda i: natural[i] - widths[i]):
+        for i in sorted(range(len(widths)), key=lambda i: natural[i] - widths[i]):  # most columns made whole
             back = min(max(spare, 0), natural[i] - widths[i])
             widths[i] += back
             spare -= back
@@ -69,10 +73,10 @@ class FitTable(Table):
             c.max_width = w
 
 
-def _natural(console, options, column) -> int:
-    """The widest line of a column's header and cells."""
+def _natural(console, options, column, header: bool = True) -> int:
+    """The widest line of a column's cells (and header)."""
     widths = [1]
-    for cell in [column.header, *column.cells]:
+    for cell in [column.header, *column.cells] if header else column.cells:
         renderable = console.render_str(cell) if isinstance(cell, str) else cell
         widths.append(Measurement.get(console, options, renderable).maximum)
     return max(widths)
