@@ -176,7 +176,7 @@ def render(c: Comparison):
     for n, (names, rows) in enumerate(blocks(c)):
         if n:
             table.add_section()
-        label = " = ".join(f"{s} (spec)" if s == c.selected else s for s in names)
+        label = "\n= ".join(f"{s} (spec)" if s == c.selected else s for s in names)  # a name a line
         table.add_row(Text(label, style="bold"))
         for r in rows:
             swa = r["kind"] == "member" and r["checkpoint"] == "swa"
