@@ -96,15 +96,15 @@ def load_run(store: Store, run: RunRecord, registry=None) -> RunPlot:
 
 
 def spec_confusion(store: Store, run: RunRecord, split: str, registry=None) -> tuple[str, list[list[int]]] | None:
-    """(whose, confusion matrix) on `split` of the spec's model: its ensemble under the spec's strategy
-    (computed in memory when `apply` did not store it), or a lone member's selected checkpoint; None
-    when nothing has labelled predictions there."""
-    chosen = picks(store, run, registry, "selected")
+    """(whose, confusion matrix) on `split` of the spec's model: its ensemble under the spec's
+    `[ensemble] checkpoint` (the one the class-share bars show; computed in memory when `apply` did not
+    store it), or a lone member's selected checkpoint; None when nothing has labelled predictions there."""
+    if registry is None:  # the built-in strategies and metrics, for what is computed here (nothing is drawn of them)
+        registry = load_registry(None)
+    strategy = run.selected_strategy if run.ensemble_checkpoint == "selected" else run.ensemble_checkpoint
+    chosen = picks(store, run, registry, "selected" if strategy == run.selected_strategy else strategy)
     if not chosen:
         return None
-    if registry is None:  # the built-in metrics, for an ensemble computed here (its metrics are not drawn)
-        registry = load_registry(None)
-    strategy = run.selected_strategy
     results = RunResults(store, run, registry)
     if len(run.finished) > 1:
         results.add_spec_ensembles({strategy: chosen})

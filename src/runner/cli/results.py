@@ -253,8 +253,8 @@ def plot(
     out: Path = typer.Option(None, "--out", help="PNG file to write (default: <run_id>.png, or <sweep_id>.png, "
                                                  "beside the store); .pdf and .svg work too."),
 ):
-    """Learning curves and predicted class shares of a run, or a sweep's objective by trial and one slice per
-    parameter, as a PNG."""
+    """Learning curves, predicted class shares and the spec's model's confusion matrix of a run, or a sweep's
+    objective by trial and one slice per parameter, as a PNG."""
     # start-up time (runner.cli)
     from runner.analysis.plot import plot_run, target
     from runner.analysis.sweep_plot import load, plot_sweep
@@ -300,10 +300,11 @@ def report(
                                                  "beside the store). An existing file is replaced only when it is an "
                                                  "earlier report."),
 ):
-    """One self-contained HTML page of a run or a sweep (no network: plots embedded, style inline): the spec,
-    the members and their status, the strategies table with the best values marked, learning curves and class
-    shares, SWA and ensemble weights; a sweep's trials, best params and re-scoring table; a refit's or a
-    calibration's before and after. Readable on a phone, printable."""
+    """One self-contained HTML page of a run or a sweep (no network: plots embedded, style inline): the plots
+    first (learning curves, class shares, the confusion matrix), the members and their status, the strategies
+    table with the best values marked, per-class precision and recall, SWA and ensemble weights, the spec; a
+    sweep's trials, best params and re-scoring table; a refit's or a calibration's before and after. Readable
+    on a phone, printable. Writes nothing to the store."""
     # start-up time (runner.cli)
     from runner.analysis.plot import target
     from runner.analysis.report import build, check_out, write
