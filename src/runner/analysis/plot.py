@@ -67,6 +67,7 @@ class RunPlot:
     split: str  # the split of the class shares (test when it has labels)
     bars: list[tuple[str, list[int]]] = field(default_factory=list)  # (name, count per class); "true" first
     confusion: tuple[str, list[list[int]]] | None = None  # (whose, counts: rows true, columns predicted) on `split`
+    objective: str = "loss"  # the spec's loss, what the loss panel draws
 
 
 def load_run(store: Store, run: RunRecord, registry=None) -> RunPlot:
@@ -92,7 +93,7 @@ def load_run(store: Store, run: RunRecord, registry=None) -> RunPlot:
         if counts:
             bars.append((name, [counts.get(k, 0) for k in range(len(labels))]))
     return RunPlot(run_id, run.selection_metric, labels, members, epochs, split, bars,
-                   spec_confusion(store, run, split, registry))
+                   spec_confusion(store, run, split, registry), run.loss_name)
 
 
 def spec_confusion(store: Store, run: RunRecord, split: str, registry=None) -> tuple[str, list[list[int]]] | None:
@@ -152,7 +153,8 @@ def draw_loss(ax, data: RunPlot) -> None:
         x = [e["epoch"] for e in rows]
         ax.plot(x, [e["train_loss"] for e in rows], ls=":", color=c)
         ax.plot(x, [e["eval_loss"] for e in rows], color=c, marker="o", label=m["member"])
-    ax.set_title("loss (solid: valid, dotted: train)")
+    # the training objective (focal, smoothing and all), not the log-loss compare shows: named as such
+    ax.set_title(f"training objective, {data.objective} (solid: valid, dotted: train)")
     _epoch_axis(ax)
 
 

@@ -172,8 +172,8 @@ def render(view: SweepView) -> Group:
     table.add_column("trial", justify="right", no_wrap=True)
     table.add_column("status", overflow="fold")
     table.add_column("value", justify="right", no_wrap=True)
-    for col in params:  # a dotted key breaks at its dots: `members.a.train.learning_rate` is long
-        table.add_column(col.replace(".", ".\n"), justify="right", no_wrap=True)
+    for col in params:  # a long dotted key breaks at its dots: `members.a.train.learning_rate`
+        table.add_column(_wrap_key(col), justify="right", no_wrap=True)
     table.add_column("run", overflow="fold")
     for i, t in enumerate(view.trials):
         value = "" if t["value"] is None else f"{t['value']:.4f}"
@@ -217,6 +217,17 @@ def render(view: SweepView) -> Group:
                        f"{r['value']:.4f}", test, delta)
         parts.append(rs)
     return Group(*parts)
+
+
+def _wrap_key(key: str, width: int = 14) -> str:
+    """A dotted key on lines of at most `width` characters where its dots allow (`train.` / `learning_rate`)."""
+    lines: list[str] = []
+    for part in key.replace(".", ".\n").splitlines():
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:
