@@ -62,7 +62,7 @@ def predict(
     fmt = output_format(output, format)
     as_dir = _is_dir(source)
     store_path = store if store is not None else Path("results.duckdb")
-    check_output(output, input_file, None if as_dir else store_path)
+    target = check_output(output, input_file, None if as_dir else store_path)
     registry = _registry(None, plugins)
     writer = None
     if as_dir:
@@ -105,7 +105,7 @@ def predict(
             rows.append(("ensemble", "ensemble", choice.strategy, prediction.raw_probs))
         writer.log_input(run.run_id, run.dataset_id, inp.split, inp.content_hash, inp.source, inp.texts, inp.labels,
                          rows, choice.strategy, calibrated)
-    write_output(output_columns(prediction, choice.labels, members), output, fmt)
+    write_output(output_columns(prediction, choice.labels, members), target, fmt)
 
     what = f"run {choice.run.get('run_id')}" if not as_dir else f"export {source}"
     weights = ", ".join(f"{m.name} {w:.3f}" for m, w in zip(choice.members, choice.weights))
@@ -208,11 +208,11 @@ def export(
     from runner.use.export import check_target, size_of
     from runner.use.export import export as write
 
-    check_target(directory)
+    target = check_target(directory, store)
     registry = _registry(None, plugins)
     reader = Store(store).open_read()
     choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
-    manifest = write(choice, directory)
+    manifest = write(choice, target)
     table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
     for col in ("member", "checkpoint", "backbone", "weight", "calibrated"):
         table.add_column(col, justify="right" if col == "weight" else "left")

@@ -39,9 +39,10 @@ from runner.core.locks import file_lock
 from runner.errors import StoreError
 from runner.store import caches
 from runner.store.checkpoints import remove_under
+from runner.store.filecheck import TOKENIZED
 
 FORMAT = "runner-tokenized-1"  # also names the call: tokenizer(texts, truncation=True, max_length=L)
-TOKENIZED_DIR = "tokenized"
+TOKENIZED_DIR = TOKENIZED
 INFO = "tokenized.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MEMORY_LIMIT = 1 << 30  # bytes of tokens kept in process; the oldest go first

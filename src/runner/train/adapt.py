@@ -35,9 +35,10 @@ from runner.data.inputs import EXTENSIONS, read_input
 from runner.errors import DataError, InputError, SpecError
 from runner.spec.adapt import AdaptSpec
 from runner.store import caches
+from runner.store.filecheck import ADAPTED
 
 FORMAT = "runner-adapt-1"
-ADAPT_DIR = "adapted"
+ADAPT_DIR = ADAPTED
 INFO = "adapt.json"
 MAX_HELDOUT = 2000
 
