@@ -68,6 +68,9 @@ def file_target(path: str | os.PathLike, option: str, *, suffixes: Iterable[str]
     and folders are refused; `protect`: (what, path) pairs of other files never written (INPUT, a spec).
     """
     given = Path(path)
+    if isinstance(path, str) and path.endswith((os.sep, os.sep + ".", os.sep + "..")):  # Path() would drop it
+        raise InputError(f"{option} {_shown(given)}: names a folder ({path!r}); give a file name such as "
+                         f"{given / example}. Nothing was written.")
     suffixes = tuple(suffixes) if suffixes is not None else None
     protect = tuple((what, Path(p)) for what, p in protect if p is not None)
 
