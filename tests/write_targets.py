@@ -64,7 +64,7 @@ def make_decoys(root: Path, suffix: str, earlier: bytes = EARLIER, store_bytes: 
     (root / f"mine{suffix}").write_bytes(b"my own notes\n")
     (root / f"earlier{suffix}").write_bytes(earlier)
     (root / f"empty{suffix}").write_bytes(b"")
-    (root / f"empty.toml").write_bytes(b"")
+    (root / "empty.toml").write_bytes(b"")
     (root / f"ro_file{suffix}").write_bytes(earlier)
     (root / f"ro_file{suffix}").chmod(0o444)
     (root / "sub").mkdir(exist_ok=True)
