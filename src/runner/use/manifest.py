@@ -145,7 +145,7 @@ def _manifest(directory: Path) -> Manifest:
     if not path.is_file():
         raise InputError(f"{directory}: a folder, but not one written by `runner export` (it has no {MANIFEST})")
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = json.loads(path.read_bytes().decode("utf-8-sig"))  # a hand edit may add a byte-order mark
     except (ValueError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e}); the export is damaged: export the run again") from None
     except OSError as e:
