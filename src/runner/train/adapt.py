@@ -178,8 +178,8 @@ def cached(root: Path, key: str) -> Path | None:
 # -- gc ----------------------------------------------------------------------------------------
 
 
-def gc_plan(store) -> tuple[list[caches.GcEntry], list[Path]]:
+def gc_plan(store, held=None) -> tuple[list[caches.GcEntry], list[Path]]:
     """Every adapted folder beside `store` with the stores still using it (those with a member adapted
     from it), and the interrupted (`.partial`) ones (runner.store.caches.gc_plan)."""
     return caches.gc_plan(store, root_for(store.path), INFO, key_of=lambda folder: folder.name,
-                          keys_in=lambda s: s.adapt_keys())
+                          keys_in=lambda s: s.adapt_keys(), held=held)
