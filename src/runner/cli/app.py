@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.core import failures
+from runner.core.dirs import keep_caches_out_of_home
 from runner.errors import InputError
 
 app = typer.Typer(
@@ -139,6 +140,7 @@ def main_options(
     verbose: bool = typer.Option(False, "--verbose", help="Say more about what runner is doing."),
 ):
     """Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB."""
+    keep_caches_out_of_home()  # before any command imports a library that caches under $HOME
     options.debug = debug or os.environ.get("RUNNER_DEBUG", "") not in ("", "0")
     options.verbose = verbose
 
