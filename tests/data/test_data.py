@@ -632,3 +632,21 @@ def test_a_tiny_dataset_is_a_clear_error(n, tmp_path, write_spec, run_cli):
     write_csv(tmp_path / "tiny.csv", labelled(["neg", "pos", "meh"][:n], n))
     err = validate_fails(run_cli, data_spec(write_spec, valid=0.25))
     assert "tiny.csv" in err and "too little data" in err and "data.valid" in err
+
+
+@pytest.mark.parametrize("newlines", [False, True])
+def test_a_csv_cell_of_10_mb_is_read_whole(tmp_path, write_spec, registry, run_cli, newlines):
+    """pyarrow reads a csv in 1 MiB blocks and refused a row longer than one ("straddles two block
+    boundaries"); a cell of any size is read, quoted line breaks included, for training and for predict."""
+    big = ("a long review, " + ("with a line break\n" if newlines else "") + "on and on. ") * 400_000
+    assert len(big.encode()) > 10_000_000
+    rows = labelled(["neg", "pos"])
+    rows[5]["text"] = big
+    write_csv(tmp_path / "tiny.csv", rows)
+    data = load(data_spec(write_spec), registry)
+    assert big in data.splits["train"].texts + data.splits["valid"].texts
+    assert len(data.splits["train"]) + len(data.splits["valid"]) == 40
+    from runner.data.inputs import read_input
+
+    got = read_input(tmp_path / "tiny.csv", ["neg", "pos"], registry)
+    assert got.texts[5] == big and got.labels.tolist() == [i % 2 for i in range(40)]

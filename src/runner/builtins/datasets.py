@@ -143,12 +143,25 @@ def _read_csv(path: Path, text: str, ctx: LoadContext, options):
     import pyarrow.csv as pacsv
 
     columns = {ctx.data.text_column: pa.string(), ctx.data.label_column: pa.string()}
-    try:
+    data = text.encode("utf-8")
+
+    def read(block_size: int | None):
         return pacsv.read_csv(
-            pa.BufferReader(text.encode("utf-8")),
+            pa.BufferReader(data),
+            read_options=pacsv.ReadOptions(block_size=block_size) if block_size else None,
             parse_options=pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(column_types=columns, strings_can_be_null=False),
         )
+
+    try:
+        try:
+            return read(None)
+        except pa.ArrowInvalid as e:
+            if "straddl" not in str(e):
+                raise
+            # a row longer than pyarrow's block (1 MiB by default): one block holds the whole file (the
+            # bytes are in memory already); pyarrow's block size is a 32-bit count
+            return read(min(len(data) + 1, 2**31 - 1))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
         msg = str(e).strip().splitlines()[0]
         if "Empty CSV file" in msg or not text.strip():
