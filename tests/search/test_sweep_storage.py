@@ -123,3 +123,10 @@ def test_a_sweep_whose_journal_was_cut_resumes_and_says_so(journal, tmp_path):
     assert statuses.count("finished") == 2, statuses
     again = subprocess.run(["tail", "-c", "1", str(work / "journal.log")], capture_output=True)
     assert again.stdout == b"\n" and os.path.getsize(work / "journal.log") > start
+
+
+def test_a_bad_range_is_one_problem_with_no_empty_space_after_it(tmp_path):
+    """The range is the problem; the space is not also "empty" because the bad entry was set aside."""
+    spec = write_spec(tmp_path, space='"train.learning_rate" = { low = 1e-2, high = 1e-3 }')
+    code, _, err = cli("validate", spec, "--store", tmp_path / "results.duckdb", "--no-check-models")
+    assert code == 2 and "1 problem" in err and "must be below high" in err and "at least 1 item" not in err, err

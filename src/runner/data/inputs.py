@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.data.labels import LabelMap, LabelValueError, describe, label_key
+from runner.core.files import WHY, special_kind
+from runner.data.labels import LabelMap, LabelValueError, describe, label_key, shown
 from runner.errors import DataError, InputError
 from runner.plugins.contexts import LoadContext
 from runner.spec.models import DataSpec
@@ -61,6 +62,8 @@ def read_input(path: Path, label_names: list[str], registry, source: str | None 
         raise InputError(f"INPUT {path}: file not found")
     if path.is_dir():
         raise InputError(f"INPUT {path}: is a folder; give a csv, jsonl or parquet file")
+    if special_kind(path):
+        raise InputError(f"INPUT {path}: is {special_kind(path)}, not a regular file; {WHY}")
     if source is None:
         source = EXTENSIONS.get(path.suffix.lower())
         if source is None:
@@ -125,9 +128,9 @@ def _checked(path: Path, source: str, rows, label_names: list[str], text_column:
             continue
         label_id = lmap.id_of(key)
         if label_id is None:
-            shown = ", ".join(label_names[:20]) + (", ..." if len(label_names) > 20 else "")
-            raise DataError(f"{where}: column {label_column!r} (--label-column) has {key!r}, which is not one of the "
-                            f"run's labels ({shown}; an integer is taken as an index 0..{len(label_names) - 1})")
+            names = ", ".join(label_names[:20]) + (", ..." if len(label_names) > 20 else "")
+            raise DataError(f"{where}: column {label_column!r} (--label-column) has {shown(key)}, which is not one of "
+                            f"the run's labels ({names}; an integer is taken as an index 0..{len(label_names) - 1})")
         labels.append(label_id)
     if missing and len(missing) < len(texts):
         raise DataError(f"INPUT {path}: {len(missing)} of {len(texts)} rows have no {label_column!r} (the first is "

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from runner.core.files import WHY, special_kind
 from runner.data.inputs import EXTENSIONS, read_input
 from runner.errors import DataError, InputError, SpecError
 from runner.spec.adapt import AdaptSpec
@@ -139,12 +140,22 @@ def read_extra(path: Path, text_column: str, registry) -> list[str]:
     """The texts of an `extra` file: csv/jsonl/parquet by extension (the text column), else one text
     per line (UTF-8; blank lines skipped)."""
     if not path.is_file():
-        raise InputError(f"{path}: file not found" if not path.exists() else f"{path}: is not a file")
+        kind = special_kind(path)
+        raise InputError(f"{path}: is {kind}, not a regular file; {WHY}" if kind else f"{path}: file not found"
+                         if not path.exists() else f"{path}: is not a file")
     if path.suffix.lower() in EXTENSIONS:
         # no label column is read: the file may have one or not, with any values
         return read_input(path, [], registry, text_column=text_column, label_column="runner-no-label").texts
-    with open(path, encoding="utf-8-sig") as f:
-        return [line.rstrip("\r\n") for line in f if line.strip()]
+    texts = []
+    for n, raw in enumerate(path.read_bytes().removeprefix(b"\xef\xbb\xbf").splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{path}: line {n} is not valid UTF-8 text (byte {e.start + 1} of the line); "
+                             "re-save the file as UTF-8") from None
+        if line.strip():
+            texts.append(line)
+    return texts
 
 
 def _hold_out(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
