@@ -62,8 +62,8 @@ def test_the_writer_writes_what_the_rules_allow_and_nothing_else(path, with_suff
             event(why or "written")
             before = snapshot(root)
             try:
-                target = file_target(text, "--out", suffixes=suffixes, recognise=recognised, store=root / "results.duckdb",
-                                     protect=[("SPEC", root / "spec.toml")])
+                target = file_target(text, "--out", suffixes=suffixes, recognise=recognised,
+                                     store=root / "results.duckdb", protect=[("SPEC", root / "spec.toml")])
                 written = write_file(target, lambda f: f.write(EARLIER + b"new\n"))
             except InputError as e:
                 assert why is not None, f"{text!r} refused, though the rules allow it: {e}"

@@ -217,9 +217,12 @@ def plot(
     data = load(st, record) if kind == "sweep" else None  # a sweep with no finished trial: exit 2, before --out
     if out is None:
         out = store.parent / f"{stem}.png"
-    out = file_target(out, "--out", suffixes=FIGURE_SUFFIXES, recognise=is_plot, made_by="an image `runner plot` wrote",
-                      store=store, example=f"{stem}.png")
-    plot_run(st, record, out) if kind == "run" else plot_sweep(data, out)
+    out = file_target(out, "--out", suffixes=FIGURE_SUFFIXES, recognise=is_plot, store=store,
+                      made_by="an image `runner plot` wrote", example=f"{stem}.png")
+    if kind == "run":
+        plot_run(st, record, out)
+    else:
+        plot_sweep(data, out)
     say(f"wrote {out.given}")
     note(aside)
     note(st.notice)  # an older store, read through an upgraded copy in memory
@@ -257,8 +260,8 @@ def report(
     stem = record.run_id if kind == "run" else record["sweep_id"]
     if out is None:
         out = store.parent / f"{stem}.html"
-    out = file_target(out, "--out", suffixes=(".html", ".htm"), recognise=is_report, made_by="a page `runner report` wrote",
-                      store=store, example="report.html")
+    out = file_target(out, "--out", suffixes=(".html", ".htm"), recognise=is_report, store=store,
+                      made_by="a page `runner report` wrote", example="report.html")
     text = build(st, kind, record, registry)
     write_text(out, text)
     say(f"wrote {out.given} ({len(text.encode()) / 1e6:.1f} MB, self-contained: open it in any browser, offline)")

@@ -198,8 +198,8 @@ def schema(
     if spec is not None and not spec.is_file():
         raise InputError(f"SPEC {spec}: no such file")
     target = None if out is None else file_target(
-        out, "--out", suffixes=(".json",), recognise=is_schema, made_by="a schema `runner schema` wrote", protect=[("SPEC", spec)],
-        example="runner.schema.json")
+        out, "--out", suffixes=(".json",), recognise=is_schema, made_by="a schema `runner schema` wrote",
+        protect=[("SPEC", spec)], example="runner.schema.json")
     text = json.dumps(spec_schema(_registry(spec, plugins)), indent=2, ensure_ascii=False) + "\n"
     if target is None:
         sys.stdout.write(text)

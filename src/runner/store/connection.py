@@ -182,8 +182,8 @@ class StoreFile:
         inside = store_folder_of(Path(os.path.realpath(self.path.absolute().parent)))
         if inside is not None:
             raise StoreFileError(f"--store {text}: is inside {inside}, the {inside.name}/ folder of the store beside "
-                                 "it, which runner fills and cleans up (a member's folder is deleted when it restarts); "
-                                 "give a store path outside it. Nothing was changed.")
+                                 "it, which runner fills and cleans up (a member's folder is deleted when it "
+                                 "restarts); give a store path outside it. Nothing was changed.")
 
     def _missing(self) -> StoreFileError:
         return StoreFileError(f"{self.path}: no store here yet; `runner apply SPEC --store {self.path}` "

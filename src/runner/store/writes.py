@@ -64,8 +64,9 @@ def file_target(path: str | os.PathLike, option: str, *, suffixes: Iterable[str]
     """The file `path` (given as `option`) checked for writing; InputError with what to do otherwise.
 
     `suffixes`: the names allowed (lower case, with the dot); `recognise(path)`: whether an existing file
-    is an earlier output of the command (`made_by` says what that is: "a page `runner report` wrote"); `store`: the store whose file
-    and folders are refused; `protect`: (what, path) pairs of other files never written (INPUT, a spec).
+    is an earlier output of the command (`made_by` says what that is: "a page `runner report` wrote");
+    `store`: the store whose file and folders are refused; `protect`: (what, path) pairs of other files
+    never written (INPUT, a spec); `example`: a file name the message suggests for a folder.
     """
     given = Path(path)
     if isinstance(path, str) and path.endswith((os.sep, os.sep + ".", os.sep + "..")):  # Path() would drop it

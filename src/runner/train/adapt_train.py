@@ -192,7 +192,8 @@ def ensure(adaptation: Adaptation, job, say: Callable[[str], None]) -> Path:
             "transductive, so its test numbers are not those of unseen text")
     # Under torchrun only rank 0 takes the lock and looks in the cache; every rank trains (DDP) what
     # is missing, and rank 0 alone writes the folder (runner.train.ranks).
-    with file_lock(caches.lock_path(root, key), f"adaptation {key}", wait_s=24 * 3600) if ranks.writes() else nullcontext():
+    lock = caches.lock_path(root, key)
+    with file_lock(lock, f"adaptation {key}", wait_s=24 * 3600) if ranks.writes() else nullcontext():
         folder = ranks.agree(cached(root, key) if ranks.writes() else None)
         if folder is not None:
             say(f"adapt: reused {key} ({job.member.name})")

@@ -40,8 +40,9 @@ def check_output(output: Path | None, input_path: Path, store_path: Path | None)
     INPUT, the store or its folders, and an existing file only when it is an earlier prediction."""
     if output is None:
         return None
-    return file_target(output, "--output", recognise=is_predictions_file, made_by="one `runner predict` wrote (its first columns are row, label)",
-                       store=store_path, protect=[("INPUT", input_path)], example="predictions.csv")
+    return file_target(output, "--output", recognise=is_predictions_file, store=store_path,
+                       made_by="one `runner predict` wrote (its first columns are row, label)",
+                       protect=[("INPUT", input_path)], example="predictions.csv")
 
 
 def is_predictions_file(path: Path) -> bool:
