@@ -112,8 +112,8 @@ def _file_target(given: Path, option: str, suffixes, recognise, made_by: str, st
     if not stat.S_ISREG(mode):
         raise refuse("is not a regular file (a socket or a device); give a file name")
     if st_.st_nlink > 1:
-        raise refuse(f"the file has {st_.st_nlink - 1} other hard link(s); writing it would change what they name "
-                     "too: give a new file name")
+        raise refuse(f"the file has {st_.st_nlink - 1} other name(s) (hard links), so it is also another file "
+                     "(the store, a spec, a user's file); runner replaces no such file: give a new file name")
     if st_.st_size > 0 and (recognise is None or not recognise(final)):
         raise refuse(f"the file exists and is not {made_by}; nothing is overwritten but an earlier output of the "
                      "command: give another file name, or remove it first")
