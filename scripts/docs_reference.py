@@ -65,6 +65,11 @@ def _param_rows(command, ctx) -> list[list[str]]:
     return rows
 
 
+def _summary(command) -> str:
+    """A command's first paragraph of help, as `runner --help` lists it."""
+    return (command.help or "").strip().split("\n\n")[0]
+
+
 def cli() -> str:
     """Every command of `runner`, in `runner --help`'s order: usage, its help, its arguments and options."""
     import typer
@@ -79,7 +84,9 @@ def cli() -> str:
     parts = ["## runner\n", text(group.help or "") + "\n",
              "Options of `runner` itself, given before or after the command:\n",
              table(header, _param_rows(group, root)),
-             "Commands: " + ", ".join(f"[`{n}`](#runner-{n})" for n in commands) + ".\n"]
+             "The commands, each with its first line of help:\n",
+             table(["command", "does"], [[f"[`runner {n}`](#runner-{n})", _summary(group.get_command(root, n))]
+                                         for n in commands])]
     for name in commands:
         command = group.get_command(root, name)
         ctx = typer.Context(command, info_name=name, parent=root)
@@ -244,7 +251,11 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
                                                                              "in label order"}),
     "epochs": ("member × epoch (a view): `eval_<metric>` and `test_<metric>` for every registered metric", {}),
     "selections": ("member × strategy: the checkpoint every registered strategy picks (ties go to the earliest "
-                   "epoch); a strategy registered later is filled in by the first command that needs it", {}),
+                   "epoch), written when the member finishes; a strategy registered later is computed from the "
+                   "stored epochs by each command that needs it, and not stored", {}),
+    "confusion": ("checkpoint or ensemble × split × true label × predicted label, for every prediction "
+                  "of a labelled example, `runner predict`'s labelled files included; pairs never seen have no row",
+                  {"n": "how many examples"}),
     "ensemble_weights": ("member of an ensemble", {"method": "`given`, `equal` or `fit`"}),
     "inputs": ("file `runner predict` stored", {"split": "`input-<hash>`: its texts are in `examples`, its "
                                                          "probabilities in `predictions`"}),
