@@ -253,8 +253,8 @@ def test_texts_test_is_recorded_and_readme_warns(case, repo):
     rows = st.query_dicts("SELECT settings, sources FROM adaptations")
     assert rows and all(json.loads(r["settings"])["texts"] == ["test"] and list(json.loads(r["sources"])) == ["test"]
                         for r in rows)
-    readme = (repo / "README.md").read_text()
-    assert 'texts = ["test"]' in readme and "transductive" in readme
+    guide = (repo / "docs" / "how-to" / "adapt.md").read_text()
+    assert 'texts = ["test"]' in guide and "transductive" in guide
 
 
 def test_hf_member_adapts_from_a_tiny_model_saved_in_a_temporary_folder(tmp_path):
