@@ -1,5 +1,5 @@
 """The tested dependency set is pinned: requirements.lock (scripts/lock.sh, uv pip compile) holds a
-version of every package pyproject.toml requires, with the `dev` extra (which holds the `ray` and `docs`
+version of every package pyproject.toml requires, with the `dev` extra (which holds the `ray`, `postgres` and `docs`
 extras), inside the range pyproject gives; torch and the CUDA-only packages are not in it (scripts/setup.sh installs torch
 first, pinned, and a lock must never pull a CUDA build onto a CPU machine)."""
 

@@ -326,6 +326,16 @@ def test_bad_adapt_inputs_exit_2_naming_the_key(tmp_path):
         assert "Traceback" not in err and not (tmp_path / "r.duckdb").exists()
 
 
+def test_an_extra_file_that_is_not_utf8_or_a_fifo_is_named_with_its_line(tmp_path):
+    (tmp_path / "notes.txt").write_bytes(b"a good line\nanother\n\xff\xfe not text\n")
+    os.mkfifo(tmp_path / "pipe.txt")
+    for name, words in (("notes.txt", ["notes.txt", "line 3", "UTF-8"]), ("pipe.txt", ["pipe.txt", "named pipe"])):
+        spec = tmp_path / "bad.toml"
+        spec.write_text(SPEC.format(name="bad", adapt=f'[adapt]\nextra = ["{name}"]', size=120))
+        code, _, err = cli("validate", spec, "--store", tmp_path / "r.duckdb")
+        assert code == 2 and "adapt.extra[0]" in err and all(w in err for w in words), err
+
+
 def test_a_killed_adaptation_resumes(tmp_path):
     """SIGKILL after the first adapt epoch's checkpoint; the same apply resumes the adaptation from it:
     every epoch's loss stored once, the cache folder complete, no partial folder left."""
