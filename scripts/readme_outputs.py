@@ -172,7 +172,7 @@ def allowed(number: "Number", name: str) -> float:
 RULES: list[tuple[str, re.Pattern]] = [(k, re.compile(p, re.I)) for k, p in [
     ("exact", r"\(true\s*$"),                        # a true class share in a header: the data's, exact
     ("exact", r"\bw=[\d.,]*$|^ensemble$"),            # given weights, in an ensemble's name (w=0.5,0.3,0.2)
-    ("bootstrap_p", r"P\(Δ ≤ 0\)"),                  # a bootstrap probability, not a share of examples
+    ("bootstrap_p", r"P\(Δ\s*≤\s*0\)"),                  # a bootstrap probability, not a share of examples
     ("probability", r"predict_proba|\bp_\w+"),
     ("weight", r"\bweights?\b"),
     ("temperature", r"^T$"),
@@ -320,7 +320,8 @@ RUN_NAME = re.compile(r"\b[\w-]+-t\d+-[0-9a-f]{8}\b")  # a sweep trial's run: <n
 STATUS = re.compile(r"\b(finished|pruned|failed|running)\b")
 # An integer is compared exactly, but for a selected epoch: chosen from near-tie validation values (the
 # checkpoint epoch-N, a table's epoch column, a refit's epochs by its parent's strategy).
-SELECTED_HEADER = re.compile(r"^(epoch|best_epoch)$")
+SELECTED_HEADER = re.compile(r"^(epoch|best_epoch|ep)$")
+RULE_LINE = re.compile(r"^─{10,}$")  # under the header of a table runner.analysis.tables draws
 SELECTED_TEXT = re.compile(r"epochs by [\w-]+:[^;.]*$")
 SUFFIX_RULES = [("exact", re.compile(r"^ (KB|MB|GB)\b"))]  # a file size: deterministic
 
@@ -401,9 +402,36 @@ def _rich_context(lines: list[str], i: int, x: int) -> tuple[str, list[str], str
     return header, [c for c in cells if c and not FLOAT.fullmatch(c)], " ".join(title)
 
 
-def _column_context(lines: list[str], i: int, x: int, name: str) -> tuple[str, list[str], str] | None:
+def _ruled_context(lines: list[str], i: int, x: int, end: int) -> tuple[str, list[str], str] | None:
+    """For a number spanning columns x..end in a table runner.analysis.tables draws (header lines, a rule
+    of ─, then rows; numeric columns right-aligned, their header words ending where the numbers end):
+    "(header)" on a header line, else (the header words that end where it ends, top to bottom, the row's
+    text cells, ""); None outside such a table."""
+    below = next((j for j in range(i + 1, min(i + 4, len(lines))) if RULE_LINE.match(lines[j])
+                  or not lines[j].strip()), None)
+    if below is not None and RULE_LINE.match(lines[below]) and not lines[i].startswith("Run "):
+        return "(header)", [], ""  # up to three header lines; a title above them is running text
+    rule = next((j for j in range(i - 1, -1, -1) if RULE_LINE.match(lines[j])), None)
+    if rule is None:
+        return None
+    head = rule
+    while head > 0 and rule - head < 4 and lines[head - 1].strip() and not lines[head - 1].startswith("Run "):
+        head -= 1
+    if lines[i].lstrip().startswith("["):  # an interval on the line under its estimate: that column's
+        end = len(lines[i].rstrip())
+    words = [w.group() for line in lines[head:rule] for w in re.finditer(r"\S+", line) if w.end() == end]
+    row = [w for w in lines[i].split() if not TOKEN.fullmatch(w.strip("[],"))]
+    return " ".join(words), row, ""
+
+
+def _column_context(lines: list[str], i: int, x: int, name: str, end: int | None = None
+                    ) -> tuple[str, list[str], str] | None:
     """Header, row text cells and title of the table cell at (i, x), or None in running text."""
     line = lines[i]
+    if end is not None and not line.startswith(("┃", "│", "|")):
+        ruled = _ruled_context(lines, i, x, end)
+        if ruled is not None:
+            return ruled
     if line.startswith("┃"):
         return "(header)", [], ""
     if line.startswith("│"):
@@ -432,7 +460,7 @@ def numbers(block: str, name: str) -> list[Number]:
     found = []
     for i, line in enumerate(lines):
         for m in TOKEN.finditer(line):
-            where = _column_context(lines, i, m.start(), name)
+            where = _column_context(lines, i, m.start(), name, m.end())
             prefix = line[:m.start()]
             if "." not in m.group():  # an integer: compared exactly, as text, unless a selected epoch
                 if (prefix.endswith("epoch-") or (where is not None and SELECTED_HEADER.match(where[0]))
@@ -453,6 +481,8 @@ def numbers(block: str, name: str) -> list[Number]:
                 kind = "share"  # a class share
             elif header == "value":  # a sweep's objective or a strategy's metric: named by the row or title
                 kind = _by_rules(" ".join(row), latest=False) or _by_rules(title, latest=False)
+            elif not header and row:  # a line of its own in a ruled table (calibrate's `T 0.733`)
+                kind = _by_rules(" ".join(row), latest=False) or _by_rules(prefix, latest=True)
             else:
                 kind = _by_rules(header, latest=False)
             found.append(Number(m.group(), kind, header, i, m.start(), m.end()))
@@ -463,23 +493,32 @@ def ranked_frame(block: str) -> list[str]:
     """What a RANKED block must keep: its lines with every number, trial status and sweep run masked
     (a blank table cell counts as a masked number: a pruned trial has no value) and runs of spaces
     made one (the table borders keep the column widths), the rows of each table in sorted order,
-    running text joined (its wrapping follows the numbers' widths)."""
-    masked = RUN_NAME.sub("<run>", STATUS.sub("<status>", ANY_NUMBER.sub("#", block)))
-    masked = re.sub(r" +", " ", re.sub(r"│ +(?=│)", "│#", masked))  # borders keep the widths
+    running text joined (its wrapping follows the numbers' widths). In a table runner.analysis.tables
+    draws (a rule of ─ under its header, as wide as the values make the table), a row is a line under
+    the rule whose cells are two or more spaces apart, kept as its cells that are not numbers."""
     frame, rows, text = [], [], []
-    for line in masked.split("\n") + [""]:
-        if line.startswith("│"):
-            rows.append(line)
+    ruled = False
+    for line in block.split("\n") + [""]:
+        masked = RUN_NAME.sub("<run>", STATUS.sub("<status>", ANY_NUMBER.sub("#", line)))
+        masked = re.sub(r" +", " ", re.sub(r"│ +(?=│)", "│#", masked))  # borders keep the widths
+        if masked.startswith("│"):
+            rows.append(masked)
+            continue
+        if ruled and re.search(r"\S {2,}\S", line):
+            cells = [RUN_NAME.sub("<run>", STATUS.sub("<status>", ANY_NUMBER.sub("#", c)))
+                     for c in re.split(r" {2,}", line.strip())]
+            rows.append(" ".join(c for c in cells if re.sub(r"[#\[\],\s]", "", c)))
             continue
         frame += sorted(rows)
         rows = []
-        if line.strip() and line.lstrip()[0] not in "┏┃┡└":
-            text.append(line.strip())
+        ruled = bool(RULE_LINE.match(line))
+        if line.strip() and not RULE_LINE.match(line) and line.lstrip()[0] not in "┏┃┡└":
+            text.append(masked.strip())
             continue
         if text:
             frame.append(" ".join(text))
             text = []
-        frame.append(line)
+        frame.append("─" if RULE_LINE.match(line) else masked)  # a rule's length follows the values' widths
     return frame
 
 

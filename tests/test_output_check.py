@@ -134,25 +134,24 @@ def test_the_measured_configurations_pass_against_each_other_and_measured_covers
 def test_bold_follows_the_values():
     """A markdown table marks each column's best value in bold: which cell that is may change."""
     block = BLOCKS["compare-markdown"]
-    other = block.replace("| **0.7694** | **0.7327** |", "| 0.7694 | 0.7327 |").replace(
-        "| 0.7672 | 0.7320 |", "| **0.7694** | **0.7346** |")
+    other = block.replace("| 0.7483 | **0.7694** |", "| 0.7483 | 0.7694 |").replace(
+        "| **0.6203** | 0.0466 |", "| 0.6203 | **0.0466** |")
     assert other != block and ro.stale_blocks(TEXT, {**BLOCKS, "compare-markdown": other}) == []
 
 
 @pytest.mark.parametrize("name,old,new", [
-    ("apply", "test_accuracy 0.7672", "test_accuracy 0.7872"),                 # an accuracy by 0.02
-    ("compare", "│   0.7320 │   0.6203 │", "│   0.7520 │   0.6203 │"),         # an F1 by 0.02
+    ("apply", "test_accuracy 0.7694", "test_accuracy 0.7894"),                 # an accuracy by 0.02
+    ("compare", "0.7053  0.6789", "0.7253  0.6789"),                           # an F1 by 0.02
     ("apply", "test_log_loss 0.6203", "test_log_loss 0.6403"),                # a log-loss by 0.02
-    ("predict", "bert-h64 0.155, roberta-h64 0.240", "bert-h64 0.175, roberta-h64 0.240"),  # a weight
+    ("predict", "bert-h64 0.155, roberta-h64 0.239", "bert-h64 0.175, roberta-h64 0.239"),  # a weight
     ("predict", "│           27.3% │", "│           29.3% │"),                 # a class share by 2 points
-    ("apply", "│      5 │  epoch-5 │", "│      4 │  epoch-5 │"),                 # an integer (epochs)
+    ("apply", "       5   epoch-5", "       4   epoch-5"),                       # an integer (epochs)
     ("sql-ensemble-by-hand", "451", "450"),                                      # a count
-    ("compare", "│ best_eval_accuracy_smoothed │", "│ best_eval_accuracy_average  │"),  # a strategy name
+    ("compare", "\nbest_eval_loss\n", "\nbest_eval_log_loss\n"),                   # a strategy name
     ("apply", "(fit weights:", "(given weights:"),                               # a word
     ("compare-markdown", "| tvd |", "| tvd | extra |"),                          # a column
-    ("apply-sweep", "│ swa                                  │",
-     "│ swa_ema                              │"),                                   # a strategy (sweep)
-    ("apply-sweep", "┃ trial ┃", "┃ Trial ┃"),                                   # a header (sweep)
+    ("apply-sweep", "\nswa                    ", "\nswa_ema                "),  # a strategy (sweep)
+    ("apply-sweep", "trial  status", "Trial  status"),                          # a header (sweep)
     ("sql-trial-params", "loss.gamma  ", "loss.beta   "),                        # a parameter (sweep)
 ])
 def test_a_real_change_fails(name, old, new):
@@ -168,11 +167,13 @@ def test_a_sweep_passes_with_other_values_statuses_order_and_redrawn_trials_up_t
     the runs of all but the tolerated number of trials, may not."""
     block = BLOCKS["apply-sweep"]
     lines = block.split("\n")
-    rows = [i for i, line in enumerate(lines) if line.startswith("│") and "quickstart-sweep-t" in line]
+    rows = [i for i, line in enumerate(lines) if line.lstrip()[:1].isdigit() and "quickstart-sweep-t" in line]
     reordered = lines[:]
     reordered[rows[0]], reordered[rows[-1]] = lines[rows[-1]], lines[rows[0]]
-    other = "\n".join(reordered).replace("│     8 │ finished │ 0.7350 │", "│     8 │ pruned   │        │")
-    other = other.replace("0.390", "0.123").replace("(0.7506)", "(0.7461)")
+    other = "\n".join(reordered)
+    assert "finished  0.7350" in other
+    other = other.replace("finished  0.7350", "pruned          ").replace("0.393", "0.123")
+    other = other.replace("(0.7528)", "(0.7461)")
     allowed = int(ro.tolerance("redrawn", "apply-sweep"))
     runs = sorted(set(ro.RUN_NAME.findall(block)))
     for run in runs[:allowed]:
@@ -185,9 +186,9 @@ def test_a_sweep_passes_with_other_values_statuses_order_and_redrawn_trials_up_t
 
 
 def test_a_changed_layout_fails():
-    """Table borders carry the column widths: one more character in one is a different table."""
+    """A table's rule carries its width: one more character is a different table."""
     block = BLOCKS["ensemble"]
-    wider = block.replace("┏━━━━━━━━━━━━━━━┳", "┏━━━━━━━━━━━━━━━━┳", 1)
+    wider = block.replace("──\n", "───\n", 1)
     assert wider != block
     assert ro.stale_blocks(TEXT.replace(block, wider, 1), BLOCKS) == ["ensemble"]
 
@@ -212,14 +213,14 @@ def test_markers_across_several_files(tmp_path):
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "3 output blocks match" in ok.stdout
 
-    second.write_text(second.read_text(encoding="utf-8").replace("0.2397", "0.3397"), encoding="utf-8")
+    second.write_text(second.read_text(encoding="utf-8").replace("0.2395", "0.3395"), encoding="utf-8")
     stale = subprocess.run(script + ["--check", "--from", str(dump), str(first), str(second)],
                            capture_output=True, text=True)
     assert stale.returncode == 1
     assert re.search(r"out of date: (.*?);", stale.stdout).group(1) == "guide.md:load", stale.stdout
 
     rewritten = subprocess.run(script + ["--from", str(dump), str(second)], capture_output=True, text=True)
-    assert rewritten.returncode == 0 and "0.2397" in second.read_text(encoding="utf-8")
+    assert rewritten.returncode == 0 and "0.2395" in second.read_text(encoding="utf-8")
 
     second.write_text("<!-- output: no-such-block -->\n```\nx\n```\n", encoding="utf-8")
     unknown = subprocess.run(script + ["--check", "--from", str(dump), str(second)], capture_output=True, text=True)

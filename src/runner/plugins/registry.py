@@ -328,4 +328,9 @@ def describe_loaded(registry: Registry) -> str | None:
     if not registry.plugin_files:
         return None
     names = ", ".join(p.name for p in registry.plugin_files)
-    return f"plugins: loaded {names} from {registry.plugins_dir}"
+    folder = Path(registry.plugins_dir)
+    try:  # the folder as the user would type it: relative to where they are when it is below it
+        folder = folder.resolve().relative_to(Path.cwd().resolve())
+    except (OSError, ValueError):
+        pass
+    return f"plugins: loaded {names} from {folder}"
