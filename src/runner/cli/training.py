@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -28,6 +29,7 @@ from runner.cli.app import (
     overrides_of,
     say,
 )
+from runner.core import failures
 from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
 
@@ -67,9 +69,13 @@ def apply(
     # what each extra worker runs: this command without --workers (runner.search.workers)
     argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
     argv += [x for text in (set_ or []) for x in ("--set", text)]
-    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err, show_test=show_test), say=say,
-                       verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
-                       backend=backend.value if backend is not None else None, address=address)
+    # what resumes this run when it is interrupted: this command, and never with --force (a new run)
+    resume = ["runner", *argv] + (["--backend", backend.value] if backend else []) + (["--address", address]
+                                                                                     if address else [])
+    with failures.resume_with(shlex.join(resume)):
+        result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err, show_test=show_test),
+                           say=say, verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
+                           backend=backend.value if backend is not None else None, address=address)
     # start-up time (runner.cli)
     from runner.analysis.summary import summary_table
 

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from runner.core import failures
 from runner.core.environment import environment
 from runner.core.locks import file_lock
+from runner.errors import StoreError
 from runner.posthoc.ensemble import build_ensemble
 from runner.run.plan import check_paths, new_run_id, run_id_for
 from runner.scale.backend import Backend, LocalBackend
@@ -84,6 +85,18 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
     """Train every member of the run not yet finished (resuming an interrupted one), then its
     ensemble; `apply` and `refit` share it. `backend` trains the members (runner.scale.backend: one
     after another in this process by default, or at once as Ray tasks)."""
+    try:
+        return _train_run(p, store, run_id, progress, say, verbose, on_epoch, backend)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run is not left looking alive
+        try:
+            store.mark_interrupted(run_id, f"interrupted ({failures.signal_name(e)})")
+        except StoreError:
+            pass  # another process holds the store: the run stays 'running', and a re-run resumes it all the same
+        failures.interrupted_run(e, run_id)
+        raise
+
+
+def _train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool, on_epoch, backend) -> ApplyResult:
     resolved = p.resolved
     store.set_run_status(run_id, "running")
     result = ApplyResult(run_id, "finished")

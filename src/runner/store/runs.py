@@ -90,6 +90,15 @@ class Runs:
                 [status, selected_checkpoint, error, now(), run_id, member],
             )
 
+    def mark_interrupted(self, run_id: str, why: str) -> None:
+        """A run stopped by a signal: its members still `running` and the run become `failed` with `why`,
+        so nothing is left looking alive; a re-run of `apply` resumes them from their stored epochs."""
+        with self.transaction() as con:
+            con.execute("UPDATE members SET status = 'failed', error = ?, finished_at = ? "
+                        "WHERE run_id = ? AND status = 'running'", [why, now(), run_id])
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+                        [why, now(), run_id])
+
     def set_swa_epochs(self, run_id: str, member: str, epochs: list[int]) -> None:
         with self.transaction() as con:
             con.execute("UPDATE members SET swa_epochs = ? WHERE run_id = ? AND member = ?", [epochs, run_id, member])
