@@ -31,6 +31,7 @@ import numpy as np
 from runner.core.quiet import quiet_loading
 from runner.errors import InputError
 from runner.store.checkpoints import TRAINER_STATE
+from runner.train import tokenizer_files
 from runner.use.choice import Calibration, Choice, MemberChoice
 from runner.use.predict import Predictor
 from runner.version import __version__
@@ -118,6 +119,8 @@ def export(choice: Choice, directory: Path) -> dict:
                     shutil.copy2(f, target / f.name)
             if not (target / "model.safetensors").is_file():
                 raise InputError(f"{m.path}: member {m.name!r} has no model.safetensors to export")
+            if m.info.get("max_length"):  # a run trained before runner wrote them so: its copies set here
+                tokenizer_files.fit_to_max_length(target, m.info["max_length"])
             origin = m.info.get("origin")
             if _plugin_file(origin):
                 (tmp / "plugins").mkdir(exist_ok=True)
