@@ -134,6 +134,8 @@ def validate(
     from runner.plugins.registry import describe_loaded
 
     p = run_validate(spec, store, plugins, check_models=check_models, overrides=overrides_of(set_))
+    for line in p.checked.warnings if p.checked is not None else []:  # even with --quiet
+        say(f"warning: {line}")
     if quiet:
         return
     if show_spec:
@@ -179,6 +181,8 @@ def _summary_lines(p, check_models: bool, store: Path) -> list[str]:
         for member, a in p.adaptations.items():
             state = "cached" if cached(root, a.key) else "to train"
             lines.append(f"  adapt     {member} {a.key} ({len(a.texts)} texts, {len(a.heldout)} held out; {state})")
+    if p.checked is not None:
+        lines += [f"  weights   {line}" for line in p.checked.notes]
     lines.append("  dry run   " + ("each member's model, Trainer, one batch of each split and one optimizer step: ok"
                                    if check_models else "skipped (--no-check-models)"))
     lines.append("  --show-spec prints the resolved spec as TOML")

@@ -45,7 +45,11 @@ def train_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         return ApplyResult(existing["run_id"], "up-to-date")
     done = {m["member"] for m in store.members(existing["run_id"]) if m["status"] == "finished"} if existing else set()
     check_paths(store, run_id_for(p, store, existing), resolved.members)
-    dry_run(resolved, p.registry, p.data, [m for m in resolved.members if m.name not in done])
+    checked = dry_run(resolved, p.registry, p.data, [m for m in resolved.members if m.name not in done])
+    for line in checked.notes:
+        say(line)
+    for line in checked.warnings:
+        say(f"warning: {line}")
 
     store.open()
     store.refresh_views(p.registry.names("metrics"))

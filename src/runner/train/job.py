@@ -38,6 +38,7 @@ class Plan:
     resolved: ResolvedSpec
     data: PreparedData
     adaptations: dict = field(default_factory=dict)  # member -> runner.train.adapt.Adaptation ([adapt])
+    checked: Any = None  # the dry run's runner.train.dryrun.DryRunReport, once it ran (validate)
 
     @property
     def spec_hash(self) -> str:
