@@ -27,6 +27,7 @@ from runner.analysis import compare, plot, sweep_plot, sweep_view
 from runner.analysis.environment import environment_section
 from runner.analysis.summary import summary_table
 from runner.analysis.tables import to_html
+from runner.analysis.tokens import tokens_table
 from runner.core.records import RunRecord
 from runner.errors import InputError
 from runner.store import Store
@@ -143,6 +144,9 @@ def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]
         c = compare.compare(store, run, registry)
         sections.append(("Selection strategies", BEST_LEGEND + to_html(compare.render(c))))
     sections.append(("Plots", plots(store, run)))
+    tokens = tokens_table(store, run.run_id)
+    if tokens is not None:
+        sections.append(("Tokenizers", to_html(tokens)))
     swa = swa_table(store, run)
     weights = weights_table(store, run)
     if swa is not None or weights is not None:

@@ -183,6 +183,7 @@ def _summary_lines(p, check_models: bool, store: Path) -> list[str]:
             lines.append(f"  adapt     {member} {a.key} ({len(a.texts)} texts, {len(a.heldout)} held out; {state})")
     if p.checked is not None:
         lines += [f"  weights   {line}" for line in p.checked.notes]
+        lines += [f"  tokens    {line}" for line in p.checked.token_lines()]
     lines.append("  dry run   " + ("each member's model, Trainer, one batch of each split and one optimizer step: ok"
                                    if check_models else "skipped (--no-check-models)"))
     lines.append("  --show-spec prints the resolved spec as TOML")

@@ -58,6 +58,7 @@ def train_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         with file_lock(runs_root / ".apply.lock", f"store {store.path}", wait_s=30):
             run_id = _find_or_create_run(p, store, force, say)
             held.enter_context(file_lock(runs_root / run_id / ".lock", f"run {run_id}"))
+        store.put_token_stats(run_id, {m: [s.as_row() for s in stats] for m, stats in checked.tokens.items()})
         if on_run is not None:
             on_run(run_id)
         with failures.in_run(runs_root / run_id):

@@ -33,7 +33,7 @@ import duckdb
 from runner.errors import StoreError, StoreFileError
 from runner.store.filecheck import _can_write_file, _can_write_folder, _folder_message, check_blocks, sniff
 from runner.store.instances import _aliases, _detach, _discard_instance, _shared_instance, locked_instance, path_lock
-from runner.store.migrations import MIGRATIONS
+from runner.store.migrations_later import MIGRATIONS  # every migration, m011 on included
 
 LOCK_TIMEOUT_S = float(os.environ.get("RUNNER_STORE_LOCK_TIMEOUT", "120"))
 _LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked")

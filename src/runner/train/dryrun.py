@@ -10,7 +10,8 @@ a backward pass on the training batch), with the logits' shape and the loss chec
 Every problem becomes a `file: key: message` line of one SpecError (exit 2), raised before anything
 is written: a cheap check that predicts a failure always beats a failure after the first write.
 What is no problem but must be said comes back as a `DryRunReport`: which weights of a pretrained
-checkpoint start at random and which went unused (runner.train.loading), with warnings.
+checkpoint start at random and which went unused (runner.train.loading), and how each member's
+tokenizer meets every split (runner.data.token_stats), with warnings.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.data import token_stats
 from runner.data.prepare import PreparedData
 from runner.errors import ModelLoadError, SpecError, TrainingError
 from runner.plugins.registry import Registry
@@ -71,10 +73,16 @@ _one_at_a_time = threading.Lock()
 @dataclass
 class DryRunReport:
     """What the dry run says beside its verdict: `notes` (a line per member loaded from a checkpoint:
-    its new and unused weights), `warnings` (lines to print as warnings)."""
+    its new and unused weights), `warnings` (lines to print as warnings), `tokens` (member -> its
+    tokenizer over every split, for the store and `validate`)."""
 
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    tokens: dict[str, list[token_stats.SplitTokens]] = field(default_factory=dict)
+    unknown_tokens: dict[str, str] = field(default_factory=dict)  # member -> its tokenizer's unknown token
+
+    def token_lines(self) -> list[str]:
+        return [token_stats.summary(m, stats, self.unknown_tokens.get(m, "[UNK]")) for m, stats in self.tokens.items()]
 
 
 def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData,
@@ -159,10 +167,15 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
 
 
 def _describe(m: ResolvedMember, inputs, resolved: ResolvedSpec, data: PreparedData, report: DryRunReport) -> None:
-    """The member's line about its checkpoint's weights."""
+    """The member's line about its checkpoint's weights, and its tokenizer over every split."""
     loaded = loading.of(inputs.model)
     if loaded is not None:
         report.notes.append(loading.head_line(m.name, loaded, m.seed))
+    stats = token_stats.measure(inputs.tokenizer, {name: s.texts for name, s in data.splits.items()},
+                                resolved.spec.data.max_length, key=data.dataset_id)
+    unknown = getattr(inputs.tokenizer, "unk_token", None) or "[UNK]"
+    report.tokens[m.name], report.unknown_tokens[m.name] = stats, unknown
+    report.warnings.extend(token_stats.warnings(m.name, stats, unknown))
 
 
 def _one_step(trainer, inputs, resolved: ResolvedSpec, m: ResolvedMember, num_labels: int):
