@@ -288,8 +288,7 @@ def steps() -> dict[str, Callable[[], str]]:
 
     return {
         "apply": apply,
-        "compare": lambda: cli("compare", "quickstart", "--strategies",
-                               "best_eval_loss,best_eval_accuracy,best_eval_accuracy_smoothed,swa")[0],
+        "compare": lambda: cli("compare", "quickstart")[0],
         "compare-markdown": lambda: cli("compare", "quickstart", "--strategies", "best_eval_accuracy",
                                         "--format", "markdown")[0],
         "ensemble": lambda: cli("ensemble", "quickstart", "--weights", "0.5,0.3,0.2")[0],

@@ -104,34 +104,49 @@ def page(run):
     return Page(out.read_text(encoding="utf-8")), out
 
 
+def strategy_rows(t: dict):
+    """(strategies of the block, member, ep, row) of each member or ensemble row of compare's table: a
+    block starts with a row naming its strategies (`a (spec) = b`), its rows are indented below it."""
+    names = []
+    for row in t["rows"]:
+        first = row[0][0]
+        if not first.startswith(" "):
+            names = [n.removesuffix(" (spec)") for n in first.split(" = ")]
+            continue
+        yield names, first.strip(), row[1][0], row
+
+
 def test_the_strategy_table_holds_the_stored_numbers_and_marks_each_best(run, page):
     folder, store, run_id = run
     p, _ = page
     st = Store(store)
+    spec_strategy = st.run(run_id).selected_strategy
     metrics = {(k, m, c, s, n): v for k, m, c, s, n, v in st.query(
         "SELECT kind, member, checkpoint, split, name, value FROM metrics WHERE run_id = ?", [run_id])[1]}
+    picks = {(s, m): c for m, s, c in st.query("SELECT member, strategy, checkpoint FROM selections WHERE run_id = ?",
+                                               [run_id])[1]}
     t = p.table(f"Run {run_id}: selection strategies")
-    strategy_col, member_col, epoch_col = (column(t, c) for c in ("strategy", "member", "epoch"))
+    assert t["headers"][:7] == ["strategy   member", "ep", "eval acc", "test acc", "test F1", "test log loss", "tvd"]
+    shown = [names for names, *_ in strategy_rows(t)]
+    assert {n for names in shown for n in names} == {spec_strategy, "swa", "last", "best_eval_loss"}  # the default
     checked = 0
-    strategy = None
-    for name, split in (("accuracy", "test"), ("accuracy", "eval"), ("log_loss", "test")):
-        col = column(t, f"{split}_{name}")
+    for name, split, col in (("accuracy", "valid", 2), ("accuracy", "test", 3), ("log_loss", "test", 5)):
         values = []
-        for row in t["rows"]:
-            strategy = row[strategy_col][0] or strategy
-            member, epoch = row[member_col][0], row[epoch_col][0]
-            if strategy.startswith("refit:"):
+        for names, member, epoch, row in strategy_rows(t):
+            cell, classes = row[col]
+            values.append((float(cell), "best" in classes))
+            if member == "ensemble":
+                if spec_strategy in names:  # apply's ensemble: stored (the others are computed, not stored)
+                    assert cell == f"{metrics[('ensemble', 'ensemble', spec_strategy, split, name)]:.4f}"
+                    checked += 1
                 continue
-            kind = "ensemble" if member == "ensemble" else "member"
-            checkpoint = strategy if kind == "ensemble" else ("swa" if epoch == "swa" else f"epoch-{epoch}")
-            stored = metrics[(kind, member, checkpoint, "valid" if split == "eval" else "test", name)]
-            assert row[col][0] == f"{stored:.4f}", (strategy, member, name)
-            values.append((stored, "best" in row[col][1]))
+            checkpoint = "swa" if epoch == "swa" else f"epoch-{epoch}"
+            assert all(picks[(s, member)] == checkpoint for s in names), (names, member)  # one block: same picks
+            assert cell == f"{metrics[('member', member, checkpoint, split, name)]:.4f}", (names, member, name)
             checked += 1
         best = (min if name == "log_loss" else max)(v for v, _ in values)
         assert [marked for _, marked in values] == [v == best for v, _ in values], name
-    # every registered strategy's block: members and the ensemble
-    assert checked >= 3 * 10 * 3
+    assert checked >= 3 * 3 * 2
 
 
 def test_members_status_weights_swa_and_calibration_match_the_store(run, page):
@@ -151,24 +166,25 @@ def test_members_status_weights_swa_and_calibration_match_the_store(run, page):
         shown[(strategy, row[column(weights, "member")][0])] = (row[column(weights, "checkpoint")][0],
                                                                 row[column(weights, "weight")][0])
     assert shown == {(s, m): (c, f"{w:.4f}") for s, m, c, w in stored}
-    assert len({s for s, _ in shown}) >= 10  # compare built each strategy's ensemble, as `runner compare` does
+    assert {s for s, _ in shown} == {st.run(run_id).selected_strategy}  # apply's ensemble: the report stored none
 
     swa = p.table("SWA:")
     for row in swa["rows"]:
         member = row[0][0]
         value = st.query("SELECT value FROM metrics WHERE run_id = ? AND member = ? AND checkpoint = 'swa' "
                          "AND split = 'test' AND name = 'accuracy'", [run_id, member])[1][0][0]
-        assert row[column(swa, "swa test_accuracy")][0] == f"{value:.4f}"
+        assert row[column(swa, "swa test accuracy")][0] == f"{value:.4f}"
         assert row[column(swa, "averaged epochs")][0] == "2, 3"
 
     cal = p.table(f"Run {run_id}: calibrations")
     temperatures = {(m, c): t for m, c, t in st.query(
         "SELECT member, checkpoint, temperature FROM calibrations WHERE run_id = ?", [run_id])[1]}
     rows = cal["rows"]
-    assert len(rows) == 2 * len(temperatures)  # before (stored) and after, for each calibrated checkpoint
-    for before, after in zip(rows[::2], rows[1::2]):
-        assert before[1][0] == "stored" and after[1][0] == "temperature"
-        assert after[column(cal, "T")][0] == f"{temperatures[(before[0][0], after[0][0])]:.3f}"
+    assert len(rows) == 3 * len(temperatures)  # its name, before (stored) and after, for each calibrated checkpoint
+    for name, before, after in zip(rows[::3], rows[1::3], rows[2::3]):
+        member, checkpoint = name[0][0].split()
+        assert before[0][0].strip() == "stored"
+        assert " ".join(after[0][0].split()) == f"temperature T {temperatures[(member, checkpoint)]:.3f}"
 
 
 def test_the_page_is_self_contained_and_its_images_are_pngs(page):
@@ -182,7 +198,7 @@ def test_the_page_is_self_contained_and_its_images_are_pngs(page):
     text = out.read_text(encoding="utf-8")
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
     assert "@import" not in text and "url(" not in text and "@media print" in text
-    assert len(p.images) == 4  # loss, accuracy, macro-F1, class shares
+    assert len(p.images) == 5  # loss, accuracy, macro-F1, class shares, confusion matrix
     for src in p.images:
         head, data = src.split(",", 1)
         assert head == "data:image/png;base64"
@@ -268,26 +284,36 @@ def test_compare_markdown_has_the_table_formats_cells(run):
     code, js, _ = cli("compare", "--store", store, "--strategies", STRATEGIES, "--format", "json")
     records = [r for r in json.loads(js) if not r["strategy"].startswith("refit:")]
     blocks = md.split("\n\n")
-    assert blocks[0] == f"**Run {run_id}: selection strategies (class shares on test)**"
+    assert blocks[0] == f"**Run {run_id}: selection strategies (test)**"
     rows = markdown_rows(blocks[1])
     header, align, body = rows[0], rows[1], rows[2:]
-    assert header[:9] == ["strategy", "member", "epoch", "eval_accuracy", "eval_log_loss", "test_accuracy",
-                          "test_f1_macro", "test_log_loss", "tvd"]
-    assert header[9:] == ["strong negative (true 30.0%)", "weak negative (true 12.0%)",
-                          "weak positive (true 25.0%)", "strong positive (true 33.0%)"]
-    assert align == ["---", "---"] + ["---:"] * 11
-    assert all(len(r) == len(header) for r in body) and len(body) == len(records) == 9
-    # the terminal's rows, cell for cell (rich draws │ between cells)
-    first = table.split("└")[0]  # the strategies table (the calibrations' table follows it)
-    terminal = [[c.strip() for c in line.split("│")[1:-1]] for line in first.splitlines() if line.startswith("│")]
-    assert [[c.strip("*") for c in r] for r in body] == terminal
-    for r, rec in zip(body, records):
-        for col in ("eval_accuracy", "test_accuracy", "test_log_loss"):
+    assert header[:7] == ["strategy member", "ep", "eval acc", "test acc", "test F1", "test log loss", "tvd"]
+    assert header[7:] == ["strong negative 30.0%", "weak negative 12.0%", "weak positive 25.0%",
+                          "strong positive 33.0%"]
+    assert align == ["---"] + ["---:"] * 10
+    assert all(len(r) == len(header) for r in body)
+    labels = [r[0] for r in body if all(c == "" for c in r[1:])]  # a block's strategies, then its rows
+    assert {n.removesuffix(" (spec)") for label in labels for n in label.strip("*").split(" = ")} == set(
+        STRATEGIES.split(","))
+    assert len(body) == len(labels) + 3 * len(labels)  # two members and the ensemble per block
+    # the terminal's rows, cell for cell: each markdown row is a line of the table, its cells in order
+    lines = [line.split() for line in table.splitlines()]
+    for r in body:
+        words = " ".join(c.strip("*") for c in r if c).split()
+        assert words in lines, (r, table)
+    by_row = {(rec["strategy"], rec["member"]): rec for rec in records}
+    names = []
+    for r in body:
+        if all(c == "" for c in r[1:]):
+            names = [n.removesuffix(" (spec)") for n in r[0].strip("*").split(" = ")]
+            continue
+        for col, key in (("eval acc", "eval_accuracy"), ("test acc", "test_accuracy"),
+                         ("test log loss", "test_log_loss")):
             cell = r[header.index(col)]
-            values = [x[col] for x in records]
-            best = (min if col.endswith("loss") else max)(values)
-            assert cell.strip("*") == f"{rec[col]:.4f}"
-            assert cell.startswith("**") == (rec[col] == best), (col, cell)
+            best = (min if key.endswith("loss") else max)(x[key] for x in records)
+            for name in names:  # every strategy of the block has these numbers
+                assert cell.strip("*") == f"{by_row[(name, r[0])][key]:.4f}", (name, r[0], col)
+            assert cell.startswith("**") == (by_row[(names[0], r[0])][key] == best), (col, cell)
 
 
 def test_sql_markdown_is_the_exact_pipe_table(run):

@@ -204,7 +204,7 @@ def test_a_name_of_a_run_and_a_sweep_is_the_run_unless_sweep_is_given(swept, tmp
 
 
 @pytest.mark.parametrize("args, named", [
-    (["nope"], ["RUN|SWEEP 'nope'", "swp-sweep-"]),
+    (["nope"], ["RUN|SWEEP 'nope'", "sweeps: swp-"]),
     (["nope", "--sweep"], ["SWEEP 'nope'"]),
     (["swp-t0", "--sweep"], ["SWEEP 'swp-t0'"]),  # a run's name is no sweep
     (["swp", "--out", "{tmp}/missing/plot.png"], ["--out", "does not exist"]),

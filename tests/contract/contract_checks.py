@@ -521,7 +521,14 @@ def cli_args(world: World, sb: Sandbox, case: dict, ro: Path) -> tuple[list[str]
         names += ["--out", out]
     if case.get("allow_write"):
         args.append("--allow-write")
-    for key, option in (("timeout", "--timeout"), ("memory_limit", "--memory-limit"), ("strategies", "--strategies")):
+    if case.get("all_strategies"):
+        args.append("--all")
+        names += ["--all", "--strategies"]
+    if case.get("classes"):
+        args.append("--classes")
+        names += ["--classes"]
+    for key, option in (("timeout", "--timeout"), ("memory_limit", "--memory-limit"), ("strategies", "--strategies"),
+                        ("columns", "--columns"), ("split", "--split")):
         if case.get(key) is not None:
             args += [option, case[key]]
             names += [option, case[key], key.replace("_", " "), key.split("_")[0]]
@@ -573,7 +580,8 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
             allowed: set[str] = set()
             if command == "sql" and case.get("allow_write"):
                 allowed = {"in", "out", "cwd", "home"}  # --allow-write lets SQL write files and install extensions
-            elif command == "sql" or command in ("runs", "plot", "plugins", "validate", "sweep", "gc", "schema"):
+            elif command == "sql" or command in ("runs", "compare", "plot", "report", "plugins", "validate", "sweep",
+                                                 "gc", "schema"):
                 if s0 != s1:
                     v.append(Violation("read-changed-store", f"`runner {command}` changed the store", call, case,
                                        "cli"))
@@ -587,15 +595,13 @@ def check_cli_case(world: World, case: dict) -> list[Violation]:
                 allowed = {"out", "cwd"} if out and not Path(out).is_absolute() else {"out"}
                 if out and Path(out).is_absolute() and not str(target).startswith(str(sb.out)):
                     allowed = {"out", "in", "cwd"}
-            if command in ("compare", "ensemble"):
+            if command == "ensemble":
                 allowed = {"out"}
                 v += ensemble_rows_rules(call, case, sb.store)
             if command in ("report", "schema"):
                 v += output_rules(call, case, sb, args, golden_run_id(world))
                 out = args[args.index("--out") + 1] if "--out" in args else None
                 allowed = {"out", "cwd"} if out and not Path(out).is_absolute() else {"out"}
-                if command == "report":
-                    v += ensemble_rows_rules(call, case, sb.store)  # it builds compare's ensembles, as compare does
             if command in USE_COMMANDS:
                 allowed = {"out", "cwd"} if command in ("predict", "export") else {"out"}
                 v += use_rules(call, case, sb, args, s0, s1)
@@ -643,7 +649,7 @@ def _rows_written(path: Path, fmt: str | None) -> int | None:
 
         return pq.read_metadata(path).num_rows
     lines = data.decode("utf-8").splitlines()
-    return len(lines) - 1 if lines and lines[0].startswith("row,label") else len(lines)
+    return len(lines) - 1 if lines and lines[0].startswith("pred_label,") else len(lines)
 
 
 def use_rules(call: Call, case, sb: Sandbox, args: list[str], s0, s1) -> list[Violation]:
@@ -666,7 +672,7 @@ def use_rules(call: Call, case, sb: Sandbox, args: list[str], s0, s1) -> list[Vi
         out = args[args.index("--output") + 1] if "--output" in args else None
         if out is None:
             lines = call.stdout.splitlines()
-            got = len(lines) - 1 if lines and lines[0].startswith("row,label") else len(lines)
+            got = len(lines) - 1 if lines and lines[0].startswith("pred_label,") else len(lines)
         else:
             target = Path(out) if Path(out).is_absolute() else sb.cwd / out
             got = _rows_written(target, case.get("predict_format")) if target.is_file() else None

@@ -796,6 +796,11 @@ def cli_cases(draw) -> dict:
     if command == "compare":
         case["strategies"] = draw(st.sampled_from([None, None, "last", "nope", "", ",", "last,last",
                                                    "best_eval_loss,swa", "SWA"]))
+        case["all_strategies"] = draw(st.integers(0, 3)) == 0
+        case["columns"] = draw(st.sampled_from([None, None, None, "eval_objective,shares", "eval_loss", "", ",",
+                                                "test_accuracy,test_accuracy", "tvd"]))
+        case["classes"] = draw(st.integers(0, 2)) == 0
+        case["split"] = draw(st.sampled_from([None, None, None, "valid", "test", "input-nope", "", "train"]))
     if command in ("compare", "ensemble") and draw(st.booleans()):
         case["plugins"] = draw(st.sampled_from(["missing", "file", "empty", LONG]))
     if command == "validate":

@@ -403,6 +403,15 @@ def test_compare_numbers_equal_sql_over_the_raw_tables(applied):
             assert row["epoch"] == selections[key]["epoch"], key
         else:
             assert row["checkpoint"] == row["strategy"] and row["epoch"] is None
+        built = c.results.built.get((row["kind"], row["member"], row["checkpoint"]))
+        if built is not None:  # computed in memory (checked below): its numbers from its probabilities
+            labels = labels_of(store, dataset_id, "test", built.idx["test"])
+            pred = built.probs["test"].argmax(axis=1)
+            assert row["test_accuracy"] == pytest.approx(float(np.mean(pred == labels)), abs=1e-9), key
+            shares = np.bincount(pred, minlength=4) / len(pred)
+            true = np.bincount(labels, minlength=4) / len(labels)
+            assert row["tvd"] == pytest.approx(0.5 * float(np.abs(shares - true).sum()), abs=1e-9), key
+            continue
         acc = store.query(
             "SELECT avg((p.pred = e.label)::INT) FROM predictions p JOIN examples e "
             "ON e.dataset_id = ? AND e.split = p.split AND e.idx = p.idx "
@@ -420,9 +429,41 @@ def test_compare_numbers_equal_sql_over_the_raw_tables(applied):
             """,
             [dataset_id, run_id, row["kind"], row["member"], row["checkpoint"]])[1][0][0]
         assert row["tvd"] == pytest.approx(tvd, abs=1e-9), key
-    # the ensembles compare built for the other strategies are right too
-    for strategy in STRATEGIES:
-        check_ensemble_by_hand(store, run_id, dataset_id, "ensemble", strategy)
+    # the ensembles compare computed for the other strategies are right too, and none was stored
+    stored = {r[0] for r in store.query("SELECT DISTINCT checkpoint FROM metrics WHERE run_id = ? "
+                                        "AND kind = 'ensemble' AND member = 'ensemble'", [run_id])[1]}
+    assert stored == {"best_eval_accuracy"}  # apply's own: compare wrote nothing
+    computed = {key[2]: ens for key, ens in c.results.built.items()}
+    assert set(computed) == {s for s in STRATEGIES if s != "best_eval_accuracy"}
+    check_ensemble_by_hand(store, run_id, dataset_id, "ensemble", "best_eval_accuracy")
+    for strategy, ens in computed.items():
+        check_computed_ensemble(store, run_id, dataset_id, ens)
+        row = next(r for r in c.rows if r["strategy"] == strategy and r["kind"] == "ensemble")
+        assert row["test_accuracy"] == ens.metrics["test_accuracy"]
+
+
+def check_computed_ensemble(store: Store, run_id: str, dataset_id: str, ens) -> None:
+    """An ensemble computed in memory: the weighted mean of its members' stored probabilities with its
+    weights (fitted on valid: no other simplex weights give a lower validation log-loss), and its
+    accuracy and log-loss those of its probabilities."""
+    for split in ("valid", "test"):
+        expected = 0.0
+        for member, checkpoint, w in zip(ens.members, ens.checkpoints, ens.weights):
+            idx, probs = stored_probs(store, run_id, member, checkpoint, split)
+            expected = expected + w * probs
+        np.testing.assert_array_equal(ens.idx[split], idx)
+        np.testing.assert_allclose(ens.probs[split], expected, atol=1e-6)
+        labels = labels_of(store, dataset_id, split, idx)
+        got = ens.probs[split].astype(np.float64)
+        assert ens.metrics[f"{'eval' if split == 'valid' else split}_accuracy"] == pytest.approx(
+            float(np.mean(got.argmax(axis=1) == labels)), abs=1e-12)
+        nll = float(-np.mean(np.log(got[np.arange(len(labels)), labels])))
+        assert ens.metrics[f"{'eval' if split == 'valid' else split}_log_loss"] == pytest.approx(nll, abs=1e-5)
+        if split == "valid":  # the fitted weights are no worse than equal ones or any member alone
+            members = np.stack([stored_probs(store, run_id, m, c, split)[1] for m, c in zip(ens.members,
+                                                                                         ens.checkpoints)])
+            for w in [np.full(len(members), 1 / len(members)), *np.eye(len(members))]:
+                assert nll <= log_loss(np.tensordot(w, members, 1), labels) + 1e-9
 
 
 def test_compare_cli_table_json_and_csv(applied):
@@ -430,6 +471,11 @@ def test_compare_cli_table_json_and_csv(applied):
     code, out, err = cli("compare", "--store", store.path)
     assert code == 0, err
     assert run_id in out
+    for strategy in ("best_eval_accuracy (spec)", "swa", "last", "best_eval_loss"):  # the default's
+        assert strategy in out
+    assert "best_eval_f1_macro" not in out
+    code, out, err = cli("compare", "--store", store.path, "--all")
+    assert code == 0, err
     for strategy in STRATEGIES:
         assert strategy in out
 

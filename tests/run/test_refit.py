@@ -282,10 +282,11 @@ def test_the_report_of_the_parent_shows_the_refit_beside_it(case, tmp_path):
     metrics = Store(store).checkpoint_metrics(refit.run_id)
     picks = Store(store).selections(parent.run_id, "best_eval_accuracy")
     strategy, shown = None, {}
-    for row in table["rows"]:
-        strategy = row[column(table, "strategy")][0] or strategy
-        if strategy == "refit:best_eval_accuracy":
-            shown[row[column(table, "member")][0]] = row[column(table, "test_accuracy")][0]
+    for row in table["rows"]:  # a block's strategies on a row of their own, its members indented below
+        if not row[0][0].startswith(" "):
+            strategy = row[0][0]
+        elif strategy == "refit:best_eval_accuracy":
+            shown[row[0][0].strip()] = row[column(table, "test acc")][0]
     assert set(shown) == {"a", "b", "ensemble"}
     for member in ("a", "b"):  # each member trained for the epochs its parent's strategy picked
         assert shown[member] == f"{metrics[('member', member, picks[member])]['test_accuracy']:.4f}"

@@ -79,7 +79,10 @@ def test_runner_sweep_shows_the_trials_and_the_rescoring_table(swept):
     folder, spec, store, _, _ = swept
     code, out, err = cli("sweep", "--store", store)
     assert code == 0, err
-    assert "best_eval_accuracy (objective)" in out and "best_eval_log_loss" in out and "picks trial" in out
+    assert "best_eval_accuracy (objective)" in out and "best_eval_log_loss" in out
+    lines = [line.split() for line in out.splitlines()]
+    assert ["picks", "its", "test"] in [line[:3] for line in lines]  # the re-scoring table's two header lines
+    assert ["strategy", "trial", "by", "value"] in [line[:4] for line in lines]
     code, out, err = cli("sweep", "sw", "--store", store, "--format", "json")
     assert code == 0, err
     data = json.loads(out)
@@ -238,7 +241,7 @@ def test_predict_and_export_take_a_sweep_as_its_best_trial(swept, tmp_path):
     texts.write_text("text\nthe film was superb\nthe plot was awful\n")
     code, out, err = cli("predict", "sw", texts, "--store", store, "--no-store")
     assert code == 0, err
-    assert best in err and out.startswith("row,label,")
+    assert best in err and out.startswith("pred_label,pred_id,")
     code, out, err = cli("export", "sw", tmp_path / "model", "--store", store)
     assert code == 0, err
     assert json.loads((tmp_path / "model" / "manifest.json").read_text())["run"]["run_id"] == best

@@ -19,8 +19,9 @@ from runner.store import Store
 from runner.store.migrations import MIGRATIONS
 
 TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
-          "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "_migrations"}
-VIEWS = {"epochs"}
+          "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "token_stats",
+          "_migrations"}
+VIEWS = {"epochs", "confusion"}
 
 
 def tables_and_views(path) -> tuple[set[str], set[str]]:
@@ -298,3 +299,19 @@ def test_sql_bad_query_and_missing_store(filled, run_cli, tmp_path):
     code, out, err = run_cli("sql", "SELECT 1", "--store", tmp_path / "nope.duckdb")
     assert code == 2 and "no store here" in err
     assert not (tmp_path / "nope.duckdb").exists()
+
+
+def test_the_confusion_view_counts_true_by_predicted_labels(tmp_path):
+    """m009's view: one row per (true, predicted) pair that occurs, with the run's label names, for the
+    labelled examples only, any split (a `runner predict` input split too)."""
+    path = tmp_path / "results.duckdb"
+    store = Store(path).open()
+    store.create_run("r", "n", {"name": "n"}, "h" * 64, "d", ["neg", "pos"])
+    with store.transaction() as con:
+        con.execute("INSERT INTO examples VALUES ('d', 'test', 0, 'a', 0), ('d', 'test', 1, 'b', 0), "
+                    "('d', 'test', 2, 'c', 1), ('d', 'input-x', 0, 'd', NULL)")
+    store.log_checkpoint("r", "m", "epoch-1", 1, [("test", "accuracy", 2 / 3)], [
+        ("test", np.array([0, 1, 2]), np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]], dtype=np.float32)),
+        ("input-x", np.array([0]), np.array([[0.4, 0.6]], dtype=np.float32))])
+    rows = fetch(path, "SELECT split, label, pred, label_name, pred_name, n FROM confusion ORDER BY label, pred")
+    assert rows == [("test", 0, 0, "neg", "neg", 1), ("test", 0, 1, "neg", "pos", 1), ("test", 1, 1, "pos", "pos", 1)]

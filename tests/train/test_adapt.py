@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -243,9 +244,9 @@ def test_a_refit_whose_adaptation_was_removed_makes_the_same_one_again(case, tmp
 def test_texts_test_is_recorded_and_readme_warns(case, repo):
     st_path = case["dir"] / "transductive.duckdb"
     spec = write(case["dir"], "transductive", adapt=ADAPT.replace("epochs = 3", "epochs = 1") + 'texts = ["test"]\n')
-    code, out, err = cli("validate", spec, "--store", st_path)
+    code, out, err = cli("validate", spec, "--store", st_path, "--show-spec")
     assert code == 0, err
-    shown = json.loads(out)
+    shown = tomllib.loads(out)
     assert shown["adapt"]["texts"] == ["test"] and shown["members"][0]["adapt"]["texts"] == ["test"]
     ok("apply", spec, "--store", st_path)
     st = Store(st_path)

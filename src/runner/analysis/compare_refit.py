@@ -3,6 +3,7 @@ the strategy the refit trained by (runner.run.refit)."""
 
 from __future__ import annotations
 
+from runner.analysis.columns import value
 from runner.core.records import RunRecord
 from runner.core.selection import checkpoint_epoch
 from runner.store import Store
@@ -35,7 +36,7 @@ def add_refit_rows(store: Store, parent: RunRecord, rows: list[dict], columns, d
                    "checkpoint": checkpoint, "epoch": checkpoint_epoch(checkpoint) if kind == "member" else None,
                    "tvd": 0.5 * sum(abs(p - t) for p, t in zip(shares, true_shares)) if pc else None,
                    "pred_shares": shares}
-            row.update({c: m.get(c) for c in columns if c != "tvd"})
+            row.update({c: value(m, c) for c in columns if c != "tvd"})
             block.append(row)
         after = [i for i, row in enumerate(rows) if row["strategy"] == refit_run.refit_strategy]
         at = after[-1] + 1 if after else len(rows)

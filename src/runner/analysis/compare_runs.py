@@ -19,14 +19,15 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from rich.table import Table
 from rich.text import Text
 
-from runner.analysis.compare_seeds import _mean_sd, _models, _ScoreReader
+from runner.analysis.compare_seeds import _mean_sd, model_keys, scores_on_test
 from runner.analysis.stats import PairedInterval, paired_bootstrap, spread
+from runner.analysis.tables import table as new_table
 from runner.core.records import RunRecord
 from runner.errors import InputError
 from runner.posthoc.picks import strategy_checkpoints
+from runner.posthoc.results import RunResults
 from runner.store import Store
 
 LEVEL = 0.95
@@ -63,22 +64,36 @@ class RunsComparison:
         return out
 
     def render(self) -> list:
+        """One block per strategy (its name on a row of its own), a row per model: A's and B's test
+        accuracy and log-loss (mean, and ± sd over seeds below it), B - A with its interval below it."""
         title = f"B {self.b} vs A {self.a}: test, B - A"
-        table = Table(title=title, title_style="bold", caption=(
+        table = new_table(title, title_style="bold", caption=(
             f"specs differ in: {', '.join(self.differ[:8])}{' ...' if len(self.differ) > 8 else ''}"
             if self.differ else "the specs are the same"))
-        for col in ("model", "strategy", "seeds", "A accuracy", "B accuracy", "Δ accuracy",
-                    f"{LEVEL:.0%} interval", "P(Δ ≤ 0)", "A log-loss", "B log-loss"):
-            table.add_column(col, justify="left" if col in ("model", "strategy") else "right", no_wrap=True)
+        table.add_column("strategy\n  model", overflow="fold")
+        for col in ("seeds", "A\naccuracy", "B\naccuracy", f"Δ accuracy\n{LEVEL:.0%} interval", "P(Δ≤0)",
+                    "A\nlog loss", "B\nlog loss"):
+            table.add_column(col, justify="right", no_wrap=True)
+        previous = None
         for r in self.rows:
+            if r.strategy != previous:
+                if previous is not None:
+                    table.add_section()
+                table.add_row(Text(r.strategy, style="bold"))
+                previous = r.strategy
             iv = r.interval
             interval = f"[{iv.low:+.4f}, {iv.high:+.4f}]" if iv else ""
             clear = iv is not None and (iv.low > 0 or iv.high < 0)
-            table.add_row(r.model, r.strategy, str(r.seeds), _mean_sd(r.a["test_accuracy"]),
-                          _mean_sd(r.b["test_accuracy"]), f"{iv.estimate:+.4f}" if iv else "",
-                          Text(interval, style="bold") if clear else interval, f"{iv.p_le_zero:.3f}" if iv else "",
-                          _mean_sd(r.a["test_log_loss"]), _mean_sd(r.b["test_log_loss"]))
+            delta = f"{iv.estimate:+.4f}\n{interval}" if iv else ""
+            table.add_row("  " + r.model, str(r.seeds), _lines(r.a["test_accuracy"]), _lines(r.b["test_accuracy"]),
+                          Text(delta, style="bold") if clear else delta, f"{iv.p_le_zero:.3f}" if iv else "",
+                          _lines(r.a["test_log_loss"]), _lines(r.b["test_log_loss"]))
         return [table]
+
+
+def _lines(v) -> str:
+    """A mean, and its sample sd over seeds on the line below when there is one."""
+    return _mean_sd(v).replace(" ± ", "\n± ")
 
 
 def compare_runs(store: Store, a: RunRecord, b: RunRecord, registry, strategies: list[str] | None = None,
@@ -90,11 +105,12 @@ def compare_runs(store: Store, a: RunRecord, b: RunRecord, registry, strategies:
     n = min(len(reps_a), len(reps_b))
     reps_a, reps_b = reps_a[:n], reps_b[:n]
     strategies = strategies or [a.selected_strategy]
-    reader = _ScoreReader(store, a.dataset_id)
+    res_a = [RunResults(store, r, registry) for r in reps_a]
+    res_b = [RunResults(store, r, registry) for r in reps_b]
     rows = []
     for s in strategies:
-        for model, keys_a, keys_b in _pairs(store, registry, s, reps_a, reps_b):
-            rows.append(_row(store, reader, model, s, reps_a, reps_b, keys_a, keys_b, ref_b))
+        for model, keys_a, keys_b in _pairs(store, registry, s, res_a, res_b):
+            rows.append(_row(model, s, res_a, res_b, keys_a, keys_b, ref_b))
     # `repeats`, `[refit]` and `[compute]` say what else happens or where, not how a run trains (the spec hash
     # leaves them out too)
     differ = list(dict.fromkeys(re.sub(r"^members\[\d+\]", "members[]", k) for k in spec_differences(a.spec, b.spec)
@@ -102,15 +118,16 @@ def compare_runs(store: Store, a: RunRecord, b: RunRecord, registry, strategies:
     return RunsComparison(a.run_id, b.run_id, differ, rows)
 
 
-def _pairs(store, registry, s: str, reps_a, reps_b):
+def _pairs(store, registry, s: str, res_a: list[RunResults], res_b: list[RunResults]):
     """(model, A's keys per replica, B's keys per replica): the spec's model, then each shared member."""
-    top_a = [_models(store, r, registry, [s], True).get(s) for r in reps_a]
-    top_b = [_models(store, r, registry, [s], True).get(s) for r in reps_b]
+    top_a = [model_keys(r, [s]).get(s) for r in res_a]
+    top_b = [model_keys(r, [s]).get(s) for r in res_b]
     if top_a[0] is not None and top_b[0] is not None:
         yield top_a[0][1], top_a, top_b
-    picks_a, picks_b = _picks(store, registry, s, reps_a), _picks(store, registry, s, reps_b)
+    picks_a = _picks(store, registry, s, [r.run for r in res_a])
+    picks_b = _picks(store, registry, s, [r.run for r in res_b])
     lone = top_a[0] is not None and top_a[0][0] == "member"
-    for m in [m.name for m in reps_a[0].members]:
+    for m in [m.name for m in res_a[0].run.members]:
         if lone and m == top_a[0][1]:
             continue
         if m in picks_a[0] and m in picks_b[0]:
@@ -128,27 +145,27 @@ def _member_keys(member: str, picks: list[dict[str, str]]) -> list:
     return [("member", member, p[member]) if p.get(member) else None for p in picks]
 
 
-def _row(store, reader, model, s, reps_a, reps_b, keys_a, keys_b, ref_b) -> Row:
+def _row(model, s, res_a: list[RunResults], res_b: list[RunResults], keys_a, keys_b, ref_b) -> Row:
     metrics = {}
-    for side, reps, keys in (("a", reps_a, keys_a), ("b", reps_b, keys_b)):
+    for side, res, keys in (("a", res_a, keys_a), ("b", res_b, keys_b)):
         vals = {"test_accuracy": [], "test_log_loss": []}
-        for rep, key in zip(reps, keys):
-            got = store.checkpoint_metrics(rep.run_id).get(key, {}) if key else {}
+        for r, key in zip(res, keys):
+            got = r.metrics.get(key, {}) if key else {}
             for k in vals:
                 vals[k].append(got.get(k))
         metrics[side] = {k: spread(v) for k, v in vals.items()}
     pairs = []
-    for ra, rb, ka, kb in zip(reps_a, reps_b, keys_a, keys_b):
-        sa, sb = reader.of(ra.run_id, ka), reader.of(rb.run_id, kb)
+    for ra, rb, ka, kb in zip(res_a, res_b, keys_a, keys_b):
+        sa, sb = scores_on_test(ra, ka), scores_on_test(rb, kb)
         if sa is None or sb is None:
             continue
-        if not np.array_equal(sa[0], sb[0]) or ra.dataset_id != reps_a[0].dataset_id:
-            raise InputError(f"{ref_b}: run {rb.run_id} predicted other test examples than run {ra.run_id} "
+        if not np.array_equal(sa[0], sb[0]) or ra.run.dataset_id != res_a[0].run.dataset_id:
+            raise InputError(f"{ref_b}: run {rb.run.run_id} predicted other test examples than run {ra.run.run_id} "
                              "(other data); compare A B pairs the same examples, so both runs need the same data")
         pairs.append((sb[1], sa[1]))
     interval = (paired_bootstrap(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), level=LEVEL)
                 if pairs else None)
-    return Row(model, s, len(pairs) or len(reps_a), metrics["a"], metrics["b"], interval)
+    return Row(model, s, len(pairs) or len(res_a), metrics["a"], metrics["b"], interval)
 
 
 def spec_differences(a, b, prefix: str = "") -> list[str]:

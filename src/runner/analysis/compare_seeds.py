@@ -12,8 +12,8 @@ replicas, `compare` adds two tables after its own:
   (`[selection]`), with a paired bootstrap interval over seeds and test examples together
   (runner.analysis.stats.paired_bootstrap), from the stored test probabilities and the examples' labels.
 
-Ensembles missing from a replica are built and stored the way `compare` builds them for the run
-itself (runner.posthoc.ensemble.build_missing_ensembles). Replicas whose data differ from the run's (another
+Ensembles missing from a replica are computed in memory the way `compare` computes them for the run
+itself (runner.posthoc.results), never stored. Replicas whose data differ from the run's (another
 `dataset_id`) count in the means but not in the intervals, which pair examples.
 """
 
@@ -26,11 +26,12 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.analysis.stats import PairedInterval, Spread, paired_bootstrap, spread
+from runner.analysis.tables import table as new_table
 from runner.core.maths import correct
 from runner.core.records import RunRecord
-from runner.core.selection import SELECTED
-from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble, build_missing_ensembles
+from runner.posthoc.ensemble import SPEC_ENSEMBLE
 from runner.posthoc.picks import strategy_checkpoints
+from runner.posthoc.results import RunResults
 from runner.store import Store
 
 METRICS = ("test_accuracy", "test_log_loss")
@@ -77,10 +78,11 @@ class SeedComparison:
         """The two rich tables: strategies over seeds, then the intervals of their differences."""
         n = len(self.replicas)
         what = "the spec's ensemble" if self.model == SPEC_ENSEMBLE else f"member {self.model}"
-        spread_table = Table(title=f"Run {self.run_id}: over {n} seeds (repeat group {self.group}; {what} on test)",
-                             caption="mean ± sample sd over the replicas that have the strategy (n); min and max")
-        for col in ("strategy", "n", "test_accuracy", "min", "max", "test_log_loss", "min", "max"):
-            spread_table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+        spread_table = new_table(f"Run {self.run_id}: over {n} seeds (repeat group {self.group}; {what} on test)",
+                                 caption="mean ± sample sd over the replicas that have the strategy (n); min and max")
+        spread_table.add_column("strategy", overflow="fold")
+        for col in ("n", "test accuracy", "min", "max", "test log loss", "min", "max"):
+            spread_table.add_column(col.replace(" ", "\n", 1), justify="right", no_wrap=True)
         means = {m: [by[m].mean for by in self.spreads.values() if by[m].mean is not None] for m in METRICS}
         best = {m: (min(v) if m.endswith("loss") else max(v)) for m, v in means.items() if v}
         for s, by in self.spreads.items():
@@ -93,13 +95,14 @@ class SeedComparison:
             spread_table.add_row(*cells, style="bold" if s == self.baseline else None)
         level = next((iv.level for iv in self.intervals.values() if iv), 0.95)
         resamples = next((iv.resamples for iv in self.intervals.values() if iv), 2000)
-        diff_table = Table(title=f"Run {self.run_id}: test accuracy minus {self.baseline}'s (the run's selection), "
-                                 f"over {n} seeds",
-                           caption=f"paired bootstrap: {resamples} resamples of the seeds and the test examples "
+        diff_table = new_table(f"Run {self.run_id}: test accuracy minus {self.baseline}'s (the run's selection), "
+                               f"over {n} seeds",
+                               caption=f"paired bootstrap: {resamples} resamples of the seeds and the test examples "
                                    f"together (runner.analysis.stats); P(Δ ≤ 0): the share of resamples where the strategy "
                                    f"is no better")
-        for col in ("strategy", "seeds", "examples", "Δ accuracy", f"{level:.0%} interval", "P(Δ ≤ 0)"):
-            diff_table.add_column(col, justify="left" if col == "strategy" else "right", no_wrap=True)
+        diff_table.add_column("strategy", overflow="fold")
+        for col in ("seeds", "examples", "Δ\naccuracy", f"{level:.0%}\ninterval", "P(Δ ≤ 0)"):
+            diff_table.add_column(col, justify="right", no_wrap=True)
         for s, iv in self.intervals.items():
             if iv is None:
                 diff_table.add_row(s, "0", "", "", "", "")
@@ -112,38 +115,39 @@ class SeedComparison:
 
 
 def over_seeds(store: Store, run: RunRecord, registry, strategies: list[str],
-               build_missing: bool = True) -> SeedComparison | None:
+               results: RunResults | None = None) -> SeedComparison | None:
     """The numbers over `run`'s replicas for `strategies` (registered names), or None when the run has
-    fewer than two replicas or no replica has test numbers (a test split without labels)."""
+    fewer than two replicas or no replica has test numbers (a test split without labels). `results`:
+    the run's own, when the caller has them (compare)."""
     ids = store.replicas(run.run_id)
     if len(ids) < 2:
         return None
     baseline = run.selected_strategy
     wanted = list(dict.fromkeys([*strategies, baseline]))
     replicas = [run if rid == run.run_id else store.run(rid) for rid in ids]
-    models = [_models(store, rep, registry, wanted, build_missing) for rep in replicas]  # strategy -> key, each
+    res = [results if results is not None and rep.run_id == run.run_id else RunResults(store, rep, registry)
+           for rep in replicas]
+    models = [model_keys(r, wanted) for r in res]  # strategy -> key, each
 
     values = {m: {s: [] for s in strategies} for m in METRICS}
-    for rep, keys in zip(replicas, models):
-        metrics = store.checkpoint_metrics(rep.run_id)
+    for r, keys in zip(res, models):
         for s in strategies:
-            got = metrics.get(keys.get(s), {})
+            got = r.metrics.get(keys.get(s), {})
             for m in METRICS:
                 values[m][s].append(got.get(m))
     spreads = {s: {m: spread(values[m][s]) for m in METRICS} for s in strategies}
     if not any(v.n for by in spreads.values() for v in by.values()):
         return None
 
-    scores = _ScoreReader(store, run.dataset_id)
     intervals = {}
     for s in strategies:
         if s == baseline:
             continue
         pairs = []
-        for rep, keys in zip(replicas, models):
-            if rep.dataset_id != run.dataset_id:
+        for r, keys in zip(res, models):
+            if r.run.dataset_id != run.dataset_id:
                 continue  # other examples: nothing to pair with
-            a, b = scores.of(rep.run_id, keys.get(s)), scores.of(rep.run_id, keys.get(baseline))
+            a, b = scores_on_test(r, keys.get(s)), scores_on_test(r, keys.get(baseline))
             if a is not None and b is not None and np.array_equal(a[0], b[0]):
                 pairs.append((a, b))
         reference = pairs[0][0][0] if pairs else None
@@ -154,22 +158,21 @@ def over_seeds(store: Store, run: RunRecord, registry, strategies: list[str],
     return SeedComparison(run.run_id, run.repeat_group or "", ids, baseline, model, spreads, intervals)
 
 
-def _models(store: Store, run: RunRecord, registry, wanted: list[str], build_missing: bool) -> dict:
-    """strategy -> the (kind, member, checkpoint) of the run's model under it: the spec's ensemble,
-    built and stored first when missing, or a lone member's checkpoint; strategies it lacks are left out."""
+def model_keys(results: RunResults, wanted: list[str]) -> dict:
+    """strategy -> the (kind, member, checkpoint) of the run's model under it: the spec's ensemble
+    (computed in memory when the store lacks it), or a lone member's checkpoint; strategies it lacks
+    are left out. `selected` (a [selection] direction that no registered strategy has) is the
+    members' selected checkpoints."""
+    run, registry = results.run, results.registry
     registered = [s for s in wanted if registry.selection(s) is not None]
-    picks = strategy_checkpoints(store, run, registry, registered)
-    if build_missing:
-        build_missing_ensembles(store, run, registry, picks)
-    finished = [m.name for m in run.finished]
+    picks = strategy_checkpoints(results.store, run, registry, registered)
     for s in wanted:
-        if s not in picks:  # `selected`: a [selection] direction that no registered strategy has
+        if s not in picks:
             picks[s] = {m.name: m.selected_checkpoint for m in run.finished if m.selected_checkpoint}
-            if (build_missing and len(finished) > 1 and len(picks[s]) == len(finished)
-                    and s not in store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)):
-                build_ensemble(store, run, registry, SELECTED, run.ensemble_weights, name=SPEC_ENSEMBLE)
+    finished = [m.name for m in run.finished]
     if _lone_member(run):
         return {s: ("member", finished[0], p[finished[0]]) for s, p in picks.items() if finished and p.get(finished[0])}
+    results.add_spec_ensembles(picks)
     return {s: ("ensemble", SPEC_ENSEMBLE, s) for s in wanted}
 
 
@@ -179,22 +182,13 @@ def _lone_member(run: RunRecord) -> bool:
     return len(run.spec.get("members") or run.members) == 1
 
 
-class _ScoreReader:
-    """Per-example correctness on test of a stored model, read once: (idx, 0/1 scores) sorted by idx,
+def scores_on_test(results: RunResults, key) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-example correctness on test of a stored or computed model: (idx, 0/1 scores) sorted by idx,
     or None when the model has no test predictions or the test split has no labels."""
-
-    def __init__(self, store: Store, dataset_id: str):
-        self.store, self.dataset_id, self.cache = store, dataset_id, {}
-
-    def of(self, run_id: str, key) -> tuple[np.ndarray, np.ndarray] | None:
-        if key is None:
-            return None
-        if (run_id, key) not in self.cache:
-            kind, member, checkpoint = key
-            with self.store.probabilities() as reader:
-                idx, probs, labels = reader.labelled(self.dataset_id, run_id, kind, member, checkpoint, "test")
-            self.cache[(run_id, key)] = None if len(idx) == 0 or labels is None else (idx, correct(probs, labels))
-        return self.cache[(run_id, key)]
+    if key is None:
+        return None
+    idx, probs, labels = results.labelled(key, "test")
+    return None if len(idx) == 0 or labels is None else (idx, correct(probs, labels))
 
 
 def _mean_sd(v: Spread) -> str:

@@ -1,8 +1,8 @@
 """`runner plot`: what its argument names (a run or a sweep), and a run's learning curves and class
 distributions as one PNG (matplotlib, no display). A sweep's figure is runner.analysis.sweep_plot.
 
-The run's figure is four panels (loss, accuracy, macro-F1, class shares), each drawn by its own
-function, so that `runner report` embeds them one by one (a phone shows each at its width). Every
+The run's figure is five panels (loss, accuracy, macro-F1, class shares, and the confusion matrix of
+the spec's model), each drawn by its own function, so that `runner report` embeds them one by one (a phone shows each at its width). Every
 legend sits outside its axes, right of them, in a constrained layout that makes room: inside, the
 class-share legend covered the bars and the curves' legends the last epochs."""
 
@@ -12,8 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.analysis.sweep_view import find_sweep
+from runner.core.maths import confusion
 from runner.core.records import RunRecord
 from runner.errors import InputError
+from runner.plugins.registry import load_registry
+from runner.posthoc.ensemble import SPEC_ENSEMBLE
+from runner.posthoc.picks import picks
+from runner.posthoc.results import RunResults
 from runner.store import Store
 
 
@@ -47,7 +52,7 @@ def target(store: Store, ref: str | None, sweep: bool = False) -> tuple[str, Run
                      f"{some(store.recent_run_ids())}; sweeps: {some([s['sweep_id'] for s in store.sweeps()])})")
 
 
-PANELS = ("loss", "accuracy", "f1", "shares")
+PANELS = ("loss", "accuracy", "f1", "shares", "confusion")
 
 
 @dataclass
@@ -61,9 +66,11 @@ class RunPlot:
     epochs: list[dict]  # `epochs` view rows
     split: str  # the split of the class shares (test when it has labels)
     bars: list[tuple[str, list[int]]] = field(default_factory=list)  # (name, count per class); "true" first
+    confusion: tuple[str, list[list[int]]] | None = None  # (whose, counts: rows true, columns predicted) on `split`
+    objective: str = "loss"  # the spec's loss, what the loss panel draws
 
 
-def load_run(store: Store, run: RunRecord) -> RunPlot:
+def load_run(store: Store, run: RunRecord, registry=None) -> RunPlot:
     run_id = run.run_id
     labels = list(run.label_names)
     epochs = store.epoch_rows(run_id)
@@ -85,7 +92,31 @@ def load_run(store: Store, run: RunRecord) -> RunPlot:
         counts = store.predicted_counts(run_id, kind, member, ckpt, split)
         if counts:
             bars.append((name, [counts.get(k, 0) for k in range(len(labels))]))
-    return RunPlot(run_id, run.selection_metric, labels, members, epochs, split, bars)
+    return RunPlot(run_id, run.selection_metric, labels, members, epochs, split, bars,
+                   spec_confusion(store, run, split, registry), run.loss_name)
+
+
+def spec_confusion(store: Store, run: RunRecord, split: str, registry=None) -> tuple[str, list[list[int]]] | None:
+    """(whose, confusion matrix) on `split` of the spec's model: its ensemble under the spec's
+    `[ensemble] checkpoint` (the one the class-share bars show; computed in memory when `apply` did not
+    store it), or a lone member's selected checkpoint; None when nothing has labelled predictions there."""
+    if registry is None:  # the built-in strategies and metrics, for what is computed here (nothing is drawn of them)
+        registry = load_registry(None)
+    strategy = run.selected_strategy if run.ensemble_checkpoint == "selected" else run.ensemble_checkpoint
+    chosen = picks(store, run, registry, "selected" if strategy == run.selected_strategy else strategy)
+    if not chosen:
+        return None
+    results = RunResults(store, run, registry)
+    if len(run.finished) > 1:
+        results.add_spec_ensembles({strategy: chosen})
+        key, whose = ("ensemble", SPEC_ENSEMBLE, strategy), f"ensemble ({strategy})"
+    else:
+        member, checkpoint = next(iter(chosen.items()))
+        key, whose = ("member", member, checkpoint), f"{member} {checkpoint}"
+    idx, probs, labels = results.labelled(key, split)
+    if labels is None:
+        return None
+    return whose, confusion(probs.argmax(axis=1), labels, run.num_labels).tolist()
 
 
 def _legend_outside(ax) -> None:
@@ -122,7 +153,8 @@ def draw_loss(ax, data: RunPlot) -> None:
         x = [e["epoch"] for e in rows]
         ax.plot(x, [e["train_loss"] for e in rows], ls=":", color=c)
         ax.plot(x, [e["eval_loss"] for e in rows], color=c, marker="o", label=m["member"])
-    ax.set_title("loss (solid: valid, dotted: train)")
+    # the training objective (focal, smoothing and all), not the log-loss compare shows: named as such
+    ax.set_title(f"training objective, {data.objective} (solid: valid, dotted: train)")
     _epoch_axis(ax)
 
 
@@ -161,7 +193,32 @@ def draw_shares(ax, data: RunPlot) -> None:
     _legend_outside(ax)
 
 
-DRAW = {"loss": draw_loss, "accuracy": draw_accuracy, "f1": draw_f1, "shares": draw_shares}
+def draw_confusion(ax, data: RunPlot) -> None:
+    """Rows: the true class, columns: the predicted one; colour: the share of the row (recall on the
+    diagonal), each cell's count written in it."""
+    import numpy as np
+
+    if data.confusion is None:
+        ax.set_axis_off()
+        ax.set_title("confusion matrix: no labelled predictions")
+        return
+    whose, counts = data.confusion
+    m = np.asarray(counts, dtype=float)
+    share = m / np.clip(m.sum(axis=1, keepdims=True), 1, None)
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    k = len(data.labels)
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if share[i, j] > 0.6 else "black")
+    names = [n.replace("_", "\n") for n in data.labels]
+    ax.set_xticks(range(k), names, fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title=f"confusion on {data.split}: {whose}\n(colour: share of the row)")
+
+
+DRAW = {"loss": draw_loss, "accuracy": draw_accuracy, "f1": draw_f1, "shares": draw_shares,
+        "confusion": draw_confusion}
 
 
 def figure(data: RunPlot, panels: tuple[str, ...] = PANELS, ncols: int = 2, panel_size=(6.5, 4.1)):
@@ -197,9 +254,9 @@ def png(fig, dpi: int = 110) -> bytes:
 
 
 def plot_run(store: Store, run: RunRecord, out: Path) -> Path:
-    """Four panels: loss and accuracy per epoch for every member (valid solid, train/test dashed, the
-    selected epoch marked), validation macro-F1, and the predicted class shares of each selected
-    member, SWA and the ensemble against the true shares on test."""
+    """Five panels: loss and accuracy per epoch for every member (valid solid, train/test dashed, the
+    selected epoch marked), validation macro-F1, the predicted class shares of each selected member,
+    SWA and the ensemble against the true shares on test, and the confusion matrix of the spec's model."""
     import matplotlib.pyplot as plt
 
     fig = figure(load_run(store, run))

@@ -2,11 +2,13 @@
 
 Nothing on the page is fetched: the style sheet is inline, every plot is a PNG embedded as base64,
 there is no script and no web font. It is built from what the other commands show, not recomputed:
-the members table is the end-of-run table (runner.analysis.summary), the strategies table is `runner compare`'s
-(runner.analysis.compare, with its refit blocks and calibrations' before/after table), the plots are `runner
-plot`'s panels (runner.analysis.plot, runner.analysis.sweep_plot), a sweep's tables are `runner sweep`'s
-(runner.analysis.sweep_view); runner.analysis.tables turns those rich tables into HTML, cell for cell. Like `runner
-compare`, building the page stores the spec's ensemble of a strategy that has none yet.
+the plots come first and are `runner plot`'s panels (runner.analysis.plot, runner.analysis.sweep_plot), the
+members table is the end-of-run table (runner.analysis.summary), the strategies table is `runner compare`'s
+default (runner.analysis.compare, with its refit blocks and calibrations' before/after table), the per-class
+tables `runner compare --classes`' of the spec's strategy (runner.analysis.classes), a sweep's tables are
+`runner sweep`'s (runner.analysis.sweep_view); runner.analysis.tables turns those rich tables into HTML, cell
+for cell. Like `runner compare`, building the page writes nothing to the store: ensembles that `apply` did
+not store are computed in memory.
 
 The page reads on a phone (wide tables scroll sideways, images shrink to the width) and prints (the
 tables wrap, nothing scrolls, landscape pages). The `generator` meta tag marks a file as a report:
@@ -23,9 +25,10 @@ from pathlib import Path
 
 from rich.table import Table
 
-from runner.analysis import compare, plot, sweep_plot, sweep_view
+from runner.analysis import classes, compare, plot, sweep_plot, sweep_view
 from runner.analysis.environment import environment_section
 from runner.analysis.summary import summary_table
+from runner.analysis.tables import table as new_table
 from runner.analysis.tables import to_html
 from runner.analysis.tokens import tokens_table
 from runner.core.records import RunRecord
@@ -138,12 +141,18 @@ def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]
              ("selection", f"{run.selection_metric} ({run.selected_strategy})"),
              ("labels", ", ".join(run.label_names)), ("refit of", run.parent_run_id),
              ("refit epochs by", run.refit_strategy), ("replicas", run.repeat_group), ("error", run.error)]
-    sections = [("Run", _facts(facts)),
+    sections = [("Run", _facts(facts)), ("Plots", plots(store, run, registry)),
                 ("Members", to_html(summary_table(store, run)) + to_html(members_table(run)))]
     if run.finished:
-        c = compare.compare(store, run, registry)
-        sections.append(("Selection strategies", BEST_LEGEND + to_html(compare.render(c))))
-    sections.append(("Plots", plots(store, run)))
+        c = compare.compare(store, run, registry, compare.default_strategies(run, registry) or None)
+        more = ('<p class="legend">The spec\'s strategy, swa, last and best_eval_loss; `runner compare --all` '
+                'shows every strategy.</p>')
+        sections.append(("Selection strategies", BEST_LEGEND + more + to_html(compare.render(c))))
+        spec_rows = [r for r in c.rows if r["strategy"] == run.selected_strategy]
+        reports = classes.class_reports(c.results, spec_rows, c.dist_split)
+        if reports:
+            sections.append(("Per class", to_html([classes.render(r, run.run_id, caption=r is reports[-1])
+                                                   for r in reports])))
     tokens = tokens_table(store, run.run_id)
     if tokens is not None:
         sections.append(("Tokenizers", to_html(tokens)))
@@ -161,9 +170,12 @@ def _time(t) -> str:
 
 
 def members_table(run: RunRecord) -> Table:
-    table = Table(title="Members: what each is")
+    table = new_table("Members: what each is")
     for col in ("member", "backbone", "model", "seed", "options", "error"):
-        table.add_column(col, justify="right" if col == "seed" else "left")
+        if col == "seed":
+            table.add_column(col, justify="right", no_wrap=True)
+        else:
+            table.add_column(col, overflow="fold")
     for m in run.members:
         options = ", ".join(f"{k}={v}" for k, v in m.options.items())
         error = f"[red]{_escape_markup(m.error)}[/]" if m.error else ""
@@ -184,10 +196,11 @@ def swa_table(store: Store, run: RunRecord) -> Table | None:
     if not members:
         return None
     values = store.checkpoint_metrics(run.run_id)
-    table = Table(title="SWA: the average of the last epochs' weights against the selected checkpoint (test)")
-    for col in ("member", "averaged epochs", "selected", "test_accuracy", "swa test_accuracy", "gain",
-                "test_log_loss", "swa test_log_loss"):
-        table.add_column(col, justify="left" if col in ("member", "averaged epochs", "selected") else "right")
+    table = new_table("SWA: the average of the last epochs' weights against the selected checkpoint (test)")
+    for col in ("member", "averaged\nepochs", "selected"):
+        table.add_column(col, overflow="fold")
+    for col in ("test\naccuracy", "swa test\naccuracy", "gain", "test\nlog loss", "swa test\nlog loss"):
+        table.add_column(col, justify="right", no_wrap=True)
     for m in members:
         sel = values.get(("member", m.name, m.selected_checkpoint or ""), {})
         swa = values.get(("member", m.name, "swa"), {})
@@ -208,9 +221,10 @@ def weights_table(store: Store, run: RunRecord) -> Table | None:
         return None
     order = {m.name: i for i, m in enumerate(run.members)}
     rows.sort(key=lambda r: (r["ensemble"] != "ensemble", r["ensemble"], r["strategy"], order.get(r["member"], 1e9)))
-    table = Table(title="Ensemble weights (table ensemble_weights)")
-    for col in ("ensemble", "strategy", "method", "member", "checkpoint", "weight"):
-        table.add_column(col, justify="right" if col == "weight" else "left")
+    table = new_table("Ensemble weights (table ensemble_weights)")
+    for col in ("ensemble", "strategy", "method", "member", "checkpoint"):
+        table.add_column(col, overflow="fold")
+    table.add_column("weight", justify="right", no_wrap=True)
     previous = None
     for r in rows:
         key = (r["ensemble"], r["strategy"])
@@ -223,13 +237,14 @@ def weights_table(store: Store, run: RunRecord) -> Table | None:
     return table
 
 
-def plots(store: Store, run: RunRecord) -> str:
-    """`runner plot`'s four panels, one image each, so that a phone shows each at its width."""
-    data = plot.load_run(store, run)
+def plots(store: Store, run: RunRecord, registry=None) -> str:
+    """`runner plot`'s panels, one image each, so that a phone shows each at its width."""
+    data = plot.load_run(store, run, registry)
     if not data.epochs:
         return "<p>No epoch has been stored yet.</p>"
     alts = {"loss": "loss per epoch", "accuracy": "accuracy per epoch", "f1": "validation macro-F1 per epoch",
-            "shares": "predicted class shares against the true shares"}
+            "shares": "predicted class shares against the true shares",
+            "confusion": "confusion matrix of the spec's model"}
     images = [_image(plot.png(plot.figure(data, panels=(name,), ncols=1)), f"{alts[name]}, run {run.run_id}")
               for name in plot.PANELS]
     return '<div class="plots">' + "".join(images) + "</div>"

@@ -12,12 +12,13 @@ import warnings
 from dataclasses import dataclass, field
 
 from rich.console import Group
-from rich.table import Table
 
 from runner.analysis.stats import paired_bootstrap, spread
+from runner.analysis.tables import table as new_table
 from runner.core.maths import correct
 from runner.errors import InputError
 from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
+from runner.posthoc.picks import all_picks
 
 
 @dataclass
@@ -103,6 +104,14 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
     replicas = {t["number"]: store.replicas(t["run_id"]) for t in finished}
     runs = {rid: store.run(rid) for ids in replicas.values() for rid in ids}
     labels = {}
+    memos: dict[str, dict] = {}  # per run: each member checkpoint's probabilities read once
+    chosen: dict[str, dict] = {}  # per run: strategy -> member -> checkpoint, computed once, never stored
+
+    def checkpoints(run, strategy: str) -> dict[str, str]:
+        if run.run_id not in chosen:
+            chosen[run.run_id] = all_picks(store, run, registry)
+        picked = chosen[run.run_id].get(strategy, {})
+        return {m.name: picked[m.name] for m in run.finished if picked.get(m.name)}
 
     def test_labels(run):
         if run.dataset_id not in labels:
@@ -116,7 +125,8 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
             run = runs[rid]
             try:
                 ens = build_ensemble(store, run, registry, comp.name, run.ensemble_weights, name=SPEC_ENSEMBLE,
-                                     save=False)
+                                     save=False, memo=memos.setdefault(rid, {}),
+                                     checkpoints=checkpoints(run, comp.name))
             except InputError:  # no member has a checkpoint under it (swa without SWA)
                 return None
             values.append(ens.metrics.get(f"eval_{metric}"))
@@ -156,15 +166,19 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
 def render(view: SweepView) -> Group:
     sw = view.sweep
     params = list(dict.fromkeys(k for t in view.trials for k in t["params"]))
-    table = Table(title=f"Sweep {sw['sweep_id']}: objective {sw['objective']} "
-                        f"({sw['direction']}, {'member ' + sw['objective_member'] if sw['objective_member'] else 'ensemble'})",
-                  caption="best first; value: the objective on the validation split")
-    for col in ("trial", "status", "value", *params, "run"):
-        table.add_column(col, justify="right" if col in ("trial", "value") or col in params else "left")
+    table = new_table(f"Sweep {sw['sweep_id']}: objective {sw['objective']} "
+                      f"({sw['direction']}, {'member ' + sw['objective_member'] if sw['objective_member'] else 'ensemble'})",
+                      caption="best first; value: the objective on the validation split")
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("status", overflow="fold")
+    table.add_column("value", justify="right", no_wrap=True)
+    for col in params:  # a long dotted key breaks at its dots: `members.a.train.learning_rate`
+        table.add_column(_wrap_key(col), justify="right", no_wrap=True)
+    table.add_column("run", overflow="fold")
     for i, t in enumerate(view.trials):
         value = "" if t["value"] is None else f"{t['value']:.4f}"
         if t.get("value_sd") is not None:  # `repeats`: the mean over the trial's seeds, and their spread
-            value += f" ± {t['value_sd']:.4f} ({t['repeats']} seeds)"
+            value += f"\n± {t['value_sd']:.4f} ({t['repeats']} seeds)"
         cells = [str(t["number"]), t["status"], value]
         cells += [_fmt(t["params"].get(k)) for k in params] + [t["run_id"] or ""]
         table.add_row(*cells, style="bold green" if i == 0 and t["status"] == "finished" else None)
@@ -175,21 +189,24 @@ def render(view: SweepView) -> Group:
                      + ", ".join(f"{k} = {_fmt(v)}" for k, v in best["params"].items())
                      + f"; run {best['run_id']} (runner predict/export/compare take it)")
     if view.importances:
-        imp = Table(title="Parameter importances (Optuna)")
-        imp.add_column("param")
-        imp.add_column("importance", justify="right")
+        imp = new_table("Parameter importances (Optuna)")
+        imp.add_column("param", overflow="fold")
+        imp.add_column("importance", justify="right", no_wrap=True)
         for k, v in view.importances.items():
             imp.add_row(k, f"{v:.3f}")
         parts.append(imp)
     elif view.note:
         parts.append(view.note)
     if view.rescoring:
-        rs = Table(title="Re-scoring: the trial each selection strategy would pick (stored predictions only)",
-                   caption="each trial's ensemble under the strategy, compared on the strategy's validation metric "
-                           "(the mean over its seeds with repeats); Δ: its test accuracy minus the objective's pick's, "
-                           "with a 95% paired bootstrap interval over test examples and seeds (runner.analysis.stats)")
-        for col in ("strategy", "picks trial", "by", "value", "its test_accuracy", "Δ vs objective's pick"):
-            rs.add_column(col, justify="left" if col in ("strategy", "by") else "right")
+        rs = new_table("Re-scoring: the trial each selection strategy would pick (stored predictions only)",
+                       caption="each trial's ensemble under the strategy, compared on the strategy's validation metric "
+                               "(the mean over its seeds with repeats); Δ: its test accuracy minus the objective's pick's, "
+                               "with a 95% paired bootstrap interval over test examples and seeds (runner.analysis.stats)")
+        rs.add_column("strategy", overflow="fold")
+        rs.add_column("picks\ntrial", justify="right", no_wrap=True)
+        rs.add_column("by", overflow="fold")
+        for col in ("value", "its test\naccuracy", "Δ vs objective's pick\n[95% interval]"):
+            rs.add_column(col, justify="right", no_wrap=True)
         for r in view.rescoring:
             test = "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}"
             if r.get("test_accuracy_sd") is not None:
@@ -200,6 +217,17 @@ def render(view: SweepView) -> Group:
                        f"{r['value']:.4f}", test, delta)
         parts.append(rs)
     return Group(*parts)
+
+
+def _wrap_key(key: str, width: int = 14) -> str:
+    """A dotted key on lines of at most `width` characters where its dots allow (`train.` / `learning_rate`)."""
+    lines: list[str] = []
+    for part in key.replace(".", ".\n").splitlines():
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
 
 
 def _fmt(v) -> str:

@@ -5,6 +5,10 @@ marked `best` in HTML; red (a failed member) is marked `bad`.
 
 What goes in is what the commands print: a rich `Table`, a `Group` of tables and lines, a string, or a
 list of those.
+
+`table()` makes the tables themselves: a rule under the header and no frame (two spaces between
+columns instead of three characters), sized for the terminal it is printed in (`FitTable`): numbers
+are never cut, text columns wrap or shorten instead.
 """
 
 from __future__ import annotations
@@ -12,10 +16,77 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
+from rich import box
 from rich.console import Group
 from rich.errors import MarkupError
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+
+FLEXIBLE_MIN = 8  # the narrowest a text column becomes when the terminal is narrow (its `min_width` if set)
+
+
+class FitTable(Table):
+    """A rich table sized for the width it is printed at. Columns with `no_wrap` (numbers, ids) keep
+    their width; when the table is wider than the terminal, the columns are first set one space apart
+    instead of two, then the other columns (names, labels) give up width, the widest first, each down
+    to its `min_width` (8 when unset; a right-aligned one never below its widest value): their text
+    wraps, or is shortened with "…" where the column says `overflow="ellipsis"`. rich alone would cut
+    every column, numbers included."""
+
+    def __rich_console__(self, console, options):
+        self._fit(console, options)
+        yield from super().__rich_console__(console, options)
+
+    def __rich_measure__(self, console, options):
+        self._fit(console, options)
+        return super().__rich_measure__(console, options)
+
+    def _fit(self, console, options) -> None:
+        flexible = [c for c in self.columns if not c.no_wrap]
+        for c in flexible:  # what the caller set, kept across prints at other widths
+            c.max_width = c.__dict__.setdefault("_own_max_width", c.max_width)
+        self.padding = self.__dict__.setdefault("_own_padding", self.padding)
+        available = min(self.width or options.max_width, options.max_width)
+        wide = options.update_width(10_000)
+        excess = Table.__rich_measure__(self, console, wide).maximum - available
+        if excess > 0 and self.box is not None:  # one space between columns (the box's) instead of two
+            self.padding = (0, 0)
+            excess = Table.__rich_measure__(self, console, wide).maximum - available
+        if excess <= 0 or not flexible:
+            return
+        natural = [min(_natural(console, wide, c), c.max_width or 10_000) for c in flexible]
+        floor = [min(n, c.min_width if c.min_width is not None else FLEXIBLE_MIN) for n, c in zip(natural, flexible)]
+        # a right-aligned column (numbers under a long header) never below its widest value
+        floor = [max(f, _natural(console, wide, c, header=False)) if c.justify == "right" else f
+                 for f, c in zip(floor, flexible)]
+        level = max(natural)
+        while level > 0 and sum(n - max(f, min(n, level)) for n, f in zip(natural, floor)) < excess:
+            level -= 1
+        widths = [max(f, min(n, level)) for n, f in zip(natural, floor)]
+        spare = sum(natural) - sum(widths) - excess  # cut beyond the excess (columns at their floor): give back
+        for i in sorted(range(len(widths)), key=lambda i: natural[i] - widths[i]):  # most columns made whole
+            back = min(max(spare, 0), natural[i] - widths[i])
+            widths[i] += back
+            spare -= back
+        for c, w in zip(flexible, widths):
+            c.max_width = w
+
+
+def _natural(console, options, column, header: bool = True) -> int:
+    """The widest line of a column's cells (and header)."""
+    widths = [1]
+    for cell in [column.header, *column.cells] if header else column.cells:
+        renderable = console.render_str(cell) if isinstance(cell, str) else cell
+        widths.append(Measurement.get(console, options, renderable).maximum)
+    return max(widths)
+
+
+def table(title: str | None = None, caption: str | None = None, **options) -> FitTable:
+    """A table as runner prints it: a rule under the header, no frame, sized for the terminal."""
+    options = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True,
+               "title_justify": "left", "caption_justify": "left", **options}
+    return FitTable(title=title, caption=caption, **options)
 
 
 @dataclass(frozen=True)

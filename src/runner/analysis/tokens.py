@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from runner.analysis.tables import table as fit_table
 from runner.data.token_stats import TRUNCATED_WARN, UNKNOWN_WARN
 from runner.store import Store
 
@@ -16,10 +17,11 @@ def tokens_table(store: Store, run_id: str) -> Table | None:
     rows = store.token_stats(run_id)
     if not rows:
         return None
-    table = Table(title="Tokenizers: each member's tokenizer over each split, before truncation (table token_stats)")
+    table = fit_table(title="Tokenizers: each member's tokenizer over each split, before truncation (table token_stats)")
     for col in ("member", "split", "texts", "tokens per text", "longest", "unknown tokens", "texts with unknown",
                 "cut at max_length"):
-        table.add_column(col, justify="left" if col in ("member", "split") else "right")
+        text = col in ("member", "split")
+        table.add_column(col, justify="left" if text else "right", no_wrap=not text)
     previous = None
     for r in rows:
         if previous is not None and r["member"] != previous:

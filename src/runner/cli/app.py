@@ -15,13 +15,13 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import Enum
 from functools import wraps
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from runner.core import failures
@@ -257,9 +257,16 @@ def emit(cols, rows, format: Format, title: str | None = None) -> None:
         text = markdown_table([str(c) for c in cols], [[Cell(_cell(v)) for v in r] for r in rows], right)
         sys.stdout.write((f"**{title}**\n\n" if title else "") + text)
     else:
-        table = Table(title=title)
-        for c in cols:
-            table.add_column(str(c), overflow="fold")  # long values (plugin paths) wrap, never cut off
+        # start-up time (runner.cli)
+        from runner.analysis.tables import table as new_table
+
+        table = new_table(title)
+        for i, c in enumerate(cols):
+            values = [r[i] for r in rows if r[i] is not None]
+            if values and all(isinstance(v, (int, float, Decimal)) and not isinstance(v, bool) for v in values):
+                table.add_column(str(c), justify="right", no_wrap=True)  # numbers are never cut
+            else:
+                table.add_column(str(c), overflow="fold")  # long values (plugin paths) wrap, never cut off
         for r in rows:
             table.add_row(*[_cell(v) for v in r])
         out.print(table)

@@ -129,40 +129,89 @@ def compare(
     store: Path = STORE_OPT,
     plugins: Optional[Path] = PLUGINS_OPT,
     strategies: Optional[str] = typer.Option(None, "--strategies",
-                                             help="Comma-separated strategies to show (default: every registered "
-                                                  "one; `runner plugins` lists them)."),
+                                             help="Comma-separated strategies to show (default: the spec's, swa, "
+                                                  "last and best_eval_loss; csv and json: every registered one; "
+                                                  "`runner plugins` lists them)."),
+    all_strategies: bool = typer.Option(False, "--all", help="Every registered strategy."),
+    columns: Optional[str] = typer.Option(None, "--columns",
+                                          help="Comma-separated columns, such as eval_log_loss,eval_objective,"
+                                               "test_accuracy,tvd,shares (an unknown name lists them all). Default: "
+                                               "the spec's selection metric, test accuracy, F1 and log loss, tvd, "
+                                               "shares; csv and json: every base column."),
+    classes: bool = typer.Option(False, "--classes", help="Per class instead: the confusion matrix and each class's "
+                                                          "precision, recall and F1 of every row (default: the "
+                                                          "spec's strategy only)."),
+    split: Optional[str] = typer.Option(None, "--split", help="With --classes: the split (test, valid, or a stored "
+                                                              "prediction's input-<hash>; default: test)."),
     format: Format = typer.Option(Format.table, "--format"),
 ):
-    """The selection-strategy table: each member and the ensemble under every registered strategy.
+    """The selection-strategy table: each member and the ensemble under the spec's strategy, swa, last and
+    best_eval_loss (--all: every registered strategy). Strategies that pick the same checkpoints share a block.
 
     A run with replicas (`repeats = N`) also gets each strategy over its seeds (mean ± sd) and paired
-    bootstrap intervals of its test accuracy minus the run's selected strategy's.
+    bootstrap intervals of its test accuracy minus the run's selected strategy's. Reads only: ensembles
+    that `apply` did not store are computed in memory.
     """
     # start-up time (runner.cli)
+    from runner.analysis import columns as cols
     from runner.analysis.compare import compare as build
-    from runner.analysis.compare import render
+    from runner.analysis.compare import default_strategies, render
     from runner.store import Store
 
+    if all_strategies and strategies:
+        raise InputError("--all and --strategies: give one of them")
+    if split is not None and not classes:
+        raise InputError("--split: goes with --classes (the strategies table measures class shares on test)")
     registry = _read_registry(plugins, store, run)
+    chosen = cols.parse(columns, registry) if columns is not None else None
     st = Store(store).open_read()
     wanted = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
     if other is not None:
+        if classes or chosen or all_strategies:
+            raise InputError("--classes, --columns and --all: not with two runs (compare A B)")
         return _compare_two(st, run, other, registry, wanted, format)
-    c = build(st, st.run(run), registry, wanted)
-    if format in (Format.table, Format.markdown):
+    record = st.run(run)
+    if wanted is None and not all_strategies:  # csv and json: every strategy, as the rows to query
+        if classes:
+            wanted = [record.selected_strategy]
+        elif format in (Format.table, Format.markdown):
+            wanted = default_strategies(record, registry)
+    c = build(st, record, registry, wanted or None, chosen, seeds=not classes)
+    if classes:
+        _classes(c, split, format)
+    elif format in (Format.table, Format.markdown):
         show(render(c), format)
     else:
         records = c.records()
-        cols = list(dict.fromkeys(k for r in records for k in r))  # a replica's rows over seeds add columns
-        records = [{k: r.get(k) for k in cols} for r in records]
-        emit(cols, [list(r.values()) for r in records], format)
+        keys = list(dict.fromkeys(k for r in records for k in r))  # a replica's rows over seeds add columns
+        records = [{k: r.get(k) for k in keys} for r in records]
+        emit(keys, [list(r.values()) for r in records], format)
     unregistered = sorted(st.metric_names(c.run_id) - set(registry.names("metrics")) - {"loss"})
     if unregistered:
         trained = st.environment(c.run_id).get("plugins")
         note(f"run {c.run_id} stored metrics no loaded plugin registers ({', '.join(unregistered)}): their strategies "
              "are not shown; pass --plugins DIR with the plugins the run was trained with"
              + (f" ({trained})" if trained else ""))
-    note(st.notice)  # an older store: ensembles built here went to its in-memory copy, never to the file
+    note(st.notice)  # an older store, read through an upgraded copy in memory
+
+
+def _classes(c, split: str | None, format: Format) -> None:
+    """`runner compare --classes`: a confusion matrix with per-class precision, recall and F1 per row."""
+    # start-up time (runner.cli)
+    from runner.analysis.classes import class_reports
+    from runner.analysis.classes import render as render_classes
+
+    split = split or c.dist_split
+    reports = class_reports(c.results, c.rows, split)
+    if not reports:
+        known = sorted(c.results.store.prediction_splits(c.run_id))
+        raise InputError(f"--split {split!r}: run {c.run_id} has no predictions with labels on it (its splits with "
+                         f"predictions: {', '.join(known) or 'none'})")
+    if format in (Format.table, Format.markdown):
+        show([render_classes(r, c.run_id, caption=r is reports[-1]) for r in reports], format)
+    else:
+        records = [rec for r in reports for rec in r.records()]
+        emit(list(records[0]), [list(r.values()) for r in records], format)
 
 
 def _compare_two(st, a: str | None, b: str, registry, wanted, format) -> None:
@@ -254,8 +303,8 @@ def plot(
     out: Path = typer.Option(None, "--out", help="PNG file to write (default: <run_id>.png, or <sweep_id>.png, "
                                                  "beside the store); .pdf and .svg work too."),
 ):
-    """Learning curves and predicted class shares of a run, or a sweep's objective by trial and one slice per
-    parameter, as a PNG."""
+    """Learning curves, predicted class shares and the spec's model's confusion matrix of a run, or a sweep's
+    objective by trial and one slice per parameter, as a PNG."""
     # start-up time (runner.cli)
     from runner.analysis.plot import plot_run, target
     from runner.analysis.sweep_plot import load, plot_sweep
@@ -301,10 +350,11 @@ def report(
                                                  "beside the store). An existing file is replaced only when it is an "
                                                  "earlier report."),
 ):
-    """One self-contained HTML page of a run or a sweep (no network: plots embedded, style inline): the spec,
-    the members and their status, the strategies table with the best values marked, learning curves and class
-    shares, SWA and ensemble weights; a sweep's trials, best params and re-scoring table; a refit's or a
-    calibration's before and after. Readable on a phone, printable."""
+    """One self-contained HTML page of a run or a sweep (no network: plots embedded, style inline): the plots
+    first (learning curves, class shares, the confusion matrix), the members and their status, the strategies
+    table with the best values marked, per-class precision and recall, SWA and ensemble weights, the spec; a
+    sweep's trials, best params and re-scoring table; a refit's or a calibration's before and after. Readable
+    on a phone, printable. Writes nothing to the store."""
     # start-up time (runner.cli)
     from runner.analysis.plot import target
     from runner.analysis.report import build, check_out, write

@@ -1,5 +1,6 @@
 """The one home of the numbers every part of runner computes the same way: softmax, per-example
-correctness and negative log-likelihood, and the metrics accuracy, macro F1 and log-loss.
+correctness and negative log-likelihood, the metrics accuracy, macro F1 and log-loss, and the
+confusion matrix with each class's precision, recall and F1.
 
 Training stores them per checkpoint (the built-in metrics register these functions), ensembles and
 calibrations report them, and the intervals over seeds resample the per-example forms, so a number
@@ -38,17 +39,35 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(-1) == labels).mean())
 
 
+def confusion(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) int64 counts: row = the true label, column = the predicted one. `pred` and `labels` (n,)
+    label ids in [0, k)."""
+    pred = np.asarray(pred, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.bincount(labels * k + pred, minlength=k * k).reshape(k, k)
+
+
+def per_class(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Each class's `precision`, `recall` and `f1` (float64, (k,)) and `support` (true count) and
+    `predicted` (predicted count) of a confusion matrix (rows true, columns predicted). A class never
+    predicted has precision 0, one never present recall 0, and F1 0 when both are, as sklearn's
+    `zero_division=0`."""
+    m = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(m)
+    support, predicted = m.sum(axis=1), m.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        denom = support + predicted  # 2tp + fp + fn
+        f1 = np.where(denom > 0, 2 * tp / denom, 0.0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64),
+            "predicted": predicted.astype(np.int64)}
+
+
 def f1_macro(probs: np.ndarray, labels: np.ndarray) -> float:
     """Macro-averaged F1 over every label (a label never predicted nor present scores 0, as sklearn)."""
-    pred = probs.argmax(-1)
-    scores = []
-    for c in range(probs.shape[-1]):
-        tp = np.sum((pred == c) & (labels == c))
-        fp = np.sum((pred == c) & (labels != c))
-        fn = np.sum((pred != c) & (labels == c))
-        denom = 2 * tp + fp + fn
-        scores.append(2 * tp / denom if denom else 0.0)
-    return float(np.mean(scores))
+    k = probs.shape[-1]
+    return float(np.mean(per_class(confusion(probs.argmax(-1), labels, k))["f1"]))
 
 
 def log_loss(probs: np.ndarray, labels: np.ndarray) -> float:

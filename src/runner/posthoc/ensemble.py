@@ -25,7 +25,7 @@ import numpy as np
 from runner.core.records import RunRecord, metric_key
 from runner.core.selection import SELECTED
 from runner.errors import InputError
-from runner.posthoc.picks import materialize
+from runner.posthoc.picks import picks
 from runner.store import Store
 
 EPS = 1e-12
@@ -64,14 +64,10 @@ def member_checkpoints(store: Store, run: RunRecord, strategy: str, registry,
             raise InputError(f"--members: run {run.run_id} has no finished member {unknown[0]!r} "
                              f"(finished: {', '.join(finished) or 'none'})")
         finished = [m for m in finished if m in members]
-    if strategy == SELECTED:
-        chosen = {m.name: m.selected_checkpoint for m in run.finished}
-    else:
-        if registry.selection(strategy) is None:
-            known = ", ".join([SELECTED] + [s.name for s in registry.selections()])
-            raise InputError(f"--checkpoint {strategy!r}: no such selection strategy; one of: {known}")
-        materialize(store, run, registry)
-        chosen = store.selections(run.run_id, strategy)
+    if strategy != SELECTED and registry.selection(strategy) is None:
+        known = ", ".join([SELECTED] + [s.name for s in registry.selections()])
+        raise InputError(f"--checkpoint {strategy!r}: no such selection strategy; one of: {known}")
+    chosen = picks(store, run, registry, strategy)  # computed from the stored epochs where not stored: no write
     return {m: chosen[m] for m in finished if chosen.get(m)}
 
 
@@ -235,17 +231,19 @@ def _ensemble_name(method: str, w: np.ndarray, names: list[str], members: list[s
     return label
 
 
-def build_missing_ensembles(store: Store, run: RunRecord, registry, checkpoints: dict[str, dict[str, str]]) -> None:
-    """Build and store, in one transaction, the spec's ensemble of every strategy in `checkpoints`
-    (from `strategy_checkpoints`) that has none yet and picks a checkpoint of every finished member;
-    nothing for a run of one member (it has no ensemble)."""
+def spec_ensembles(store: Store, run: RunRecord, registry, checkpoints: dict[str, dict[str, str]],
+                   memo: dict | None = None) -> list[Ensemble]:
+    """The spec's ensemble of every strategy in `checkpoints` (strategy -> member -> checkpoint, from
+    `strategy_checkpoints`) that the store has none of and that picks a checkpoint of every finished
+    member, computed from the stored probabilities and not stored (what `apply` did not build, a read
+    command computes for itself); none for a run of one member (it has no ensemble). `memo` (a dict
+    the caller keeps) reads each member checkpoint's probabilities once over several calls."""
     finished = [m.name for m in run.finished]
     if len(finished) < 2:
-        return
+        return []
     have = store.ensemble_strategies(run.run_id, SPEC_ENSEMBLE)
-    memo: dict = {}
-    built = [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
-                            memo=memo, checkpoints=picks)
-             for s, picks in checkpoints.items() if s not in have and len(picks) == len(finished)]
-    if built:
-        store.log_ensembles(built)
+    memo = {} if memo is None else memo
+    return [build_ensemble(store, run, registry, s, run.ensemble_weights, name=SPEC_ENSEMBLE, save=False,
+                           memo=memo, checkpoints=chosen)
+            for s, chosen in checkpoints.items()
+            if s not in have and (s != SELECTED or run.selected_strategy not in have) and len(chosen) == len(finished)]

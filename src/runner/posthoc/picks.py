@@ -1,9 +1,9 @@
-"""What each selection strategy picks for a finished run's members, read from the store.
+"""What each selection strategy picks for a finished run's members, read from the store, never written.
 
 `apply` stores every registered strategy's pick when a member finishes (`selections`). A strategy
 registered later (a new plugin, or a built-in added by a newer runner) is computed from the stored
-epochs (runner.core.selection.pick_all): `all_picks` and `picks` do so without writing;
-`materialize` stores the missing picks.
+epochs (runner.core.selection.pick_all) each time a command needs it, in memory: a read command
+never writes, and the picks are a pure function of the stored epochs.
 """
 
 from __future__ import annotations
@@ -47,30 +47,9 @@ def picks(store, run, registry, strategy: str) -> dict[str, str]:
     return out
 
 
-def materialize(store, run, registry) -> None:
-    """Store the picks of every registered strategy that a finished member of `run` lacks.
-
-    `apply` stores every strategy's pick when a member finishes; a strategy registered later (a new
-    plugin, or a built-in added by a newer runner) is computed here, from the stored epochs, the
-    first time a command that needs it runs. Strategies that cannot choose (`swa` without SWA) store
-    nothing, so nothing is written when nothing is missing.
-    """
-    have = store.selection_strategies(run.run_id)
-    names = [s.name for s in registry.selections()]
-    for m in run.finished:
-        missing = [n for n in names if n not in have.get(m.name, set())]
-        if not missing:
-            continue
-        chosen = pick_all(registry, _history(store, run, m.name))
-        found = {n: chosen[n] for n in missing if chosen.get(n) is not None}
-        if found:
-            store.log_selections(run.run_id, m.name, found)
-
-
 def strategy_checkpoints(store, run, registry, wanted: list[str]) -> dict[str, dict[str, str]]:
     """strategy -> finished member -> the checkpoint the strategy picks, for each of `wanted`
-    (registered strategies); picks of strategies registered since the run trained are stored first."""
+    (registered strategies), without writing."""
     finished = [m.name for m in run.finished]
-    materialize(store, run, registry)
-    picked = store.all_selections(run.run_id)  # strategy -> member -> checkpoint, in one query
+    picked = all_picks(store, run, registry)
     return {s: {m: picked[s][m] for m in finished if picked.get(s, {}).get(m)} for s in wanted}

@@ -10,7 +10,8 @@ Three promises, each kept here and nowhere else:
   READ_ONLY and its schema and the blocks its tables use are read. Anything that is not a whole
   runner store is refused with `StoreFileError` (exit 2), the file untouched.
 - Read commands (`open_read`) never write: a current store is only ever attached READ_ONLY for reads,
-  and a store from an older runner is read through a migrated copy in memory.
+  a write through a store opened so is refused (a bug, never the file changed), and a store from an
+  older runner is read through a migrated copy in memory.
 
 Speed: starting a DuckDB instance costs some 20 ms, an ATTACH about 1 ms, and an `apply` or a
 `compare` opens the store dozens of times; so each process keeps one locked-down in-memory instance
@@ -33,7 +34,7 @@ import duckdb
 from runner.errors import StoreError, StoreFileError
 from runner.store.filecheck import _can_write_file, _can_write_folder, _folder_message, check_blocks, sniff
 from runner.store.instances import _aliases, _detach, _discard_instance, _shared_instance, locked_instance, path_lock
-from runner.store.migrations_later import MIGRATIONS  # every migration, m011 on included
+from runner.store.migrations import MIGRATIONS
 
 LOCK_TIMEOUT_S = float(os.environ.get("RUNNER_STORE_LOCK_TIMEOUT", "120"))
 _LOCK_PATTERNS = ("Could not set lock", "Conflicting lock", "database is locked")
@@ -75,6 +76,7 @@ class StoreFile:
         self.notice: str | None = None  # set by open_read() for a store read through a migrated copy
         self._instance: duckdb.DuckDBPyConnection | None = None  # private: a memory limit or a copy
         self._copy = False  # reads and writes go to the in-memory copy, never to the file
+        self._reading = False  # opened by open_read(): a write to the file is a bug, refused
         self._state = "unchecked"  # then "probing" (sniffed, schema being read), then "checked"
 
     # -- opening --------------------------------------------------------------------------------
@@ -90,6 +92,7 @@ class StoreFile:
         that cannot be written where a write is needed.
         """
         self._check_location()
+        self._reading = False
         if not self.exists():
             if not create:
                 raise self._missing()
@@ -117,6 +120,7 @@ class StoreFile:
         self._check_location()
         if not self.exists():
             raise self._missing()
+        self._reading = True
         pending = self.pending_migrations()
         if pending:
             self._load_copy()
@@ -240,6 +244,9 @@ class StoreFile:
             finally:
                 con.close()
             return
+        if write and self._reading:
+            raise RuntimeError(f"{self.path} was opened for reading (open_read) and a write was attempted; a read "
+                               "command never writes. The file was not changed.")
         self._verify()
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.05

@@ -193,6 +193,10 @@ class Results:
         return out
 
 
+    def prediction_splits(self, run_id: str) -> set[str]:
+        """The splits a run has stored predictions on (valid, test, `runner predict`'s input-<hash>)."""
+        return {r[0] for r in self.query("SELECT DISTINCT split FROM predictions WHERE run_id = ?", [run_id])[1]}
+
     def checkpoint_value(self, run_id: str, kind: str, member: str, checkpoint: str, split: str,
                          name: str) -> float | None:
         """One stored metric of one checkpoint (or ensemble), or None."""
