@@ -107,8 +107,8 @@ def world():
         (w.golden_in / "spec.toml").write_text(cs.toml_dumps(GOLDEN_DOC), encoding="utf-8")
         call = invoke(w, ["apply", str(w.golden_in / "spec.toml"), "--store", str(w.golden_out / "results.duckdb")])
         assert call.exit_code == 0, call.describe()
-        # warm what libraries cache under $HOME once (matplotlib's font list), so that what an example
-        # leaves in $HOME is runner's doing
+        # warm matplotlib's font list once (in runner's own cache folder, runner.core.dirs), so that no
+        # example pays for building it
         call = invoke(w, ["plot", "--store", str(w.golden_out / "results.duckdb"), "--out", str(root / "warm.png")])
         assert call.exit_code == 0, call.describe()
         (root / "warm.png").unlink()

@@ -632,3 +632,49 @@ def test_a_tiny_dataset_is_a_clear_error(n, tmp_path, write_spec, run_cli):
     write_csv(tmp_path / "tiny.csv", labelled(["neg", "pos", "meh"][:n], n))
     err = validate_fails(run_cli, data_spec(write_spec, valid=0.25))
     assert "tiny.csv" in err and "too little data" in err and "data.valid" in err
+
+
+@pytest.mark.parametrize("newlines", [False, True])
+def test_a_csv_cell_of_10_mb_is_read_whole(tmp_path, write_spec, registry, run_cli, newlines):
+    """pyarrow reads a csv in 1 MiB blocks and refused a row longer than one ("straddles two block
+    boundaries"); a cell of any size is read, quoted line breaks included, for training and for predict."""
+    big = ("a long review, " + ("with a line break\n" if newlines else "") + "on and on. ") * 400_000
+    assert len(big.encode()) > 10_000_000
+    rows = labelled(["neg", "pos"])
+    rows[5]["text"] = big
+    write_csv(tmp_path / "tiny.csv", rows)
+    data = load(data_spec(write_spec), registry)
+    assert big in data.splits["train"].texts + data.splits["valid"].texts
+    assert len(data.splits["train"]) + len(data.splits["valid"]) == 40
+    from runner.data.inputs import read_input
+
+    got = read_input(tmp_path / "tiny.csv", ["neg", "pos"], registry)
+    assert got.texts[5] == big and got.labels.tolist() == [i % 2 for i in range(40)]
+
+
+def test_errors_about_a_data_file_quote_a_cell_never_a_whole_line(tmp_path, write_spec, run_cli):
+    """A spec may point at any file (a link to /etc/passwd): a message names the row and line, and quotes
+    a cell or a column name cut short, never the line (pyarrow's own message quotes the row)."""
+    secret = "root:x:0:0:the-whole-secret-line:/root:/bin/bash"
+    lines = [f"review {i},{TINY_LABELS[i % 4]}" for i in range(40)]
+    lines[20] = secret.replace(":", ",")
+    (tmp_path / "tiny.csv").write_text("text,label\n" + "\n".join(lines) + "\n")
+    err = validate_fails(run_cli, data_spec(write_spec))
+    assert "row 21 (line 22)" in err and "Expected 2 columns, got 7" in err and "the-whole-secret" not in err, err
+    (tmp_path / "tiny.csv").write_text(secret + "\n" + "\n".join(f"line {i}" for i in range(20)) + "\n")
+    err = validate_fails(run_cli, data_spec(write_spec))
+    assert "no column 'text'" in err and "'root:x:0:0:" in err and "/bin/bash" not in err, err
+
+
+def test_a_fifo_is_refused_as_a_data_file_and_as_predict_input(tmp_path, write_spec, run_cli, registry):
+    """A named pipe is no regular file: exit 2 naming it, never a wait for a writer or a read of half."""
+    import os
+
+    from runner.data.inputs import read_input
+    from runner.errors import InputError
+
+    os.mkfifo(tmp_path / "tiny.csv")
+    err = validate_fails(run_cli, data_spec(write_spec))
+    assert "tiny.csv" in err and "named pipe" in err and "[data].train" in err, err
+    with pytest.raises(InputError, match="INPUT .*tiny.csv: is a named pipe"):
+        read_input(tmp_path / "tiny.csv", ["neg", "pos"], registry)

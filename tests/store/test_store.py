@@ -233,8 +233,11 @@ def filled(store):
         "INSTALL httpfs",
         "SELECT * FROM read_csv('/etc/passwd')",
         "SELECT 1; DROP TABLE metrics",
+        "WITH gone AS (DELETE FROM metrics RETURNING *) SELECT count(*) FROM gone",
+        "WITH x AS (SELECT 1) INSERT INTO metrics VALUES ('r', 'm', 'epoch-9', 9, 'valid', 'loss', 0.0)",
     ],
-    ids=["insert", "delete", "create", "attach", "copy", "install", "read_csv", "smuggled-drop"],
+    ids=["insert", "delete", "create", "attach", "copy", "install", "read_csv", "smuggled-drop", "delete-in-a-cte",
+         "insert-after-a-cte"],
 )
 def test_sql_refuses_what_writes_or_reads_outside(filled, run_cli, sql, tmp_path):
     before = filled.read_bytes()
@@ -315,3 +318,18 @@ def test_the_confusion_view_counts_true_by_predicted_labels(tmp_path):
         ("input-x", np.array([0]), np.array([[0.4, 0.6]], dtype=np.float32))])
     rows = fetch(path, "SELECT split, label, pred, label_name, pred_name, n FROM confusion ORDER BY label, pred")
     assert rows == [("test", 0, 0, "neg", "neg", 1), ("test", 0, 1, "neg", "pos", 1), ("test", 1, 1, "pos", "pos", 1)]
+
+
+def test_a_store_inside_another_stores_runs_folder_is_refused(tmp_path, run_cli):
+    """runs/ (and adapted/, tokenized/) beside a store is runner's to fill and clean: a member's folder is
+    deleted when it restarts, so a store given a path in there is exit 2, before anything is written."""
+    from runner.store import Store
+
+    Store(tmp_path / "results.duckdb").open()
+    (tmp_path / "runs" / "run-1" / "a").mkdir(parents=True)
+    for inner in (tmp_path / "runs" / "x.duckdb", tmp_path / "runs" / "run-1" / "a" / "x.duckdb"):
+        code, _, err = run_cli("runs", "--store", inner)
+        assert code == 2 and "--store" in err and str(tmp_path / "runs") in err, err
+        assert not inner.exists()
+    (tmp_path / "elsewhere" / "runs").mkdir(parents=True)  # a folder called runs with no store beside it is fine
+    Store(tmp_path / "elsewhere" / "runs" / "x.duckdb").open()

@@ -242,7 +242,7 @@ def test_a_refit_whose_adaptation_was_removed_makes_the_same_one_again(case, tmp
     assert {p.name for p in (tmp_path / "adapted").iterdir() if p.is_dir()} == set(keys.values())
 
 
-def test_texts_test_is_recorded_and_readme_warns(case, repo):
+def test_texts_test_is_recorded_and_the_guide_warns(case, repo):
     st_path = case["dir"] / "transductive.duckdb"
     spec = write(case["dir"], "transductive", adapt=ADAPT.replace("epochs = 3", "epochs = 1") + 'texts = ["test"]\n')
     code, out, err = cli("validate", spec, "--store", st_path, "--show-spec")
@@ -254,8 +254,8 @@ def test_texts_test_is_recorded_and_readme_warns(case, repo):
     rows = st.query_dicts("SELECT settings, sources FROM adaptations")
     assert rows and all(json.loads(r["settings"])["texts"] == ["test"] and list(json.loads(r["sources"])) == ["test"]
                         for r in rows)
-    readme = (repo / "README.md").read_text()
-    assert 'texts = ["test"]' in readme and "transductive" in readme
+    guide = (repo / "docs" / "how-to" / "adapt.md").read_text()
+    assert 'texts = ["test"]' in guide and "transductive" in guide
 
 
 def test_hf_member_adapts_from_a_tiny_model_saved_in_a_temporary_folder(tmp_path):
@@ -329,6 +329,16 @@ def test_bad_adapt_inputs_exit_2_naming_the_key(tmp_path):
         code, _, err = cli("validate", spec, "--store", tmp_path / "r.duckdb")
         assert code == 2 and key in err, (line, err)
         assert "Traceback" not in err and not (tmp_path / "r.duckdb").exists()
+
+
+def test_an_extra_file_that_is_not_utf8_or_a_fifo_is_named_with_its_line(tmp_path):
+    (tmp_path / "notes.txt").write_bytes(b"a good line\nanother\n\xff\xfe not text\n")
+    os.mkfifo(tmp_path / "pipe.txt")
+    for name, words in (("notes.txt", ["notes.txt", "line 3", "UTF-8"]), ("pipe.txt", ["pipe.txt", "named pipe"])):
+        spec = tmp_path / "bad.toml"
+        spec.write_text(SPEC.format(name="bad", adapt=f'[adapt]\nextra = ["{name}"]', size=120))
+        code, _, err = cli("validate", spec, "--store", tmp_path / "r.duckdb")
+        assert code == 2 and "adapt.extra[0]" in err and all(w in err for w in words), err
 
 
 def test_a_killed_adaptation_resumes(tmp_path):

@@ -259,9 +259,9 @@ def test_a_run_that_is_not_finished_is_refused(run, test_csv):
     assert digest(path) == before
 
 
-def test_output_through_a_symlink_or_into_a_pipe(run, test_csv, tmp_path):
-    """A regular file is replaced atomically; a symbolic link keeps pointing at its (rewritten) target,
-    and what is not a regular file (a pipe, a device like /dev/null) is written to, never replaced."""
+def test_output_through_a_symlink_is_refused_and_a_pipe_is_written(run, test_csv, tmp_path):
+    """A symbolic link is refused (exit 2, its target unchanged: runner never writes through a link), and
+    what is not a regular file (a pipe, a device like /dev/null) is written to, never replaced."""
     import os
     import threading
 
@@ -269,8 +269,9 @@ def test_output_through_a_symlink_or_into_a_pipe(run, test_csv, tmp_path):
     target.write_text("row,label,p_x\n0,x,1\n")  # an earlier prediction: the one kind of file replaced
     link = tmp_path / "link.csv"
     link.symlink_to(target)
-    assert cli("predict", run.run_id, test_csv, "--no-store", "-o", link, "--store", run.store)[0] == 0
-    assert link.is_symlink() and target.read_text().startswith("pred_label,pred_id,") and len(target.read_text()) > 30
+    code, _, err = cli("predict", run.run_id, test_csv, "--no-store", "-o", link, "--store", run.store)
+    assert code == 2 and "symbolic link" in err and str(link) in err, err
+    assert link.is_symlink() and target.read_text() == "row,label,p_x\n0,x,1\n"
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got = []

@@ -8,6 +8,7 @@ class-share legend covered the bars and the curves' legends the last epochs."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from runner.posthoc.ensemble import SPEC_ENSEMBLE
 from runner.posthoc.picks import picks
 from runner.posthoc.results import RunResults
 from runner.store import Store
+from runner.store.writes import Target, write_file
 
 
 def target(store: Store, ref: str | None, sweep: bool = False) -> tuple[str, RunRecord | dict, str]:
@@ -253,17 +255,38 @@ def png(fig, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
-def plot_run(store: Store, run: RunRecord, out: Path) -> Path:
+def plot_run(store: Store, run: RunRecord, out: Target) -> Path:
     """Five panels: loss and accuracy per epoch for every member (valid solid, train/test dashed, the
     selected epoch marked), validation macro-F1, the predicted class shares of each selected member,
     SWA and the ensemble against the true shares on test, and the confusion matrix of the spec's model."""
+    return save_figure(figure(load_run(store, run)), out)
+
+
+# -- the file -----------------------------------------------------------------------------------------
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+MARK = "runner plot"  # in the file's metadata: the only existing images `runner plot` replaces
+
+
+def save_figure(fig, out: Target) -> Path:
+    """Save (and close) the figure through the guarded writer (runner.store.writes), its format from the
+    file name and the mark in its metadata."""
     import matplotlib.pyplot as plt
 
-    fig = figure(load_run(store, run))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    fmt = out.path.suffix.lower().lstrip(".")
+    key = "Software" if fmt == "png" else "Creator"
     try:
-        fig.savefig(out, dpi=110)
+        return write_file(out, lambda f: fig.savefig(f, format=fmt, dpi=110, metadata={key: MARK}))
     finally:
         plt.close(fig)
-    return out
+
+
+def is_plot(path: Path) -> bool:
+    """Whether `path` is an image `runner plot` wrote (the mark is near its start, or its end in a PDF)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+            f.seek(max(0, os.fstat(f.fileno()).st_size - (1 << 16)))
+            return MARK.encode() in head or MARK.encode() in f.read()
+    except OSError:
+        return False

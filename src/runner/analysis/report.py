@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 from pathlib import Path
 
 from rich.table import Table
@@ -281,36 +280,3 @@ def is_report(path: Path) -> bool:
             return _MARK.encode() in f.read(2048)
     except OSError:
         return False
-
-
-def check_out(out: Path, store_path: Path) -> None:
-    """InputError (exit 2, nothing written) unless `out` may be written: an .html name in an existing,
-    writable folder, not the store, and not an existing file other than an earlier report."""
-    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in out.parts):
-        raise InputError(f"--out {str(out)[:120]}...: a file or folder name is too long (at most 255 bytes)")
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a folder; give a file name such as {out / 'report.html'}")
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise InputError(f"--out {out}: give an .html file name")
-    if out.exists() and store_path.exists() and out.resolve() == store_path.resolve():
-        raise InputError(f"--out {out}: is the store itself; give another file name")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: the folder {parent} does not exist")
-    if out.exists() and not (out.is_file() and (out.stat().st_size == 0 or is_report(out))):
-        raise InputError(f"--out {out}: the file exists and is not a page `runner report` wrote; nothing is "
-                         "overwritten but an earlier report: give another file name, or remove it first")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError(f"--out {out}: cannot be written (check the permissions of {parent})")
-
-
-def write(out: Path, text: str) -> None:
-    """Write through a temporary file renamed over `out` when complete: a failure leaves the old report."""
-    target = out.resolve() if out.is_symlink() else out
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner.analysis.plot import save_figure
 from runner.errors import InputError
+from runner.store.writes import Target
 
 DECADES = 2.0  # a positive numeric param whose values span more than this many decades gets a log axis
 STRIP = 0.13  # the bottom share of each panel that holds the trials without a value (pruned, failed)
@@ -210,17 +212,9 @@ def figure(data: SweepPlot):
     return fig
 
 
-def plot_sweep(data: SweepPlot, out: Path) -> Path:
-    """Draw the sweep's figure (`load` gives `data`) and save it to `out`, whose folder must exist."""
-    import matplotlib.pyplot as plt
-
-    fig = figure(data)
-    try:
-        out = Path(out)
-        fig.savefig(out, dpi=110)
-    finally:
-        plt.close(fig)
-    return out
+def plot_sweep(data: SweepPlot, out: Target) -> Path:
+    """Draw the sweep's figure (`load` gives `data`) and save it to the checked target `out`."""
+    return save_figure(figure(data), out)
 
 
 # -- drawing helpers --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ runner.builtins.scratch; both register here, as the plugin `runner.builtins.back
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -146,6 +147,15 @@ def _no_safetensors(model: str) -> str:
             "`AutoModel.from_pretrained(path).save_pretrained(path)` in a trusted environment and point `model` at it.")
 
 
+def _auto_map(path: Path):
+    """A config's `auto_map` (custom code it names), or None; an unreadable file is for the load to report."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return doc.get("auto_map") if isinstance(doc, dict) else None
+
+
 def check_reachable(model: str, options: HFOptions | None = None) -> None:
     """Fail early, before any training, if `model` cannot be loaded; raise ModelLoadError if so."""
     if options is None:
@@ -164,6 +174,13 @@ def check_reachable(model: str, options: HFOptions | None = None) -> None:
         if missing:
             raise ModelLoadError(f"cannot load the model for {model!r}: the local directory {str(path.resolve())!r} "
                                  f"does not hold a Hugging Face model: missing {', '.join(missing)}.")
+        if not options.trust_remote_code:
+            for name in ("config.json", "tokenizer_config.json"):
+                mapped = _auto_map(path / name)
+                if mapped is not None:
+                    raise ModelLoadError(f"cannot load the model for {model!r}: {path / name} has auto_map {mapped!r}, "
+                                         "which names Python code in the folder; runner runs no code from a model "
+                                         "folder unless the member sets options.trust_remote_code = true.")
         return
     if _looks_local(model):
         raise _diagnose(model, None, options)
@@ -238,7 +255,7 @@ def _source(ctx, options: HFOptions) -> tuple[str, dict]:
     if _looks_local(model_id):
         if not os.path.exists(os.path.expanduser(model_id)):
             raise _diagnose(model_id, None, options)
-        local_only = _is_offline(options)  # a local folder: no reason to probe the Hub
+        local_only = True  # a local folder: nothing to fetch from the Hub
     else:
         local_only = _local_only(options)
     hub = dict(revision=options.revision, trust_remote_code=options.trust_remote_code, local_files_only=local_only)

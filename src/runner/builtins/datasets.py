@@ -21,7 +21,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
+from runner.core.files import WHY, special_kind
 from runner.data import synthetic
+from runner.data.labels import shown_names
 from runner.errors import DataError, OptionError
 from runner.plugins.contexts import LoadContext, RawDataset
 from runner.plugins.hookspecs import hookimpl
@@ -145,21 +147,54 @@ def _read_csv(path: Path, text: str, ctx: LoadContext, options, all_text: bool =
     import pyarrow.csv as pacsv
 
     columns = {ctx.data.text_column: pa.string(), ctx.data.label_column: pa.string()}
-    parse = pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True)
     data = text.encode("utf-8")
-    try:
+    parse = pacsv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True)
+
+    def read(block_size: int | None):
+        read_options = pacsv.ReadOptions(block_size=block_size) if block_size else None
+        types = columns
         if all_text:  # the header's names, from the first block only
-            names = pacsv.open_csv(pa.BufferReader(data), parse_options=parse).schema.names
-            columns = {**{name: pa.string() for name in names}, **columns}
+            names = pacsv.open_csv(pa.BufferReader(data), read_options=read_options, parse_options=parse).schema.names
+            types = {**{name: pa.string() for name in names}, **columns}
         return pacsv.read_csv(
-            pa.BufferReader(data), parse_options=parse,
-            convert_options=pacsv.ConvertOptions(column_types=columns, strings_can_be_null=False),
+            pa.BufferReader(data), read_options=read_options, parse_options=parse,
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
         )
+
+    try:
+        try:
+            return read(None)
+        except pa.ArrowInvalid as e:
+            if "straddl" not in str(e):
+                raise
+            # a row longer than pyarrow's block (1 MiB by default): one block holds the whole file (the
+            # bytes are in memory already); pyarrow's block size is a 32-bit count
+            return read(min(len(data) + 1, 2**31 - 1))
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as e:
         msg = str(e).strip().splitlines()[0]
         if "Empty CSV file" in msg or not text.strip():
             raise DataError(f"{path}: the file is empty; it needs a header row and at least one example") from None
-        raise DataError(f"{path}: cannot be read as csv: {msg}") from None
+        ragged = re.search(r"Expected (\d+) columns, got (\d+)", msg)
+        if ragged:  # pyarrow quotes the whole row after this: runner names it instead (runner.data.labels.shown)
+            raise DataError(f"{path}: cannot be read as csv: {ragged.group(0)} in "
+                            f"{_ragged_row(text, options, int(ragged.group(1)))}; quote a cell that holds the "
+                            "delimiter, or set [data.options] delimiter") from None
+        raise DataError(f"{path}: cannot be read as csv: {msg[:200]}") from None
+
+
+def _ragged_row(text: str, options, expected: int) -> str:
+    """`row N (line L)`: the first record whose number of cells is not the header's."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), delimiter=options.delimiter)
+    try:
+        for n, record in enumerate(reader):
+            if n and len(record) != expected:
+                return f"row {n} (line {reader.line_num})"
+    except csv.Error:
+        pass
+    return "a row"
 
 
 def _csv_label(cell: str, declared: frozenset[str]):
@@ -233,6 +268,8 @@ def _is_utf8(data: bytes) -> bool:
 def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str, keep_columns: bool = False) -> list[dict]:
     """`{"text", "label"}` rows; with `keep_columns`, each row's own cells too, as `columns`."""
     if not path.is_file():
+        if special_kind(path):
+            raise DataError(f"{path}: is {special_kind(path)}, not a regular file (named by [data].{split}); {WHY}")
         raise DataError(f"{path}: file not found (named by [data].{split})")
     text_col, label_col = ctx.data.text_column, ctx.data.label_column
     declared = frozenset(ctx.data.labels or ())
@@ -241,7 +278,8 @@ def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str, keep_colu
         keys = {k for obj in objects for k in obj}
         for col, key in ((text_col, "text_column"), (label_col, "label_column")):
             if col not in keys and (col == text_col or split != "test"):
-                raise DataError(f"{path}: no key {col!r} in any line ([data].{key}); the keys are {sorted(keys)[:20]}")
+                raise DataError(f"{path}: no key {col!r} in any line ([data].{key}); the keys are "
+                                f"{shown_names(sorted(keys))}")
         if keep_columns:
             return [{"text": obj.get(text_col), "label": obj.get(label_col), "columns": obj} for obj in objects]
         return [{"text": obj.get(text_col), "label": obj.get(label_col)} for obj in objects]
@@ -253,7 +291,7 @@ def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str, keep_colu
             raise DataError(f"{path}: the file has {cols.count(col)} columns named {col!r} ([data].{key}); "
                             "rename all but one")
     if text_col not in cols:
-        raise DataError(f"{path}: no column {text_col!r} ([data].text_column); the columns are {cols}")
+        raise DataError(f"{path}: no column {text_col!r} ([data].text_column); the columns are {shown_names(cols)}")
     texts = _column(table, text_col, path)
     if label_col in cols:
         labels = _column(table, label_col, path)
@@ -262,7 +300,8 @@ def _rows(path: Path, fmt: str, ctx: LoadContext, options, split: str, keep_colu
     elif split == "test":
         labels = [None] * len(texts)  # test labels are optional
     else:
-        raise DataError(f"{path}: no column {label_col!r} ([data].label_column); the columns are {cols}")
+        raise DataError(f"{path}: no column {label_col!r} ([data].label_column); the columns are "
+                        f"{shown_names(cols)}")
     if keep_columns:
         names = [n if cols.index(n) == i else f"{n}_{i + 1}" for i, n in enumerate(cols)]  # repeated names
         cells = [_column(table, i, path) for i in range(len(cols))]

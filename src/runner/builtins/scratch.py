@@ -85,7 +85,7 @@ def _scratch_tokenizer(ctx, options: ScratchOptions):
     if ctx.adapted is not None:
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(ctx.adapted))
+        return AutoTokenizer.from_pretrained(str(ctx.adapted), trust_remote_code=False, local_files_only=True)
     if not ctx.train_texts:
         raise ModelLoadError("the scratch backbone trains its tokenizer on the training texts, and there are none")
     tokenizer = train_tokenizer(ctx.train_texts, options.tokenizer, vocab_size=options.vocab_size,
@@ -127,7 +127,8 @@ def build_scratch(ctx, options: ScratchOptions):
     torch.manual_seed(ctx.seed)  # same seed, same initial weights (of the head, when adapted)
     if ctx.adapted is not None:  # the adapted encoder (saved by runner.train.adapt from adapt_scratch's model)
         model = AutoModelForSequenceClassification.from_pretrained(str(ctx.adapted), config=config,
-                                                                   use_safetensors=True)
+                                                                   use_safetensors=True, trust_remote_code=False,
+                                                                   local_files_only=True)
     else:
         model = AutoModelForSequenceClassification.from_config(config)
     return model, tokenizer

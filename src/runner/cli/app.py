@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.text import Text
 
 from runner.core import failures
+from runner.core.dirs import keep_caches_out_of_home
 from runner.errors import InputError
 from runner.version import versions
 
@@ -191,6 +192,7 @@ def main_options(
                                  help="Print runner's version and those of the libraries it trains and stores with."),
 ):
     """Declarative fine-tuning runs for text classifiers, with every epoch and prediction kept in DuckDB."""
+    keep_caches_out_of_home()  # before any command imports a library that caches under $HOME
     options.debug = debug or os.environ.get("RUNNER_DEBUG", "") not in ("", "0")
     options.verbose = verbose
 

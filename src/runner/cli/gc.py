@@ -3,6 +3,7 @@ encoders ([adapt], runner.train.adapt) and the tokenized splits (runner.data.tok
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -20,9 +21,10 @@ def gc(
 
     Each folder lists the stores that used it (stores.txt). An adapted encoder is kept while any of
     them that still exists has a member with its adapt_key; a tokenization while any of them has a
-    run on its dataset (or a store cannot be read, to be safe). Interrupted adaptations
-    (`<key>.partial`) are kept: the next `runner apply` resumes them; an interrupted tokenization is
-    removed (it is redone in seconds).
+    run on its dataset (or a store cannot be read, to be safe). A folder a running apply is writing or
+    recording (its lock is held) is kept. Interrupted adaptations (`<key>.partial`) are kept: the next
+    `runner apply` resumes them; an interrupted tokenization nobody is writing is removed (it is redone
+    in seconds).
     """
     # start-up time (runner.cli)
     from runner.data import tokenized
@@ -30,16 +32,19 @@ def gc(
     from runner.train import adapt
 
     st = Store(store).open_read()
-    try:
-        adapted, adapt_partial = adapt.gc_plan(st)
-        tokens, token_partial = tokenized.gc_plan(st)
-    finally:
-        st.close()
-    _collect(adapted, adapt.root_for(st.path), "adapted encoders", dry_run)
-    for p in adapt_partial:
-        err.print(f"{p.name}: an interrupted adaptation, kept (the next `runner apply` of its spec resumes it)",
-                  highlight=False)
-    _collect(tokens, tokenized.root_for(st.path), "tokenized splits", dry_run, leftovers=token_partial)
+    # each entry's lock, held from the plan to the removal: an apply that is writing, renaming or
+    # recording an entry holds it too (runner.store.caches), so nothing it will use is collected
+    with ExitStack() as held:
+        try:
+            adapted, adapt_partial = adapt.gc_plan(st, None if dry_run else held)
+            tokens, token_partial = tokenized.gc_plan(st, None if dry_run else held)
+        finally:
+            st.close()
+        _collect(adapted, adapt.root_for(st.path), "adapted encoders", dry_run)
+        for p in adapt_partial:
+            err.print(f"{p.name}: an interrupted adaptation, kept (the next `runner apply` of its spec resumes it)",
+                      highlight=False)
+        _collect(tokens, tokenized.root_for(st.path), "tokenized splits", dry_run, leftovers=token_partial)
 
 
 def _collect(entries, root: Path, what: str, dry_run: bool, leftovers=()) -> None:

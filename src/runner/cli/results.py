@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -306,9 +305,10 @@ def plot(
     """Learning curves, predicted class shares and the spec's model's confusion matrix of a run, or a sweep's
     objective by trial and one slice per parameter, as a PNG."""
     # start-up time (runner.cli)
-    from runner.analysis.plot import plot_run, target
+    from runner.analysis.plot import FIGURE_SUFFIXES, is_plot, plot_run, target
     from runner.analysis.sweep_plot import load, plot_sweep
     from runner.store import Store
+    from runner.store.writes import file_target
 
     st = Store(store).open_read()
     kind, record, aside = target(st, ref, sweep)
@@ -316,20 +316,13 @@ def plot(
     data = load(st, record) if kind == "sweep" else None  # a sweep with no finished trial: exit 2, before --out
     if out is None:
         out = store.parent / f"{stem}.png"
-    if any(len(part.encode()) > 255 for part in out.parts):
-        raise InputError(f"--out {str(out)[:120]}...: a file or folder name is too long (at most 255 bytes)")
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a folder; give a file name such as {out / (stem + '.png')}")
-    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise InputError(f"--out {out}: give a .png, .pdf or .svg file name")
-    if out.exists() and out.resolve() == store.resolve():
-        raise InputError(f"--out {out}: is the store itself; give another file name")
-    if not out.parent.is_dir():
-        raise InputError(f"--out {out}: the folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError(f"--out {out}: cannot be written (check the permissions of {out.parent})")
-    path = plot_run(st, record, out) if kind == "run" else plot_sweep(data, out)
-    say(f"wrote {path}")
+    out = file_target(out, "--out", suffixes=FIGURE_SUFFIXES, recognise=is_plot, store=store,
+                      made_by="an image `runner plot` wrote", example=f"{stem}.png")
+    if kind == "run":
+        plot_run(st, record, out)
+    else:
+        plot_sweep(data, out)
+    say(f"wrote {out.given}")
     note(aside)
     note(st.notice)  # an older store, read through an upgraded copy in memory
 
@@ -357,8 +350,9 @@ def report(
     on a phone, printable. Writes nothing to the store."""
     # start-up time (runner.cli)
     from runner.analysis.plot import target
-    from runner.analysis.report import build, check_out, write
+    from runner.analysis.report import build, is_report
     from runner.store import Store
+    from runner.store.writes import file_target, write_text
 
     registry = _read_registry(plugins, store, ref)
     st = Store(store).open_read()
@@ -366,9 +360,10 @@ def report(
     stem = record.run_id if kind == "run" else record["sweep_id"]
     if out is None:
         out = store.parent / f"{stem}.html"
-    check_out(out, store)
+    out = file_target(out, "--out", suffixes=(".html", ".htm"), recognise=is_report, store=store,
+                      made_by="a page `runner report` wrote", example="report.html")
     text = build(st, kind, record, registry)
-    write(out, text)
-    say(f"wrote {out} ({len(text.encode()) / 1e6:.1f} MB, self-contained: open it in any browser, offline)")
+    write_text(out, text)
+    say(f"wrote {out.given} ({len(text.encode()) / 1e6:.1f} MB, self-contained: open it in any browser, offline)")
     note(aside)
     note(st.notice)

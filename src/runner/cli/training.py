@@ -4,7 +4,6 @@ training."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from enum import Enum
@@ -243,21 +242,17 @@ def schema(
     """The JSON Schema of a spec file, registered plugins' options included, for editor completion and checks
     (taplo / Even Better TOML: a `#:schema ./runner.schema.json` first line in the spec)."""
     # start-up time (runner.cli)
-    from runner.spec.schema import check_out, spec_schema
+    from runner.spec.schema import is_schema, spec_schema
+    from runner.store.writes import file_target, write_text
 
     if spec is not None and not spec.is_file():
         raise InputError(f"SPEC {spec}: no such file")
-    if out is not None:
-        check_out(out)
+    target = None if out is None else file_target(
+        out, "--out", suffixes=(".json",), recognise=is_schema, made_by="a schema `runner schema` wrote",
+        protect=[("SPEC", spec)], example="runner.schema.json")
     text = json.dumps(spec_schema(_registry(spec, plugins)), indent=2, ensure_ascii=False) + "\n"
-    if out is None:
+    if target is None:
         sys.stdout.write(text)
         return
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text(target, text)
     say(f"wrote {out}: put `#:schema {out}` (a path relative to the spec, or a URL) as a spec's first line")

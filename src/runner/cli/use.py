@@ -76,8 +76,8 @@ def predict(
     fmt = output_format(output, format)
     as_dir = _is_dir(source)
     store_path = store if store is not None else Path("results.duckdb")
-    check_output(output, Path(input_file) if input_file not in (None, STDIN) else None,
-                 None if as_dir else store_path)
+    target = check_output(output, Path(input_file) if input_file not in (None, STDIN) else None,
+                          None if as_dir else store_path)
     registry = _registry(None, plugins) if as_dir else _read_registry(plugins, store_path, source)
     writer = None
     if as_dir:
@@ -132,7 +132,7 @@ def predict(
         out.print(_text_predictions(inp.texts, prediction.probs, choice.labels))
         say(f"predicted with {how}; nothing stored")
         return
-    write_output(output_columns(prediction, choice.labels, members, carried), output, fmt)
+    write_output(output_columns(prediction, choice.labels, members, carried), target, fmt)
     given = "standard input" if input_file == STDIN else input_file or "--text"
     say(f"{len(inp.texts)} texts from {given} predicted with {how}"
         + (f"; written to {output}" if output is not None else ""))
@@ -246,11 +246,11 @@ def export(
     from runner.use.export import check_target, size_of
     from runner.use.export import export as write
 
-    check_target(directory)
+    target = check_target(directory, store)
     registry = _read_registry(plugins, store, run)
     reader = Store(store).open_read()
     choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
-    manifest = write(choice, directory)
+    manifest = write(choice, target)
     table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
     for col in ("member", "checkpoint", "backbone", "weight", "calibrated"):
         table.add_column(col, justify="right" if col == "weight" else "left")

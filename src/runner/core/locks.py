@@ -49,3 +49,28 @@ def file_lock(path: Path, what: str, wait_s: float = 0.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def try_lock(path: Path, create: bool = True) -> Iterator[str | None]:
+    """Take the lock on `path` without waiting, for the block: yields None when it is held here, or the
+    holder (`runner process <pid>`) when another process holds it. With `create=False` a lock file that
+    does not exist is not made (nobody holds it: yields None, holding nothing)."""
+    if fcntl is None or (not create and not path.exists()):
+        yield None
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            yield f"runner process {holder}" if holder else "another runner process"
+            return
+        yield None
+    finally:
+        os.close(fd)

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from runner.data.labels import LabelMap, LabelValueError, describe, label_key
+from runner.core.files import WHY, special_kind
+from runner.data.labels import LabelMap, LabelValueError, describe, label_key, shown
 from runner.errors import DataError, InputError
 from runner.plugins.contexts import LoadContext
 from runner.spec.models import DataSpec
@@ -75,6 +76,8 @@ def read_input(path: Path | str, label_names: list[str], registry, source: str |
         raise InputError(f"INPUT {path}: file not found")
     if path.is_dir():
         raise InputError(f"INPUT {path}: is a folder; give a csv, jsonl, parquet or txt file")
+    if special_kind(path):
+        raise InputError(f"INPUT {path}: is {special_kind(path)}, not a regular file; {WHY}")
     if source is None:
         source = LINES if path.suffix.lower() == ".txt" else EXTENSIONS.get(path.suffix.lower())
         if source is None:
@@ -130,18 +133,21 @@ def typed_texts(texts: list[str]) -> InputFile:
     return InputFile(Path("--text"), "text", list(texts), None, {"text": list(texts)})
 
 
-def read_lines(path: Path) -> list[tuple[int, str]]:
+def read_lines(path: Path, named: str = "INPUT ") -> list[tuple[int, str]]:
     """(line number, text) of every line that is not blank, UTF-8 (a byte-order mark ignored); any
-    line ending. DataError naming the line whose bytes are not UTF-8."""
+    line ending. DataError naming the line (and its byte) whose bytes are not UTF-8; `named` starts
+    the message, before the path."""
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise DataError(f"INPUT {path}: cannot be read: {e.strerror or e}") from None
+        raise DataError(f"{named}{path}: cannot be read: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
         line = data[:e.start].count(b"\n") + 1
-        raise DataError(f"INPUT {path}: line {line} is not valid UTF-8 text; re-save the file as UTF-8") from None
+        raise DataError(f"{named}{path}: line {line} is not valid UTF-8 text (byte {e.start - start + 1} of the "
+                        "line); re-save the file as UTF-8") from None
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     return [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
 
@@ -198,9 +204,9 @@ def _checked(path: Path, source: str, rows, label_names: list[str], text_column:
             continue
         label_id = lmap.id_of(key)
         if label_id is None:
-            shown = ", ".join(label_names[:20]) + (", ..." if len(label_names) > 20 else "")
-            raise DataError(f"{where}: column {label_column!r} (--label-column) has {key!r}, which is not one of the "
-                            f"run's labels ({shown}; an integer is taken as an index 0..{len(label_names) - 1})")
+            names = ", ".join(label_names[:20]) + (", ..." if len(label_names) > 20 else "")
+            raise DataError(f"{where}: column {label_column!r} (--label-column) has {shown(key)}, which is not one of "
+                            f"the run's labels ({names}; an integer is taken as an index 0..{len(label_names) - 1})")
         labels.append(label_id)
     if missing and len(missing) < len(texts):
         raise DataError(f"INPUT {path}: {len(missing)} of {len(texts)} rows have no {label_column!r} (the first is "

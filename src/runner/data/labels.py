@@ -54,6 +54,19 @@ def describe(value) -> str:
     return f"{kind} ({text[:60] + '...' if len(text) > 60 else text})"
 
 
+def shown(value, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters: an error quotes a cell or a column name of a data file to
+    find it by, never a whole line of the file (a spec may point at any file, /etc/passwd included)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + "...'"
+
+
+def shown_names(names: list, most: int = 20) -> str:
+    """A file's column names or keys as an error lists them: each cut to 40 characters, at most `most`."""
+    cut = [shown(n, 40) for n in list(names)[:most]]
+    return "[" + ", ".join(cut) + (", ..." if len(names) > most else "") + "]"
+
+
 def label_key(value, declared: frozenset[str] = frozenset()) -> int | str | None:
     """A cell as an integer label, a class name, or None when missing; LabelValueError otherwise."""
     if value is None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.data.labels import LabelMap, LabelValueError, describe, infer_names, label_key
+from runner.data.labels import LabelMap, LabelValueError, describe, infer_names, label_key, shown
 from runner.errors import DataError, OptionError, SpecError
 from runner.plugins.contexts import LoadContext, RawDataset
 
@@ -122,7 +122,7 @@ def _encode(texts, keys, split: str, source: str, lmap: LabelMap, label_col: str
             continue
         label_id = lmap.id_of(key)
         if label_id is None:
-            raise DataError(f"{source}: row {i + 1} of the {split} split has {label_col!r} = {key!r}, "
+            raise DataError(f"{source}: row {i + 1} of the {split} split has {label_col!r} = {shown(key)}, "
                             f"{lmap.why_not(key)}")
         labels.append(label_id)
     if missing == len(texts) and split == "test":

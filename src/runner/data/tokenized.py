@@ -39,9 +39,10 @@ from runner.core.locks import file_lock
 from runner.errors import StoreError
 from runner.store import caches
 from runner.store.checkpoints import remove_under
+from runner.store.filecheck import TOKENIZED
 
 FORMAT = "runner-tokenized-1"  # also names the call: tokenizer(texts, truncation=True, max_length=L)
-TOKENIZED_DIR = "tokenized"
+TOKENIZED_DIR = TOKENIZED
 INFO = "tokenized.json"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MEMORY_LIMIT = 1 << 30  # bytes of tokens kept in process; the oldest go first
@@ -258,7 +259,7 @@ def _write(folder: Path, splits: dict[str, Encoded], info: dict[str, Any], store
     root = folder.parent
     try:
         if not (folder / INFO).is_file():
-            with file_lock(root / f".{folder.name}.lock", f"tokenization {folder.name}", wait_s=120):
+            with file_lock(caches.lock_path(root, folder.name), f"tokenization {folder.name}", wait_s=120):
                 if not (folder / INFO).is_file():
                     partial = root / f"{folder.name}.partial"
                     if partial.exists():  # left by a process that died while writing it
@@ -283,11 +284,12 @@ def _write(folder: Path, splits: dict[str, Encoded], info: dict[str, Any], store
 # -- gc -----------------------------------------------------------------------------------------
 
 
-def gc_plan(store) -> tuple[list[caches.GcEntry], list[Path]]:
+def gc_plan(store, held=None) -> tuple[list[caches.GcEntry], list[Path]]:
     """Every tokenized folder beside `store` with the stores that still have a run on its dataset, and
     the leftover `.partial` folders (no process resumes a tokenization: they are removable)
     (runner.store.caches.gc_plan)."""
-    return caches.gc_plan(store, root_for(store.path), INFO, key_of=_dataset_of, keys_in=lambda s: s.dataset_ids())
+    return caches.gc_plan(store, root_for(store.path), INFO, key_of=_dataset_of, keys_in=lambda s: s.dataset_ids(),
+                          held=held)
 
 
 def _dataset_of(folder: Path) -> str | None:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from runner.data.prepare import load_raw, prepare
 from runner.errors import SpecError
+from runner.search.storage import storage_problems
 from runner.spec.keys import set_key
 from runner.spec.load import member_problems, read_document
 from runner.spec.models import Spec
@@ -74,7 +75,7 @@ def check_space(p, overrides: tuple = ()) -> list[tuple[str, str]]:
 
     strategies = ["selected"] + [s.name for s in registry.selections()]
     return space_problems(doc, resolved.spec.sweep, check, p.data.num_labels, [m.name for m in resolved.members],
-                          strategies)
+                          strategies) + storage_problems(resolved.spec.sweep.storage, resolved.path)
 
 
 def sweep_plan(p, overrides: tuple = ()) -> SweepPlan:

@@ -1,9 +1,9 @@
 """The Optuna side of a sweep (runner.search.sweep): storage, study, sampler and pruner, suggesting params,
 and the bookkeeping of trials left by a dead worker or asked for at once by two workers.
 
-Storage: a journal file (default `runs/_sweeps/<sweep_id>/journal.log` beside the store, or `[sweep]
-storage` as a path), or an RDB URL (postgresql://..., sqlite:///...) with Optuna's heartbeats. A
-trial left running by a worker that died is failed and queued again with the same params: found by
+Storage (runner.search.storage): a journal file (default `runs/_sweeps/<sweep_id>/journal.log` beside the
+store, or `[sweep] storage` as a path), or an RDB URL (postgresql://..., sqlite:///...) with Optuna's
+heartbeats. A trial left running by a worker that died is failed and queued again with the same params: found by
 its worker's lock file being free (`WorkerLock`, one machine or a filesystem with working flock), or
 by its heartbeat going stale (RDB storage, Optuna's `RetryHeartbeatStaleTrialCallback`).
 """
@@ -13,43 +13,13 @@ from __future__ import annotations
 import json
 import os
 import uuid
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from runner.store.checkpoints import runs_root
 
 if TYPE_CHECKING:
     from runner.search.plan import SweepPlan
 
-SWEEPS_FOLDER = "_sweeps"
-
-
 # -- Optuna ------------------------------------------------------------------------------------
-
-
-def storage_for(sp: SweepPlan, store_path: Path):
-    """Optuna's storage: a journal file (default beside the store), or an RDB URL with heartbeats."""
-    import optuna
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
-    given = sp.sweep.storage
-    if given and "://" in given:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeats are marked experimental
-            return optuna.storages.RDBStorage(
-                given, heartbeat_interval=30, grace_period=120,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)), given
-    path = Path(given) if given else sweep_folder(store_path, sp.sweep_id) / "journal.log"
-    if not path.is_absolute() and given:
-        path = sp.base.spec_path.parent / path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path))), str(path)
-
-
-def sweep_folder(store_path: Path, sweep_id: str) -> Path:
-    return runs_root(store_path) / SWEEPS_FOLDER / sweep_id
 
 
 def make_study(sp: SweepPlan, storage):

@@ -40,6 +40,7 @@ from runner.run.plan import check_paths, new_run_id
 from runner.scale.backend import Backend, LocalBackend
 from runner.search import workers as sweep_workers
 from runner.search.plan import SweepPlan, sweep_plan, trial_plan
+from runner.search.storage import storage_for, sweep_folder
 from runner.search.study import (
     WorkerLock,
     counts,
@@ -47,10 +48,8 @@ from runner.search.study import (
     heartbeat_enabled,
     make_study,
     retry_stale,
-    storage_for,
     suggest,
     surplus,
-    sweep_folder,
 )
 from runner.store import Store
 from runner.train.dryrun import dry_run
@@ -128,7 +127,7 @@ def run_sweep(sp: SweepPlan, store, progress, say: Callable[[str], None], verbos
     """Run trials until the study has `trials` finished, pruned or failed ones (or the timeout)."""
     apply = partial(apply_plan, backend=backend)
     sw = sp.sweep
-    storage, where = storage_for(sp, store.path)
+    storage, where = storage_for(sp, store.path, say)
     study = make_study(sp, storage)
     store.put_sweep(sp.sweep_id, sp.base.resolved.name, sp.base.resolved.to_dict(), where, sp.objective,
                     sw.member, "maximize" if sp.greater else "minimize")

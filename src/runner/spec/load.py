@@ -128,9 +128,11 @@ def _problems_beyond_structure(path: Path, registry, overrides: Overrides = ()) 
             spec = Spec.model_validate(data)
         except ValidationError as e:
             if round_:
+                # a missing key, or a table left too short, because a value was pruned: about the pruning
                 problems.extend(
                     (loc, msg) for loc, msg in pydantic_problems(e, model=Spec)
                     if not (msg == "required key is missing" and loc in pruned)
+                    and not any(p.startswith((loc + ".", loc + "[")) for p in pruned)
                 )
             if not all(_prune(data, err, pruned) for err in e.errors()):
                 return problems

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from runner.errors import InputError
 from runner.spec.models import Spec
 
 SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"  # if/then and const; what editors support widely
@@ -159,26 +158,3 @@ def is_schema(path) -> bool:
         return isinstance(doc, dict) and str(doc.get("$comment", "")).startswith(MARK)
     except (OSError, ValueError):
         return False
-
-
-def check_out(out) -> None:
-    """InputError (exit 2, nothing written) unless `--out` may be written: a .json name in an existing,
-    writable folder, and not an existing file other than an earlier schema."""
-    import os
-    from pathlib import Path
-
-    out = Path(out)
-    if any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in out.parts):
-        raise InputError(f"--out {str(out)[:120]}...: a file or folder name is too long (at most 255 bytes)")
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a folder; give a file name such as {out / 'runner.schema.json'}")
-    if out.suffix.lower() != ".json":
-        raise InputError(f"--out {out}: give a .json file name (editors look for runner.schema.json)")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"--out {out}: the folder {parent} does not exist")
-    if out.exists() and not (out.is_file() and (out.stat().st_size == 0 or is_schema(out))):
-        raise InputError(f"--out {out}: the file exists and is not a schema `runner schema` wrote; nothing is "
-                         "overwritten but an earlier schema: give another file name, or remove it first")
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise InputError(f"--out {out}: cannot be written (check the permissions of {parent})")

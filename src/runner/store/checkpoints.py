@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import TrainingError
+from runner.store.filecheck import RUNS
 
 CHECKPOINT_PREFIX = "checkpoint-"
+RUNNER_JSON = "runner.json"  # in every checkpoint runner saves: backbone, options, labels (runner.train.backbones)
 # What a Trainer checkpoint holds besides the model: needed to resume, never shipped (and the .bin and
 # .pt files are pickles, which runner never hands to anyone).
 TRAINER_STATE = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt", "training_args.bin",
@@ -32,7 +34,7 @@ RUN_FILES = (".lock", "_error.log")  # run-level files beside the member folders
 
 def runs_root(store) -> Path:
     """runs/ beside the store (`store`: a Store, or its path): every run's member folders."""
-    return Path(getattr(store, "path", store)).resolve().parent / "runs"
+    return Path(getattr(store, "path", store)).resolve().parent / RUNS
 
 
 def safe_component(name: str) -> str | None:

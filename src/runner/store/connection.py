@@ -32,7 +32,14 @@ from typing import Iterator, Sequence
 import duckdb
 
 from runner.errors import StoreError, StoreFileError
-from runner.store.filecheck import _can_write_file, _can_write_folder, _folder_message, check_blocks, sniff
+from runner.store.filecheck import (
+    _can_write_file,
+    _can_write_folder,
+    _folder_message,
+    check_blocks,
+    sniff,
+    store_folder_of,
+)
 from runner.store.instances import _aliases, _detach, _discard_instance, _shared_instance, locked_instance, path_lock
 from runner.store.migrations import MIGRATIONS
 
@@ -176,6 +183,11 @@ class StoreFile:
                                  "results.duckdb.") from None
         if is_dir:
             raise StoreFileError(_folder_message(self.path))
+        inside = store_folder_of(Path(os.path.realpath(self.path.absolute().parent)))
+        if inside is not None:
+            raise StoreFileError(f"--store {text}: is inside {inside}, the {inside.name}/ folder of the store beside "
+                                 "it, which runner fills and cleans up (a member's folder is deleted when it "
+                                 "restarts); give a store path outside it. Nothing was changed.")
 
     def _missing(self) -> StoreFileError:
         return StoreFileError(f"{self.path}: no store here yet; `runner apply SPEC --store {self.path}` "

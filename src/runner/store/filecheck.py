@@ -126,3 +126,39 @@ def check_blocks(con, path: Path, block_size: int) -> None:
         top = max(top, -1 if used is None else used)
     if size < _DATA_START + (top + 1) * block_size:
         raise StoreFileError(_truncated_message(path, size, f"its tables use block {top}"))
+
+
+# -- the folders beside a store ------------------------------------------------------------------
+
+# beside a store: the checkpoints (runner.store.checkpoints), and the two caches (runner.store.caches)
+RUNS, ADAPTED, TOKENIZED = "runs", "adapted", "tokenized"
+STORE_FOLDERS = (RUNS, ADAPTED, TOKENIZED)
+
+
+def holds_store(folder: Path, limit: int = 500) -> bool:
+    """Whether `folder` holds a DuckDB file (DUCK at byte 8) among its first `limit` entries."""
+    try:
+        with os.scandir(folder) as entries:
+            for n, e in enumerate(entries):
+                if n >= limit:
+                    return False
+                try:
+                    if not e.is_file(follow_symlinks=False) or e.stat().st_size < _DATA_START:
+                        continue
+                    with open(e.path, "rb") as f:
+                        if f.read(12)[8:12] == b"DUCK":
+                            return True
+                except OSError:
+                    continue
+    except OSError:
+        return False
+    return False
+
+
+def store_folder_of(path: Path) -> Path | None:
+    """The runs/, adapted/ or tokenized/ folder of a store that `path` (absolute, resolved) is in or is,
+    told by a DuckDB file beside that folder; None when there is none."""
+    for folder in [path, *path.parents]:
+        if folder.name in STORE_FOLDERS and holds_store(folder.parent):
+            return folder
+    return None

@@ -111,12 +111,7 @@ def sql_query(store_path: str | Path, sql: str, allow_write: bool = False, timeo
     if not allow_write:
         bad = [t for t in types if t not in READ_TYPES]
         if bad:
-            raise InputError(
-                f"runner sql is read-only: refused a {bad[0]} statement. Queries (SELECT, WITH, SHOW, DESCRIBE, "
-                "SUMMARIZE, EXPLAIN) are allowed; statements that write to the store (INSERT, UPDATE, DELETE, "
-                "CREATE, DROP...) need --allow-write, and those that reach other files (ATTACH, COPY, "
-                "INSTALL, LOAD) are refused even with it."
-            )
+            raise InputError(_read_only(f"refused a {bad[0]} statement"))
     # Statements about the connection rather than the store: runner opens, commits and detaches the
     # store itself, and a DETACH, USE or BEGIN of the user's would leave it unable to.
     connection = [t for t in types if t in CONNECTION_TYPES]
@@ -149,6 +144,9 @@ def sql_query(store_path: str | Path, sql: str, allow_write: bool = False, timeo
                 "it cannot be read or attached, even with --allow-write."
             ) from None
         except duckdb.Error as e:
+            if not allow_write and "read-only mode" in str(e):  # a write inside a query: WITH x AS (DELETE ...)
+                raise InputError(_read_only("refused a query that writes (a DELETE, INSERT or UPDATE inside it, "
+                                            "such as in a WITH clause); nothing was written")) from None
             raise InputError(f"runner sql: {str(e).splitlines()[0]}") from None
 
     try:
@@ -166,6 +164,12 @@ def sql_query(store_path: str | Path, sql: str, allow_write: bool = False, timeo
                 timer.cancel()
     finally:
         store.close()
+
+
+def _read_only(what: str) -> str:
+    return (f"runner sql is read-only: {what}. Queries (SELECT, WITH, SHOW, DESCRIBE, SUMMARIZE, EXPLAIN) are "
+            "allowed; statements that write to the store (INSERT, UPDATE, DELETE, CREATE, DROP...) need "
+            "--allow-write, and those that reach other files (ATTACH, COPY, INSTALL, LOAD) are refused even with it.")
 
 
 def run_sql(store_path: str | Path, sql: str, allow_write: bool = False, timeout: float = DEFAULT_TIMEOUT_S,

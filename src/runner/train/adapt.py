@@ -31,13 +31,15 @@ from typing import Any
 
 import numpy as np
 
+from runner.core.files import WHY, special_kind
 from runner.data.inputs import EXTENSIONS, read_input, read_lines
 from runner.errors import DataError, InputError, SpecError
 from runner.spec.adapt import AdaptSpec
 from runner.store import caches
+from runner.store.filecheck import ADAPTED
 
 FORMAT = "runner-adapt-1"
-ADAPT_DIR = "adapted"
+ADAPT_DIR = ADAPTED
 INFO = "adapt.json"
 MAX_HELDOUT = 2000
 
@@ -139,11 +141,13 @@ def read_extra(path: Path, text_column: str, registry) -> list[str]:
     """The texts of an `extra` file: csv/jsonl/parquet by extension (the text column), else one text
     per line (UTF-8; blank lines skipped)."""
     if not path.is_file():
-        raise InputError(f"{path}: file not found" if not path.exists() else f"{path}: is not a file")
+        kind = special_kind(path)
+        raise InputError(f"{path}: is {kind}, not a regular file; {WHY}" if kind else f"{path}: file not found"
+                         if not path.exists() else f"{path}: is not a file")
     if path.suffix.lower() in EXTENSIONS:
         # no label column is read: the file may have one or not, with any values
         return read_input(path, [], registry, text_column=text_column, label_column="runner-no-label").texts
-    return [text for _, text in read_lines(path)]
+    return [text for _, text in read_lines(path, named="")]
 
 
 def _hold_out(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
@@ -177,8 +181,8 @@ def cached(root: Path, key: str) -> Path | None:
 # -- gc ----------------------------------------------------------------------------------------
 
 
-def gc_plan(store) -> tuple[list[caches.GcEntry], list[Path]]:
+def gc_plan(store, held=None) -> tuple[list[caches.GcEntry], list[Path]]:
     """Every adapted folder beside `store` with the stores still using it (those with a member adapted
     from it), and the interrupted (`.partial`) ones (runner.store.caches.gc_plan)."""
     return caches.gc_plan(store, root_for(store.path), INFO, key_of=lambda folder: folder.name,
-                          keys_in=lambda s: s.adapt_keys())
+                          keys_in=lambda s: s.adapt_keys(), held=held)

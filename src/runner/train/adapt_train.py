@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from runner.core import pause
 from runner.core.locks import file_lock
 from runner.errors import TrainingError
 from runner.plugins.contexts import BackboneContext
@@ -191,7 +192,8 @@ def ensure(adaptation: Adaptation, job, say: Callable[[str], None]) -> Path:
             "transductive, so its test numbers are not those of unseen text")
     # Under torchrun only rank 0 takes the lock and looks in the cache; every rank trains (DDP) what
     # is missing, and rank 0 alone writes the folder (runner.train.ranks).
-    with file_lock(root / f".{key}.lock", f"adaptation {key}", wait_s=24 * 3600) if ranks.writes() else nullcontext():
+    lock = caches.lock_path(root, key)
+    with file_lock(lock, f"adaptation {key}", wait_s=24 * 3600) if ranks.writes() else nullcontext():
         folder = ranks.agree(cached(root, key) if ranks.writes() else None)
         if folder is not None:
             say(f"adapt: reused {key} ({job.member.name})")
@@ -199,9 +201,13 @@ def ensure(adaptation: Adaptation, job, say: Callable[[str], None]) -> Path:
             folder = train_adaptation(adaptation, job, root, say)
         if ranks.writes():
             caches.note_store(folder, job.store.path)
-    info = json.loads((folder / INFO).read_text())
-    job.store.log_adaptation(info, str(folder))
-    job.store.set_member_adapt(job.run_id, job.member.name, key)
+        # recorded while the lock is held: `runner gc` takes it too, so it never sees the folder in place
+        # and not yet used by this store's member
+        info = json.loads((folder / INFO).read_text())
+        job.store.log_adaptation(info, str(folder))
+        job.store.set_member_adapt(job.run_id, job.member.name, key)
+        pause.point("adapt-recorded")
+    pause.point("adapt-released")
     return folder
 
 
@@ -246,7 +252,9 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
         checkpoints.remove_under(out / "training_args.bin", work)
     info = {**adaptation.info(), "history": history, "seconds": round(time.time() - started, 2)}
     (out / INFO).write_text(json.dumps(info, indent=2))
+    pause.point("adapt-trained")
     os.replace(out, folder)
+    pause.point("adapt-renamed")
     checkpoints.remove_under(work, root)
     ranks.barrier()
     first, final = history[0]["heldout"], history[-1]["heldout"]

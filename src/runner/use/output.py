@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from runner.data.inputs import EXTENSIONS
 from runner.errors import InputError
+from runner.store.writes import Target, file_target, write_file
 
 OUTPUT_FORMATS = ("csv", "jsonl", "parquet")
 
@@ -37,26 +37,14 @@ def output_format(output: Path | None, fmt: str | None) -> str:
     return fmt
 
 
-def check_output(output: Path | None, input_path: Path, store_path: Path | None) -> None:
-    """InputError before anything is written when --output cannot be written where it points."""
+def check_output(output: Path | None, input_path: Path | None, store_path: Path | None) -> Target | None:
+    """--output checked by the guarded writer (runner.store.writes) before anything is written: never
+    INPUT, the store or its folders, and an existing file only when it is an earlier prediction."""
     if output is None:
-        return
-    if len(output.name.encode("utf-8", "surrogateescape")) > 200:
-        raise InputError(f"--output {str(output)[:120]}...: the file name is too long (at most 200 bytes)")
-    if output.is_dir():
-        raise InputError(f"--output {output}: is a folder; give a file name such as {output / 'predictions.csv'}")
-    for other, what in ((input_path, "INPUT"), (store_path, "the store")):
-        if other is not None and output.exists() and other.exists() and output.resolve() == other.resolve():
-            raise InputError(f"--output {output}: is {what} itself; give another file name")
-    if output.is_file() and output.stat().st_size > 0 and not is_predictions_file(output):
-        raise InputError(f"--output {output}: the file exists and is not one `runner predict` wrote (its first "
-                         "columns are not pred_label, pred_id); nothing is overwritten but an earlier prediction: give "
-                         "another file name, or remove it first")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"--output {output}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise InputError(f"--output {output}: cannot be written (check the permissions of {parent})")
+        return None
+    return file_target(output, "--output", recognise=is_predictions_file, store=store_path,
+                       made_by="one `runner predict` wrote (its first columns are pred_label, pred_id)",
+                       protect=[("INPUT", input_path)], example="predictions.csv")
 
 
 FIRST_COLUMNS = (["pred_label", "pred_id"], ["row", "label"])  # this runner's, and an earlier one's
@@ -135,8 +123,8 @@ def _arrow_column(values):
         return pa.array([None if v is None else _text_cell(v) for v in values], type=pa.string())
 
 
-def write_output(cols: dict, output: Path | None, fmt: str) -> None:
-    """Write the columns to `output` (through a temporary file, renamed when complete) or stdout."""
+def write_output(cols: dict, output: Target | None, fmt: str) -> None:
+    """Write the columns to `output` (through the guarded writer) or stdout."""
     names = list(cols)
     floats = [k for k in names if isinstance(cols[k], np.ndarray) and cols[k].dtype.kind == "f"]
     if fmt == "parquet":
@@ -144,7 +132,7 @@ def write_output(cols: dict, output: Path | None, fmt: str) -> None:
         import pyarrow.parquet as pq
 
         table = pa.table({k: pa.array(v) if isinstance(v, np.ndarray) else _arrow_column(v) for k, v in cols.items()})
-        _atomic(output, lambda f: pq.write_table(table, f), binary=True)
+        write_file(output, lambda f: pq.write_table(table, f))
         return
     n = len(cols["pred_id"])
     if fmt == "csv":  # 6 significant digits, as written before; carried cells as they were read
@@ -170,24 +158,4 @@ def write_output(cols: dict, output: Path | None, fmt: str) -> None:
         write(buf)
         sys.stdout.write(buf.getvalue())
     else:
-        _atomic(output, write, binary=False)
-
-
-def _atomic(output: Path, write, binary: bool) -> None:
-    """Write a regular file through a temporary file renamed over it when complete. Anything else that
-    exists (a device such as /dev/null, a pipe) is written to as it is: renaming over it would replace
-    it. A symbolic link is followed, so the link stays and its target gets the new content."""
-    mode, kwargs = ("wb", {}) if binary else ("w", {"encoding": "utf-8", "newline": ""})
-    if output.exists() and not output.is_file():
-        with open(output, mode, **kwargs) as f:
-            write(f)
-        return
-    target = output.resolve() if output.is_symlink() else output
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, mode, **kwargs) as f:
-            write(f)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():  # the temporary file this call made, left only when writing failed
-            tmp.unlink()
+        write_file(output, write, text=True)
