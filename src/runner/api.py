@@ -48,13 +48,14 @@ def _sweep_problems(overrides: tuple) -> Callable[[Plan], list]:
 
 def validate(spec_path: str | Path, store_path: str | Path, plugins_dir: str | Path | None = None,
              check_models: bool = True, overrides: tuple = ()) -> Plan:
-    """`runner validate`: the plan, the dry run of every member, and the store and run folders checked."""
+    """`runner validate`: the plan, the dry run of every member (its report in `Plan.checked`), and the
+    store and run folders checked."""
     p = plan_spec(spec_path, plugins_dir, check_models=check_models, overrides=overrides)
     store = Store(store_path)
     store.check_writable()
     check_paths(store, run_id_for(p, store, None), p.resolved.members)
     if check_models:
-        dry_run(p.resolved, p.registry, p.data, p.resolved.members)
+        p.checked = dry_run(p.resolved, p.registry, p.data, p.resolved.members)
     return p
 
 

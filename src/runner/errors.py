@@ -68,6 +68,13 @@ class DiskFullError(RunnerError):
     member is marked failed and a re-run resumes it from its last stored epoch."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interruption like Ctrl-C's (runner.core.failures.signals_interrupt), so a
+    run stopped by a scheduler or `kill` ends the way one stopped by Ctrl-C does."""
+
+    signal_name = "SIGTERM"
+
+
 class OptionError(ValueError):
     """Raised by a plugin's build function for an option that is wrong given the data.
 

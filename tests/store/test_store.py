@@ -19,7 +19,8 @@ from runner.store import Store
 from runner.store.migrations import MIGRATIONS
 
 TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
-          "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "_migrations"}
+          "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "token_stats",
+          "_migrations"}
 VIEWS = {"epochs", "confusion"}
 
 

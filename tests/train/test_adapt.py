@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -276,13 +277,17 @@ def test_hf_member_adapts_from_a_tiny_model_saved_in_a_temporary_folder(tmp_path
     spec.write_text(
         'name = "hf-adapt"\n[data]\nsource = "synthetic"\nvalid = 0.2\nmax_length = 32\nspecial_tokens = ["[X]"]\n'
         "[data.options]\nsize = 120\n[train]\nepochs = 1\nbatch_size = 16\n"
-        "[adapt]\nepochs = 2\nlearning_rate = 1e-3\nbatch_size = 16\nwhole_word_mask = true\n"
+        # a sequence-classification checkpoint has no masked-LM head: adapting it is opted into
+        "[adapt]\nepochs = 2\nlearning_rate = 1e-3\nbatch_size = 16\nwhole_word_mask = true\nnew_head = true\n"
         f'[[members]]\nname = "tiny"\nbackbone = "hf"\nmodel = "{model_dir}"\n')
     store = tmp_path / "r.duckdb"
     _, err = ok("apply", spec, "--store", store)
     st = Store(store)
     key = st.query("SELECT adapt_key FROM members")[1][0][0]
     assert key.startswith("hf-") and f"adapt: training {key}" in err
+    assert "warning: tiny: [adapt] starts a new masked-LM head, 6 tensors at random (cls.predictions." in err
+    before = re.search(rf"adapt: {key}: held-out MLM loss before adapting ([\d.]+), (above|below) ln\((\d+)\)", err)
+    assert before is not None and int(before.group(3)) == len(tok) + 1, err
     folder = tmp_path / "adapted" / key
     assert json.loads((folder / "config.json").read_text())["architectures"] == ["BertForMaskedLM"]
     adapted = load_file(str(folder / "model.safetensors"))

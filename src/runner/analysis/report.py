@@ -29,6 +29,7 @@ from runner.analysis.environment import environment_section
 from runner.analysis.summary import summary_table
 from runner.analysis.tables import table as new_table
 from runner.analysis.tables import to_html
+from runner.analysis.tokens import tokens_table
 from runner.core.records import RunRecord
 from runner.errors import InputError
 from runner.store import Store
@@ -151,6 +152,9 @@ def run_sections(store: Store, run: RunRecord, registry) -> list[tuple[str, str]
         if reports:
             sections.append(("Per class", to_html([classes.render(r, run.run_id, caption=r is reports[-1])
                                                    for r in reports])))
+    tokens = tokens_table(store, run.run_id)
+    if tokens is not None:
+        sections.append(("Tokenizers", to_html(tokens)))
     swa = swa_table(store, run)
     weights = weights_table(store, run)
     if swa is not None or weights is not None:

@@ -25,6 +25,7 @@ from runner.builtins.scratch import ScratchOptions, adapt_scratch, build_scratch
 from runner.core import hub
 from runner.errors import ModelLoadError, OptionError
 from runner.plugins.hookspecs import hookimpl
+from runner.train import loading
 from runner.train.backbones import add_special_tokens, label_maps
 
 # Files any one of which makes a directory a loadable tokenizer.
@@ -233,13 +234,17 @@ def build_hf(ctx, options: HFOptions):
 def _with_sdpa(auto_class, model_id: str, **kwargs):
     """`auto_class.from_pretrained` asking for PyTorch's scaled-dot-product attention (fused kernels
     on a GPU, the same numbers as eager attention); a model class without SDPA support refuses the
-    request, and is then loaded with its own default (eager) attention instead."""
+    request, and is then loaded with its own default (eager) attention instead. What the checkpoint
+    lacked and what it held unused are recorded on the model (runner.train.loading)."""
     try:
-        return auto_class.from_pretrained(model_id, attn_implementation="sdpa", **kwargs)
+        model, info = auto_class.from_pretrained(model_id, attn_implementation="sdpa", output_loading_info=True,
+                                                 **kwargs)
     except ValueError as e:
         if "sdpa" not in str(e).lower() and "attention" not in str(e).lower():
             raise
-        return auto_class.from_pretrained(model_id, **kwargs)
+        model, info = auto_class.from_pretrained(model_id, output_loading_info=True, **kwargs)
+    loading.record(model, Path(model_id).name if os.path.isdir(model_id) else model_id, info)
+    return model
 
 
 def _source(ctx, options: HFOptions) -> tuple[str, dict]:

@@ -139,7 +139,8 @@ def guarded(fn):
         import click  # typer's own dependency, imported with it
 
         try:
-            return fn(*args, **kwargs)
+            with failures.signals_interrupt():  # SIGTERM ends a command as Ctrl-C does, cleanly
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException,
                 SystemExit):
             raise

@@ -4,6 +4,7 @@ training."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -27,6 +28,7 @@ from runner.cli.app import (
     overrides_of,
     say,
 )
+from runner.core import failures
 from runner.core.quiet import quiet_libraries
 from runner.errors import InputError
 
@@ -66,9 +68,13 @@ def apply(
     # what each extra worker runs: this command without --workers (runner.search.workers)
     argv = ["apply", str(spec), "--store", str(store)] + (["--plugins", str(plugins)] if plugins else [])
     argv += [x for text in (set_ or []) for x in ("--set", text)]
-    result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err, show_test=show_test), say=say,
-                       verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
-                       backend=backend.value if backend is not None else None, address=address)
+    # what resumes this run when it is interrupted: this command, and never with --force (a new run)
+    resume = ["runner", *argv] + (["--backend", backend.value] if backend else []) + (["--address", address]
+                                                                                     if address else [])
+    with failures.resume_with(shlex.join(resume)):
+        result = run_apply(spec, store, plugins, force=force, progress=TrainingProgress(err, show_test=show_test),
+                           say=say, verbose=options.verbose, overrides=overrides, workers=workers, worker_argv=argv,
+                           backend=backend.value if backend is not None else None, address=address)
     # start-up time (runner.cli)
     from runner.analysis.summary import summary_table
 
@@ -127,6 +133,8 @@ def validate(
     from runner.plugins.registry import describe_loaded
 
     p = run_validate(spec, store, plugins, check_models=check_models, overrides=overrides_of(set_))
+    for line in p.checked.warnings if p.checked is not None else []:  # even with --quiet
+        say(f"warning: {line}")
     if quiet:
         return
     if show_spec:
@@ -172,6 +180,9 @@ def _summary_lines(p, check_models: bool, store: Path) -> list[str]:
         for member, a in p.adaptations.items():
             state = "cached" if cached(root, a.key) else "to train"
             lines.append(f"  adapt     {member} {a.key} ({len(a.texts)} texts, {len(a.heldout)} held out; {state})")
+    if p.checked is not None:
+        lines += [f"  weights   {line}" for line in p.checked.notes]
+        lines += [f"  tokens    {line}" for line in p.checked.token_lines()]
     lines.append("  dry run   " + ("each member's model, Trainer, one batch of each split and one optimizer step: ok"
                                    if check_models else "skipped (--no-check-models)"))
     lines.append("  --show-spec prints the resolved spec as TOML")

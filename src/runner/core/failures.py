@@ -10,7 +10,9 @@ Every `runner` command ends in exactly one of:
 - exit 1 with `internal error: ...` for an exception nobody expected (a bug in runner or a plugin):
   its traceback goes to a log file whose path is printed (`runs/<run_id>/_error.log` once a run
   exists, else a file in the system's temporary folder), and to the screen only with `--debug`;
-- exit 130 on Ctrl-C, which a re-run resumes like any interruption.
+- exit 130 on Ctrl-C (SIGINT), 143 on SIGTERM (`signals_interrupt` turns it into the same
+  interruption): a run being trained is marked `failed` (interrupted) rather than left `running`, and
+  the message names the command that resumes it (`interrupted_run`, `resume_with`).
 
 No Python traceback reaches the screen otherwise. The library raises; the CLI (runner.cli.app) is
 the one place that catches, and asks this module what the exception means. Where the library knows
@@ -22,16 +24,20 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from runner.errors import RunnerError
+from runner.errors import RunnerError, Terminated
 
 DISK_FULL = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _RUN_DIR = "runner_run_dir"  # the attribute `in_run` sets on an exception that escapes a run
+_RUN_ID = "runner_interrupted_run"  # the run an interruption stopped (`interrupted_run`)
+_RESUME = "runner_resume"  # the command that resumes it (`resume_with`)
 
 
 @contextmanager
@@ -46,6 +52,47 @@ def in_run(run_dir: Path) -> Iterator[None]:
                 setattr(e, _RUN_DIR, Path(run_dir))
             except AttributeError:  # an exception type with __slots__
                 pass
+        raise
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM raises `Terminated`, a KeyboardInterrupt, as
+    Ctrl-C does: the code it stops cleans up (a transaction rolls back, a run is marked interrupted)
+    instead of the process vanishing mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    before = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def signal_name(exc: BaseException) -> str:
+    return getattr(exc, "signal_name", "SIGINT")
+
+
+def interrupted_run(exc: BaseException, run_id: str) -> None:
+    """Record on an interruption that it stopped run `run_id` (which the caller marked failed)."""
+    if getattr(exc, _RUN_ID, None) is None:
+        setattr(exc, _RUN_ID, run_id)
+
+
+@contextmanager
+def resume_with(command: str) -> Iterator[None]:
+    """An interruption escaping the block says that `command` resumes its run (the CLI knows the command
+    line: `apply --force` is resumed without `--force`, which would start yet another run)."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if getattr(e, _RESUME, None) is None:
+            setattr(e, _RESUME, command)
         raise
 
 
@@ -81,7 +128,7 @@ def message_for(exc: BaseException) -> tuple[int, str, bool]:
     if isinstance(exc, RunnerError):
         return exc.exit_code, str(exc), False
     if isinstance(exc, KeyboardInterrupt):
-        return 130, "interrupted; what was stored so far is kept, and the same command resumes", False
+        return _interrupted(exc), _interruption(exc), False
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         where = f" while writing {exc.filename}" if exc.filename else ""
         return 1, (f"disk full (or file size limit reached){where}; nothing more was committed; free space and "
@@ -90,3 +137,17 @@ def message_for(exc: BaseException) -> tuple[int, str, bool]:
         return 1, ("out of memory; a smaller batch_size or max_length, or fewer examples, needs less; "
                    "`runner apply` resumes from the last stored epoch"), False
     return 1, f"{type(exc).__name__}: {exc}", True
+
+
+def _interrupted(exc: BaseException) -> int:
+    """128 + the signal's number, as a shell reports a process a signal ended: 130 for SIGINT, 143 SIGTERM."""
+    return 128 + int(getattr(signal, signal_name(exc), signal.SIGINT))
+
+
+def _interruption(exc: BaseException) -> str:
+    name, run_id, resume = signal_name(exc), getattr(exc, _RUN_ID, None), getattr(exc, _RESUME, None)
+    if run_id is None:
+        return f"interrupted ({name}); what was stored so far is kept, and the same command resumes"
+    how = f"`{resume}` resumes it" if resume else "the command that trained it (without --force) resumes it"
+    return (f"interrupted ({name}): run {run_id} is marked failed (interrupted); what was stored so far is kept, "
+            f"and {how} from its last stored epoch")

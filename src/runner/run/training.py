@@ -14,6 +14,7 @@ from typing import Any, Callable
 from runner.core import failures
 from runner.core.environment import environment
 from runner.core.locks import file_lock
+from runner.errors import StoreError
 from runner.posthoc.ensemble import build_ensemble
 from runner.run.plan import check_paths, new_run_id, run_id_for
 from runner.scale.backend import Backend, LocalBackend
@@ -44,7 +45,11 @@ def train_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         return ApplyResult(existing["run_id"], "up-to-date")
     done = {m["member"] for m in store.members(existing["run_id"]) if m["status"] == "finished"} if existing else set()
     check_paths(store, run_id_for(p, store, existing), resolved.members)
-    dry_run(resolved, p.registry, p.data, [m for m in resolved.members if m.name not in done])
+    checked = dry_run(resolved, p.registry, p.data, [m for m in resolved.members if m.name not in done])
+    for line in checked.notes:
+        say(line)
+    for line in checked.warnings:
+        say(f"warning: {line}")
 
     store.open()
     store.refresh_views(p.registry.names("metrics"))
@@ -53,6 +58,7 @@ def train_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         with file_lock(runs_root / ".apply.lock", f"store {store.path}", wait_s=30):
             run_id = _find_or_create_run(p, store, force, say)
             held.enter_context(file_lock(runs_root / run_id / ".lock", f"run {run_id}"))
+        store.put_token_stats(run_id, {m: [s.as_row() for s in stats] for m, stats in checked.tokens.items()})
         if on_run is not None:
             on_run(run_id)
         with failures.in_run(runs_root / run_id):
@@ -84,6 +90,18 @@ def train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool,
     """Train every member of the run not yet finished (resuming an interrupted one), then its
     ensemble; `apply` and `refit` share it. `backend` trains the members (runner.scale.backend: one
     after another in this process by default, or at once as Ray tasks)."""
+    try:
+        return _train_run(p, store, run_id, progress, say, verbose, on_epoch, backend)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the run is not left looking alive
+        try:
+            store.mark_interrupted(run_id, f"interrupted ({failures.signal_name(e)})")
+        except StoreError:
+            pass  # another process holds the store: the run stays 'running', and a re-run resumes it all the same
+        failures.interrupted_run(e, run_id)
+        raise
+
+
+def _train_run(p: Plan, store: Store, run_id: str, progress, say, verbose: bool, on_epoch, backend) -> ApplyResult:
     resolved = p.resolved
     store.set_run_status(run_id, "running")
     result = ApplyResult(run_id, "finished")

@@ -11,17 +11,22 @@
     texts = ["train", "valid"]       # splits whose texts are used; "test" only when named (transductive)
     extra = ["unlabeled.txt"]        # one text per line, or a csv/jsonl/parquet with the text column
     seed = 0                         # default: the spec's seed
+    new_head = false                 # true: adapt a checkpoint that has no masked-LM head (its head starts at random)
 
 A member takes the table as it is, overrides fields with its own `adapt = { epochs = 5 }`, or opts
 out with `adapt = false`; `adapt = true` on a member adapts it with the defaults even without a
 top-level table.
+
+A checkpoint without a masked-LM head (a sentence-embedding model, an encoder saved as `BertModel`)
+gets a head of random weights: its first epochs train that head, not the encoder, and the held-out
+loss starts above ln(vocabulary size). The dry run refuses that unless `new_head = true`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from runner.spec.base import MAX_SEED, Strict, Text
 
@@ -40,6 +45,17 @@ class AdaptSpec(Strict):
     extra: list[Text] = Field(default_factory=list,
         description="Files of unlabeled text: one per line, or csv/jsonl/parquet with the text column.")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="The adaptation's seed; default: the spec's seed.")
+    new_head: bool = Field(False, description="Adapt a checkpoint that has no masked-LM head: the head starts "
+                                              "at random (without it, such a member is refused).")
+
+    @model_serializer(mode="wrap")
+    def _omit_new_head_when_off(self, handler):
+        # added after adaptations and runs were stored: left out while off, so their spec hashes and
+        # adaptation keys stay what they were
+        d = handler(self)
+        if d.get("new_head") is False:
+            d.pop("new_head")
+        return d
 
     @field_validator("texts")
     @classmethod

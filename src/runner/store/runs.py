@@ -90,6 +90,34 @@ class Runs:
                 [status, selected_checkpoint, error, now(), run_id, member],
             )
 
+    def mark_interrupted(self, run_id: str, why: str) -> None:
+        """A run stopped by a signal: its members still `running` and the run become `failed` with `why`,
+        so nothing is left looking alive; a re-run of `apply` resumes them from their stored epochs."""
+        with self.transaction() as con:
+            con.execute("UPDATE members SET status = 'failed', error = ?, finished_at = ? "
+                        "WHERE run_id = ? AND status = 'running'", [why, now(), run_id])
+            con.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE run_id = ?",
+                        [why, now(), run_id])
+
+    def put_token_stats(self, run_id: str, stats: dict[str, list[dict]]) -> None:
+        """member -> its tokenizer over each split (rows of runner.data.token_stats.SplitTokens.as_row),
+        replacing what the run held for those members."""
+        cols = ("split", "max_length", "texts", "tokens", "unknown", "texts_with_unknown", "truncated", "longest")
+        with self.transaction() as con:
+            for member, rows in stats.items():
+                con.execute("DELETE FROM token_stats WHERE run_id = ? AND member = ?", [run_id, member])
+                if rows:
+                    con.executemany(f"INSERT INTO token_stats (run_id, member, {', '.join(cols)}) VALUES "
+                                    f"(?, ?, {', '.join('?' for _ in cols)})",
+                                    [[run_id, member, *(r[c] for c in cols)] for r in rows])
+
+    def token_stats(self, run_id: str) -> list[dict]:
+        """The run's `token_stats` rows, by member (in training order) and split."""
+        return self.query_dicts(
+            "SELECT t.* FROM token_stats t LEFT JOIN members m USING (run_id, member) WHERE t.run_id = ? "
+            "ORDER BY m.started_at NULLS LAST, t.member, CASE t.split WHEN 'train' THEN 0 WHEN 'valid' THEN 1 "
+            "WHEN 'test' THEN 2 ELSE 3 END, t.split", [run_id])
+
     def set_swa_epochs(self, run_id: str, member: str, epochs: list[int]) -> None:
         with self.transaction() as con:
             con.execute("UPDATE members SET swa_epochs = ? WHERE run_id = ? AND member = ?", [epochs, run_id, member])

@@ -91,7 +91,8 @@ def plan_adaptations(resolved, registry, texts_by_split: dict[str, list[str]], t
             "format": FORMAT, "backbone": m.backbone, "plugin": backbone.plugin, "model": m.model,
             "model_files": _fingerprint(m.model), "options": m.options_dict(hashed=True),
             "special_tokens": list(resolved.spec.data.special_tokens),
-            "settings": m.adapt.model_dump(mode="json", exclude={"texts", "extra"}), "corpus": digest,
+            # new_head permits an adaptation, it does not change its weights
+            "settings": m.adapt.model_dump(mode="json", exclude={"texts", "extra", "new_head"}), "corpus": digest,
         }
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         prefix = "".join(c for c in m.backbone.lower() if c.isalnum())[:20] or "backbone"

@@ -27,7 +27,7 @@ from runner.core.locks import file_lock
 from runner.errors import TrainingError
 from runner.plugins.contexts import BackboneContext
 from runner.store import caches, checkpoints
-from runner.train import ranks
+from runner.train import loading, ranks
 from runner.train.adapt import INFO, Adaptation, cached, root_for
 from runner.train.arguments import precision_args
 
@@ -236,6 +236,9 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
         before = trainer.evaluate()
         if ranks.writes():
             (work / EPOCH0).write_text(json.dumps({k: before[k] for k in ("eval_train_loss", "eval_heldout_loss")}))
+    if ranks.writes() and loading.of(model) is not None:  # from a checkpoint: was its masked-LM head any good?
+        say(_against_uniform(key, json.loads((work / EPOCH0).read_text())["eval_heldout_loss"], len(tokenizer),
+                             loading.of(model)))
     trainer.train(resume_from_checkpoint=last)
     folder = root / key
     if not ranks.writes():
@@ -257,6 +260,16 @@ def train_adaptation(adaptation: Adaptation, job, root: Path, say) -> Path:
     first, final = history[0]["heldout"], history[-1]["heldout"]
     say(f"adapt: {key} done in {info['seconds']:.0f} s (held-out MLM loss {first:.3f} -> {final:.3f})")
     return folder
+
+
+def _against_uniform(key: str, loss: float, vocab_size: int, report: loading.LoadReport) -> str:
+    """The epoch-0 held-out MLM loss against ln(V), guessing every token alike: a loss above it means
+    the masked-LM head knows less than nothing yet (a new head), so the first epochs train the head."""
+    uniform = loading.uniform_loss(vocab_size)
+    where = "above" if loss > uniform else "below"
+    head = f"; the masked-LM head is new ({loading.brief(report.head)})" if report.head else ""
+    return (f"adapt: {key}: held-out MLM loss before adapting {loss:.3f}, {where} ln({vocab_size}) = {uniform:.3f} "
+            f"(guessing every token alike){head}")
 
 
 def _last_complete(trainer_dir: Path, work: Path) -> str | None:
@@ -289,18 +302,21 @@ def _history(work: Path, log_history: list[dict]) -> list[dict]:
     return [rows[e] for e in sorted(rows)]
 
 
-def dry_run_problem(m, resolved, registry, data) -> str | None:
+def dry_run_problem(m, resolved, registry, data) -> tuple[str | None, str | None]:
     """The dry run of a member's adaptation: the masked-LM model built, one masked batch of training
-    texts through it and its loss; why it cannot train, or None."""
+    texts through it and its loss. (why it cannot train, or None; a warning to print, or None)."""
     from transformers import DataCollatorForLanguageModeling
 
     s = m.adapt
     try:
         model, tokenizer = build_mlm(m, resolved, data, registry)
     except TrainingError:
-        return f"the tokenizer of backbone {m.backbone!r} has no mask token, which masked-LM needs"
+        return f"the tokenizer of backbone {m.backbone!r} has no mask token, which masked-LM needs", None
     except Exception as e:
-        return f"backbone {m.backbone!r} cannot build its masked-LM model: {type(e).__name__}: {e}"
+        return f"backbone {m.backbone!r} cannot build its masked-LM model: {type(e).__name__}: {e}", None
+    problem, warning = _new_head(m, model, tokenizer)
+    if problem is not None:
+        return problem, None
     try:
         mlm = DataCollatorForLanguageModeling(tokenizer, mlm_probability=s.mlm_probability,
                                               whole_word_mask=s.whole_word_mask, seed=s.seed)
@@ -310,7 +326,24 @@ def dry_run_problem(m, resolved, registry, data) -> str | None:
         with torch.no_grad():
             loss = mlm_loss(model(**batch), labels)
     except Exception as e:
-        return f"one masked-LM batch failed: {type(e).__name__}: {e}"
+        return f"one masked-LM batch failed: {type(e).__name__}: {e}", None
     if not torch.isfinite(loss):
-        return f"the masked-LM loss of one batch is {loss.item()}"
-    return None
+        return f"the masked-LM loss of one batch is {loss.item()}", None
+    return None, warning
+
+
+def _new_head(m, model, tokenizer) -> tuple[str | None, str | None]:
+    """A checkpoint whose masked-LM head would start at random: a problem unless `adapt.new_head`, then
+    a warning. (problem, warning)."""
+    report = loading.of(model)
+    if report is None or not report.head:
+        return None, None
+    head, uniform = loading.brief(report.head), loading.uniform_loss(len(tokenizer))
+    unused = f"; not used from the checkpoint: {loading.brief(report.unused)}" if report.unused else ""
+    if not m.adapt.new_head:
+        return (f"{report.source} has no masked-LM head: {len(report.head)} tensors ({head}) would start at random, "
+                f"so adaptation would first train that head and the held-out MLM loss would start near or above "
+                f"ln({len(tokenizer)}) = {uniform:.2f}, guessing every token alike{unused}. Set adapt.new_head = true "
+                "to adapt it anyway, or `adapt = false` on the member"), None
+    return None, (f"{m.name}: [adapt] starts a new masked-LM head, {len(report.head)} tensors at random ({head}; "
+                  f"adapt.new_head = true): its first steps train the head, not the encoder{unused}")

@@ -9,6 +9,9 @@ a backward pass on the training batch), with the logits' shape and the loss chec
 
 Every problem becomes a `file: key: message` line of one SpecError (exit 2), raised before anything
 is written: a cheap check that predicts a failure always beats a failure after the first write.
+What is no problem but must be said comes back as a `DryRunReport`: which weights of a pretrained
+checkpoint start at random and which went unused (runner.train.loading), and how each member's
+tokenizer meets every split (runner.data.token_stats), with warnings.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from __future__ import annotations
 import math
 import tempfile
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner.data import token_stats
 from runner.data.prepare import PreparedData
 from runner.errors import ModelLoadError, SpecError, TrainingError
 from runner.plugins.registry import Registry
 from runner.spec import ResolvedMember, ResolvedSpec
 from runner.spec.problems import Problem, dedupe
-from runner.train import ranks
+from runner.train import loading, ranks
 from runner.train.adapt_train import dry_run_problem
 from runner.train.arguments import training_arguments
 from runner.train.build import build_loss, make_trainer, prepare_member
@@ -65,30 +70,51 @@ def check_cheaply(resolved: ResolvedSpec, registry: Registry, data: PreparedData
 _one_at_a_time = threading.Lock()
 
 
-def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData, members: list[ResolvedMember]) -> None:
+@dataclass
+class DryRunReport:
+    """What the dry run says beside its verdict: `notes` (a line per member loaded from a checkpoint:
+    its new and unused weights), `warnings` (lines to print as warnings), `tokens` (member -> its
+    tokenizer over every split, for the store and `validate`)."""
+
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    tokens: dict[str, list[token_stats.SplitTokens]] = field(default_factory=dict)
+    unknown_tokens: dict[str, str] = field(default_factory=dict)  # member -> its tokenizer's unknown token
+
+    def token_lines(self) -> list[str]:
+        return [token_stats.summary(m, stats, self.unknown_tokens.get(m, "[UNK]")) for m, stats in self.tokens.items()]
+
+
+def dry_run(resolved: ResolvedSpec, registry: Registry, data: PreparedData,
+            members: list[ResolvedMember]) -> DryRunReport:
     """Build each of `members` as training will and push one batch of each split through it (on every
-    rank under torchrun: its optimizer step is a collective; runner.train.ranks)."""
+    rank under torchrun: its optimizer step is a collective; runner.train.ranks). SpecError for every
+    problem at once; else what to say (DryRunReport)."""
     problems: list[Problem] = []
+    report = DryRunReport()
     message = ("dry_run", ranks.payload(resolved, data, {}, registry), [m.name for m in members]) if ranks.leading() else ()
     # one dry run at a time in a process: each TrainingArguments resets accelerate's process-wide state,
     # and sweep trials under Ray plan (and so dry-run) in threads of the driver
     with _one_at_a_time, ranks.shared(message):
         for m in members:
-            problems.extend(_member_problems(resolved, registry, data, m))
+            problems.extend(_member_problems(resolved, registry, data, m, report))
     if problems:
         raise SpecError(resolved.path, dedupe(problems))
+    return report
 
 
 def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedData,
-                     m: ResolvedMember) -> list[Problem]:
+                     m: ResolvedMember, report: DryRunReport) -> list[Problem]:
     import torch
 
     backbone = registry.backbone(m.backbone)
     who = f"backbone {m.backbone!r} ({backbone.origin})"
     if m.adapt is not None:
-        problem = dry_run_problem(m, resolved, registry, data)
+        problem, warning = dry_run_problem(m, resolved, registry, data)
         if problem is not None:
             return [(m.adapt_loc, f"member {m.name}: {problem}")]
+        if warning is not None:
+            report.warnings.append(warning)
     # a few full batches of each split are all it pushes through: tokenizing the whole data here
     # would repeat what training does (runner.data.tokenized caches that one)
     t = m.train
@@ -101,6 +127,7 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
         return [(f"{m.loc}.model" if m.model else f"{m.loc}.backbone", str(e))]
     except Exception as e:
         return [(f"{m.loc}.backbone", f"{who} failed to build the model: {type(e).__name__}: {_first_line(e)}")]
+    _describe(m, inputs, resolved, data, report)
     with tempfile.TemporaryDirectory(prefix="runner-dryrun-") as tmp:
         try:
             trainer = make_trainer(m, resolved, inputs, Path(tmp), [])
@@ -137,6 +164,18 @@ def _member_problems(resolved: ResolvedSpec, registry: Registry, data: PreparedD
                 if problem is not None:
                     problems.append(problem)
         return problems
+
+
+def _describe(m: ResolvedMember, inputs, resolved: ResolvedSpec, data: PreparedData, report: DryRunReport) -> None:
+    """The member's line about its checkpoint's weights, and its tokenizer over every split."""
+    loaded = loading.of(inputs.model)
+    if loaded is not None:
+        report.notes.append(loading.head_line(m.name, loaded, m.seed))
+    stats = token_stats.measure(inputs.tokenizer, {name: s.texts for name, s in data.splits.items()},
+                                resolved.spec.data.max_length, key=data.dataset_id)
+    unknown = getattr(inputs.tokenizer, "unk_token", None) or "[UNK]"
+    report.tokens[m.name], report.unknown_tokens[m.name] = stats, unknown
+    report.warnings.extend(token_stats.warnings(m.name, stats, unknown))
 
 
 def _one_step(trainer, inputs, resolved: ResolvedSpec, m: ResolvedMember, num_labels: int):

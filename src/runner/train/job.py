@@ -16,6 +16,7 @@ from runner.data.prepare import PreparedData
 from runner.plugins.registry import Registry
 from runner.spec import ResolvedMember, ResolvedSpec
 from runner.store import Store, checkpoints
+from runner.train import tokenizer_files
 from runner.train.backbones import write_runner_json
 
 # What training calls on a member's store (runner.scale.members, train.callback, train.swa, train.adapt):
@@ -37,6 +38,7 @@ class Plan:
     resolved: ResolvedSpec
     data: PreparedData
     adaptations: dict = field(default_factory=dict)  # member -> runner.train.adapt.Adaptation ([adapt])
+    checked: Any = None  # the dry run's runner.train.dryrun.DryRunReport, once it ran (validate)
 
     @property
     def spec_hash(self) -> str:
@@ -73,8 +75,10 @@ class MemberJob:
 
 
 def write_member_info(job: MemberJob, directory: Path) -> None:
-    """runner.json: what `load_checkpoint` needs to rebuild this member without the spec."""
+    """runner.json: what `load_checkpoint` needs to rebuild this member without the spec; and the
+    tokenizer files set to truncate where runner does (runner.train.tokenizer_files)."""
     backbone = job.registry.backbone(job.member.backbone)
     write_runner_json(directory, job.member.backbone, job.member.options_dict(), job.data.label_names,
                       job.resolved.spec.data.max_length, job.member.model, plugin=backbone.plugin,
                       origin=backbone.origin)
+    tokenizer_files.fit_to_max_length(directory, job.resolved.spec.data.max_length)

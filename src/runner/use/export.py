@@ -31,6 +31,7 @@ from runner.core.quiet import quiet_loading
 from runner.errors import InputError
 from runner.store.checkpoints import TRAINER_STATE
 from runner.store.writes import Target, folder_target, publish_folder
+from runner.train import tokenizer_files
 from runner.use.choice import Choice
 from runner.use.manifest import FORMAT, MANIFEST, MAX_BATCH_SIZE, choice_from_manifest, read_manifest, sha256_of
 from runner.use.predict import Predictor
@@ -100,6 +101,8 @@ def export(choice: Choice, directory: Path | Target, store: Path | None = None) 
                     shutil.copy2(f, folder / f.name)
             if not (folder / "model.safetensors").is_file():
                 raise InputError(f"{m.path}: member {m.name!r} has no model.safetensors to export")
+            if m.info.get("max_length"):  # a run trained before runner wrote them so: its copies set here
+                tokenizer_files.fit_to_max_length(folder, m.info["max_length"])
             entry["files"] = {f.name: sha256_of(f) for f in sorted(folder.iterdir())}
             origin = m.info.get("origin")
             if _plugin_file(origin):

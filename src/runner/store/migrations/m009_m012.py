@@ -1,4 +1,5 @@
-"""Store migrations m009 to m010: the confusion view and where a run was trained.
+"""Store migrations m009 to m011: the confusion view, where a run was trained, and how each member's
+tokenizer met the data.
 
 Append a new migration here, and to STEPS; start m013_m016.py when this file holds four.
 
@@ -26,4 +27,29 @@ def m010_run_environment(con) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN environment JSON")
 
 
-STEPS = [m009_confusion, m010_run_environment]
+def m011_token_stats(con) -> None:
+    """`token_stats`: how each member's tokenizer met each split of the run's data, measured by the dry
+    run before training (runner.data.token_stats): `texts`, `tokens` (the texts' own tokens, before
+    truncation), `unknown` (how many are the unknown token; NULL for a tokenizer without one) and
+    `texts_with_unknown`, `truncated` (texts longer than `max_length` with the special tokens) and
+    `longest`. A pretrained vocabulary can cover the task's text badly, and nothing else shows it.
+    """
+    con.execute(
+        """
+        CREATE TABLE token_stats (
+            run_id VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            max_length INTEGER NOT NULL,
+            texts INTEGER NOT NULL,
+            tokens BIGINT NOT NULL,
+            unknown BIGINT,
+            texts_with_unknown INTEGER,
+            truncated INTEGER NOT NULL,
+            longest INTEGER NOT NULL
+        )
+        """
+    )
+
+
+STEPS = [m009_confusion, m010_run_environment, m011_token_stats]
