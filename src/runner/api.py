@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from runner.analysis.notebook import StoreView
 from runner.errors import InputError
 from runner.run.apply import apply_run
 from runner.run.plan import check_paths, plan, run_id_for
@@ -29,7 +30,7 @@ from runner.train.dryrun import dry_run
 from runner.train.job import ApplyResult, Plan
 from runner.use.export import load
 
-__all__ = ["apply", "validate", "load", "plan_spec"]
+__all__ = ["apply", "validate", "load", "open", "plan_spec"]
 
 
 def plan_spec(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True,
@@ -96,3 +97,10 @@ def _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, ver
         return apply_run(p, store, force, progress, say, verbose, backend=chosen)
     finally:
         chosen.close()
+
+
+def open(store: str | Path = "results.duckdb", frames: str = "pandas", plugins: str | Path | None = None) -> StoreView:
+    """A store read from a notebook: `.runs()`, `.compare(run)`, `.epochs(run)`, `.predictions(run, member=,
+    split=, checkpoint=)`, `.probabilities(...)` (numpy) and `.confusion(...)` as pandas (or, with
+    `frames="polars"`, polars) DataFrames, read through DuckDB's Arrow path. It never changes the store."""
+    return StoreView(store, frames, plugins)

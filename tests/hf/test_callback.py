@@ -146,3 +146,38 @@ def test_mistakes_are_named_before_training(tmp_path):
     with pytest.raises(InputError, match="labels"):
         StoreCallback(store=tmp_path / "r.duckdb", labels=["only"], splits={"valid": []})
     assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_a_notebook_reads_the_run_as_dataframes(trained):
+    """runner.open: DataFrames equal to the store's rows; reading changes nothing in the file."""
+    import runner
+
+    tmp, store, trainers = trained
+    before = store.stat().st_mtime_ns
+    view = runner.open(store)
+    runs = view.runs()
+    assert list(runs["name"]) == ["my-exp"] and runs["members_finished"].tolist() == [2]
+    epochs = view.epochs("my-exp")
+    assert len(epochs) == 6 and {"eval_accuracy", "test_accuracy", "eval_loss"} <= set(epochs.columns)
+    st = Store(store)
+    run = st.run("my-exp")
+    stored = {(e.epoch, k): v for e in st.member_epochs(run.run_id, "seed-1") for k, v in e.metrics.items()}
+    one = epochs[epochs["member"] == "seed-1"]
+    assert dict(zip(one["epoch"], one["test_accuracy"])) == {e: stored[(e, "test_accuracy")] for e in (1, 2, 3)}
+    preds = view.predictions("my-exp", member="seed-2", split="test")
+    d = trainers[2][2]
+    assert preds["text"].tolist() == d["test"][0] and preds["label"].tolist() == d["test"][1]
+    probs = view.probabilities("my-exp", member="seed-2", split="test")
+    assert probs.shape == (len(d["test"][1]), len(LABELS)) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert (probs.argmax(1) == preds["pred"].to_numpy()).all()
+    swa = view.probabilities("my-exp", member="seed-2", checkpoint="swa")
+    assert not np.array_equal(swa, probs)
+    confusion = view.confusion("my-exp", member="seed-2")
+    assert list(confusion["label"]) == LABELS and int(confusion[LABELS].to_numpy().sum()) == len(d["test"][1])
+    accuracy = np.trace(confusion[LABELS].to_numpy()) / len(d["test"][1])
+    compare = view.compare("my-exp")
+    selected = compare[(compare["strategy"] == "best_eval_accuracy") & (compare["member"] == "seed-2")]
+    assert float(selected["test_accuracy"].iloc[0]) == pytest.approx(accuracy)
+    with pytest.raises(runner.InputError, match="member="):
+        view.probabilities("my-exp")  # two members: which one?
+    assert store.stat().st_mtime_ns == before
