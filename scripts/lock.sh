@@ -4,7 +4,7 @@
 #   bash scripts/lock.sh                          # every package to the newest pyproject.toml allows
 #   bash scripts/lock.sh --upgrade-package duckdb # only that one (uv pip compile's own flags, passed on)
 #
-# uv pip compile resolves pyproject.toml's dependencies with the `dev` extra (which holds `ray`) for
+# uv pip compile resolves pyproject.toml's dependencies with the `dev` extra (which holds `ray`, `postgres`, `docs`) for
 # CPython 3.11 on Linux x86_64, with torch pinned as scripts/setup.sh pins it (TORCH_SPEC's default).
 # torch itself is left out of the lock, and so are the CUDA-only packages PyPI's torch wheel pulls on
 # Linux (nvidia-*, cuda-*, triton): scripts/setup.sh installs torch first (a local CPU build on our CI

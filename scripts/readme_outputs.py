@@ -1,15 +1,17 @@
-"""Regenerate (or check) the output blocks of README.md (and other markdown pages) from a real quickstart run.
+"""Regenerate (or check) the output blocks of README.md and the docs pages from a real quickstart run.
 
 Every output block a page shows is preceded by a marker line `<!-- output: NAME -->`; this script
 runs the quickstart exactly as a user does (`runner apply specs/quickstart.toml` in a fresh folder
 holding copies of `specs/`, `plugins/` and `examples/`), then the command or query each block shows, and writes
 what they print into the pages. SQL blocks run the ```sql block just above the marker, in the page
 that holds it. The blocks run in the order the pages show them (the files in the order given, each
-from the top); a name may appear on several pages and is then the same output on each.
+from the top); a name may appear on several pages and is then the same output on each. By default the
+pages are README.md, then docs/**/*.md in the order mkdocs.yml's nav lists them (the order a reader
+follows the tutorial and the how-to guides, each continuing from the store the one before left).
 
-    python scripts/readme_outputs.py                    # rewrite README.md's output blocks
+    python scripts/readme_outputs.py                    # rewrite the output blocks of README.md and docs/
     python scripts/readme_outputs.py --check            # exit 1 and show the difference if a block is stale
-    python scripts/readme_outputs.py --check README.md docs/*.md   # the markers across these files
+    python scripts/readme_outputs.py --check README.md docs/how-to/sweeps.md   # the markers of these files
     python scripts/readme_outputs.py --dump out.json --threads 2   # write the generated blocks, touch no page
     python scripts/readme_outputs.py --check --from out.json       # compare a dump, no training
 
@@ -103,6 +105,7 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 MARKER = re.compile(r"<!-- output: ([\w-]+) -->\n```[a-z]*\n(.*?)```", re.S)
 
 # Kinds of number, by what they count. A "counted" kind moves in steps of whole examples: a share of
@@ -337,6 +340,14 @@ class Number:
         return v / 100 if self.text.endswith("%") else v
 
 
+def default_pages() -> list[Path]:
+    """README.md, then every docs/**/*.md: those mkdocs.yml's nav names in its order, then the rest."""
+    nav = re.findall(r"^\s*-\s.*?([\w./-]+\.md)\s*$", (REPO / "mkdocs.yml").read_text(encoding="utf-8"), re.M)
+    pages = sorted(DOCS.rglob("*.md"), key=lambda p: p.relative_to(DOCS).as_posix())
+    ordered = [DOCS / name for name in nav if (DOCS / name) in pages]
+    return [README, *dict.fromkeys(ordered + pages)]
+
+
 def markers(text: str) -> list[tuple[str, str]]:
     """(name, block text) of every output block of a page, in page order."""
     return [(m.group(1), m.group(2)) for m in MARKER.finditer(text)]
@@ -538,8 +549,9 @@ def rewrite(text: str, generated: dict[str, str]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("files", nargs="*", type=Path, default=[README],
-                        help="markdown files whose output markers to fill or check (default README.md)")
+    parser.add_argument("files", nargs="*", type=Path, default=default_pages(),
+                        help="markdown files whose output markers to fill or check (default README.md and "
+                             "docs/**/*.md, in mkdocs.yml's nav order)")
     parser.add_argument("--check", action="store_true", help="compare instead of rewriting")
     parser.add_argument("--dump", type=Path, help="also write the generated blocks to this JSON file; "
                         "without --check no page is touched")
@@ -568,21 +580,32 @@ def main() -> int:
             for name, block in markers(text):
                 problems = differences(block, generated[name], name)
                 if problems:
-                    stale.append(f"{path.name}:{name}")
-                    print(f"{path.name} ({name}): " + "; ".join(problems))
+                    stale.append(f"{shown(path)}:{name}")
+                    print(f"{shown(path)} ({name}): " + "; ".join(problems))
                     sys.stdout.writelines(difflib.unified_diff(
-                        block.splitlines(True), generated[name].splitlines(True), f"{path.name} ({name})",
+                        block.splitlines(True), generated[name].splitlines(True), f"{shown(path)} ({name})",
                         "generated"))
         if stale:
             print(f"\noutput blocks out of date: {', '.join(stale)}; run python scripts/readme_outputs.py "
-                  + " ".join(str(p) for p in args.files))
+                  + " ".join(shown(p) for p in args.files))
             return 1
-        print(f"{', '.join(p.name for p in pages)}: {len(names)} output blocks match a fresh quickstart run")
+        print(f"{listed(pages)}: {len(names)} output blocks match a fresh quickstart run")
         return 0
     for path, text in pages.items():
         path.write_text(rewrite(text, generated), encoding="utf-8")
-    print(f"{', '.join(p.name for p in pages)}: rewrote {len(names)} output blocks")
+    print(f"{listed(pages)}: rewrote {len(names)} output blocks")
     return 0
+
+
+def shown(path: Path) -> str:
+    """A page as messages name it: its path in the repository (docs pages share names), else its name."""
+    path = path.resolve()
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
+
+
+def listed(pages) -> str:
+    """The pages a message is about: named when a few, counted when many."""
+    return ", ".join(shown(p) for p in pages) if len(pages) <= 3 else f"{len(pages)} pages (README.md, docs/)"
 
 
 def write_dump(path: Path, generated: dict[str, str], threads: int) -> None:

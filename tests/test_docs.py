@@ -1,9 +1,12 @@
-"""The docs show working code: docs/plugins.md quotes the files in plugins/ exactly, and every
-hook in runner.plugins.hookspecs is documented there."""
+"""The docs show working code: the site builds in strict mode, docs/plugins.md quotes the files in
+plugins/ exactly, every hook in runner.plugins.hookspecs is documented there, and the output blocks of
+README.md and docs/ match a fresh quickstart run."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,14 +33,27 @@ def test_every_hook_is_documented(hook):
     assert f"`{hook}(" in DOC
 
 
+def test_the_site_builds_in_strict_mode(tmp_path):
+    """`mkdocs build --strict`, as .ci/run builds it: every page in the nav exists, every link and
+    anchor resolves, and the reference pages generate from the code (scripts/docs_reference.py)."""
+    pytest.importorskip("mkdocs", reason="the docs extra (mkdocs, mkdocs-material) is not installed")
+    pytest.importorskip("material", reason="the docs extra (mkdocs, mkdocs-material) is not installed")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})  # no banner
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cli = (tmp_path / "site" / "reference" / "cli" / "index.html").read_text(encoding="utf-8")
+    assert "runner apply" in cli and "--no-check-models" in cli and "<!-- generated:" not in cli
+    store = (tmp_path / "site" / "reference" / "store" / "index.html").read_text(encoding="utf-8")
+    assert "selected_checkpoint" in store and "confusion" in store
+
+
 def test_readme_outputs_match_a_fresh_quickstart_run(tmp_path):
-    """The README's quickstart, as a user runs it: `runner apply specs/quickstart.toml` in a fresh
-    folder, then every command and query whose output the README shows (scripts/readme_outputs.py),
+    """The quickstart, as a user runs it: `runner apply specs/quickstart.toml` in a fresh folder, then
+    every command and query whose output README.md and the docs pages show (scripts/readme_outputs.py),
     each number within its kind's tolerance (the machine's float kernels may round differently). The
-    generated blocks are kept, and the same check on them fails for a README accuracy moved by 0.02."""
+    generated blocks are kept, and the same check on them fails for an accuracy moved by 0.02."""
     import json
-    import subprocess
-    import sys
 
     dump = tmp_path / "generated.json"
     # about 8 minutes on an idle 2-core machine; over 25 beside another suite on the same cores
@@ -45,8 +61,9 @@ def test_readme_outputs_match_a_fresh_quickstart_run(tmp_path):
                            str(dump)], capture_output=True, text=True, timeout=3000)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     generated = json.loads(dump.read_text(encoding="utf-8"))["blocks"]
+    assert all(outputs.stale_blocks(page.read_text(encoding="utf-8"), generated) == []
+               for page in outputs.default_pages())
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert outputs.stale_blocks(readme, generated) == []
     changed = readme.replace("test_accuracy 0.7672", "test_accuracy 0.7872", 1)
     assert changed != readme and outputs.stale_blocks(changed, generated) == ["apply"]
 
@@ -134,3 +151,25 @@ def test_the_unlabeled_reviews_are_the_generator_s_with_seed_2027_and_unseen():
     quickstart_texts = set(synthetic.generate(3000, seed=13)[0])
     expected = [t for t in synthetic.generate(6000, seed=2027)[0] if t not in quickstart_texts][:5000]
     assert lines == expected and not set(lines) & quickstart_texts
+
+
+def test_the_own_data_spec_reads_the_example_csv_and_names_a_local_hf_model(tmp_path):
+    """specs/own_data.toml (the tutorial's second part): a csv of the user's own, an `hf` model by
+    local path. Validated without the model folder (`--no-check-models`: the tutorial's two commands
+    fetch it), by the real command in a subprocess; the store it names is not created."""
+    import csv
+    import tomllib
+
+    spec = tomllib.loads((REPO / "specs" / "own_data.toml").read_text())
+    assert spec["data"]["source"] == "csv" and [m["backbone"] for m in spec["members"]] == ["hf"]
+    assert not spec["members"][0]["model"].startswith(("http", "sentence-transformers/"))  # a folder, no Hub id
+    with open(REPO / "specs" / spec["data"]["train"], newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["label"] for r in rows} == {"negative", "mixed", "positive"} and len(rows) == 60
+    store = tmp_path / "results.duckdb"
+    proc = subprocess.run([sys.executable, "-m", "runner", "validate", "specs/own_data.toml", "--no-check-models",
+                           "--store", str(store)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "train 36, valid 12, test 12" in proc.stdout and "minilm (hf, " in proc.stdout, proc.stdout
+    assert "mixed 33.3%, negative 33.3%, positive 33.3%" in proc.stdout
+    assert not store.exists()

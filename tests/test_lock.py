@@ -1,6 +1,6 @@
 """The tested dependency set is pinned: requirements.lock (scripts/lock.sh, uv pip compile) holds a
-version of every package pyproject.toml requires, with the `dev` extra (which holds `ray`), inside the
-range pyproject gives; torch and the CUDA-only packages are not in it (scripts/setup.sh installs torch
+version of every package pyproject.toml requires, with the `dev` extra (which holds the `ray`, `postgres` and `docs`
+extras), inside the range pyproject gives; torch and the CUDA-only packages are not in it (scripts/setup.sh installs torch
 first, pinned, and a lock must never pull a CUDA build onto a CPU machine)."""
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def test_a_requirement_the_lock_does_not_meet_is_named():
     assert any(p.startswith("optuna") and "not in requirements.lock" in p for p in problems), problems
     assert any(p.startswith("torch==2.13.0 is locked") for p in problems), problems
     dev = pyproject["project"]["optional-dependencies"]["dev"]
-    assert "runner[ray]" in dev  # ray comes through the project's own extra, and is checked too
-    assert any(r.name == "ray" for r in requirements(pyproject))
+    assert "runner[ray,postgres,docs]" in dev  # ray, psycopg, mkdocs come through the project's own extras, checked too
+    assert {"ray", "psycopg", "mkdocs", "mkdocs-material"} <= {r.name for r in requirements(pyproject)}
 
 
 def test_the_lock_names_its_command_and_setup_installs_it():

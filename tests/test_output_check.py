@@ -1,4 +1,4 @@
-"""The check of the docs' output blocks (scripts/readme_outputs.py), without training: on the README's
+"""The check of the docs' output blocks (scripts/readme_outputs.py), without training: on the docs'
 own blocks, a drift of the size measured across CPUs and thread counts passes, while a real change (an
 accuracy moved by 0.02, an epoch, a strategy name, a column, a word) fails; markers are found across
 several markdown files. tests/test_docs.py runs the same check against a fresh quickstart run."""
@@ -19,8 +19,11 @@ sys.path.insert(0, str(REPO / "scripts"))
 import readme_drift  # noqa: E402
 import readme_outputs as ro  # noqa: E402
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
-BLOCKS = dict(ro.markers(README))
+# The pages whose blocks the check covers by default: README.md, whose short tour repeats blocks of the
+# tutorial, and the docs pages, which hold every block once (TEXT: the docs pages' text).
+PAGES = {path: path.read_text(encoding="utf-8") for path in ro.default_pages()}
+TEXT = "\n".join(text for path, text in PAGES.items() if path != ro.README)
+BLOCKS = dict(ro.markers(TEXT))
 # The measurement the tolerances come from: scripts/readme_outputs.py --dump on 1 and 2 threads, with
 # ATen's AVX2 and scalar kernels, and with MKL/oneDNN's compatible paths (its docstring has the commands).
 DUMPS = {p.stem: json.loads(p.read_text(encoding="utf-8"))["blocks"]
@@ -57,7 +60,7 @@ def measured_step(number: ro.Number, name: str) -> float:
 
 
 def compared(kind=None):
-    """The README's blocks compared number by number (not RANKED), holding a number of `kind`."""
+    """The docs' blocks compared number by number (not RANKED), holding a number of `kind`."""
     return {name: block for name, block in BLOCKS.items() if name not in ro.RANKED
             and (kind is None or any(n.kind == kind for n in ro.numbers(block, name)))}
 
@@ -73,13 +76,18 @@ def last_digit(number: ro.Number) -> float:
     return 10.0 ** -digits / (100 if number.text.endswith("%") else 1)
 
 
-def test_the_readme_matches_itself():
-    assert ro.stale_blocks(README, BLOCKS) == []
+def test_the_pages_match_themselves_and_hold_each_block_once():
+    """Every page's blocks are the docs' blocks of the same name; none is on two docs pages, and the
+    README repeats only blocks the docs hold."""
+    assert all(ro.stale_blocks(text, BLOCKS) == [] for text in PAGES.values())
+    names = [name for name, _ in ro.markers(TEXT)]
+    assert len(names) == len(set(names)) and len(names) >= 20
+    assert {name for name, _ in ro.markers(PAGES[ro.README])} <= set(names)
 
 
 def test_every_decimal_the_readme_shows_has_a_kind():
     """A number no rule classifies is compared exactly, which another CPU may fail: every one the
-    README compares is classified (a new block needs its kinds in RULES)."""
+    docs compare is classified (a new block needs its kinds in RULES)."""
     unclassified = [(name, n.text, n.context) for name, block in compared().items()
                     for n in ro.numbers(block, name) if n.kind is None]
     assert unclassified == []
@@ -101,11 +109,11 @@ def test_a_drift_of_the_measured_size_passes_and_past_the_tolerance_fails(kind):
     up_down = lambda i: 1 if i % 2 == 0 else -1  # noqa: E731
     drifted = {name: moved(block, name, lambda n, i: (n.kind == kind) * up_down(i) * measured_step(n, name))
                for name, block in BLOCKS.items()}
-    assert ro.stale_blocks(README, drifted) == []
+    assert ro.stale_blocks(TEXT, drifted) == []
     far = {name: moved(block, name, lambda n, i: (n.kind == kind) * (1.5 * ro.allowed(n, name) + last_digit(n)))
            for name, block in BLOCKS.items()}
     holding = [name for name in BLOCKS if name in compared(kind)]
-    assert holding and ro.stale_blocks(README, far) == holding
+    assert holding and ro.stale_blocks(TEXT, far) == holding
 
 
 def test_the_measured_configurations_pass_against_each_other_and_measured_covers_them():
@@ -128,7 +136,7 @@ def test_bold_follows_the_values():
     block = BLOCKS["compare-markdown"]
     other = block.replace("| **0.7694** | **0.7327** |", "| 0.7694 | 0.7327 |").replace(
         "| 0.7672 | 0.7320 |", "| **0.7694** | **0.7346** |")
-    assert other != block and ro.stale_blocks(README, {**BLOCKS, "compare-markdown": other}) == []
+    assert other != block and ro.stale_blocks(TEXT, {**BLOCKS, "compare-markdown": other}) == []
 
 
 @pytest.mark.parametrize("name,old,new", [
@@ -150,7 +158,7 @@ def test_bold_follows_the_values():
 def test_a_real_change_fails(name, old, new):
     block = BLOCKS[name]
     assert block.count(old) >= 1, old
-    changed = README.replace(block, block.replace(old, new, 1), 1)
+    changed = TEXT.replace(block, block.replace(old, new, 1), 1)
     assert ro.stale_blocks(changed, BLOCKS) == [name]
 
 
@@ -169,11 +177,11 @@ def test_a_sweep_passes_with_other_values_statuses_order_and_redrawn_trials_up_t
     runs = sorted(set(ro.RUN_NAME.findall(block)))
     for run in runs[:allowed]:
         other = other.replace(run, run[:-8] + "0badc0de")
-    assert ro.stale_blocks(README, {**BLOCKS, "apply-sweep": other}) == []
+    assert ro.stale_blocks(TEXT, {**BLOCKS, "apply-sweep": other}) == []
     too_many = other.replace(runs[allowed], runs[allowed][:-8] + "0badc0de")
-    assert ro.stale_blocks(README, {**BLOCKS, "apply-sweep": too_many}) == ["apply-sweep"]
+    assert ro.stale_blocks(TEXT, {**BLOCKS, "apply-sweep": too_many}) == ["apply-sweep"]
     fewer = "\n".join(line for i, line in enumerate(lines) if i != rows[-1])
-    assert ro.stale_blocks(README, {**BLOCKS, "apply-sweep": fewer}) == ["apply-sweep"]
+    assert ro.stale_blocks(TEXT, {**BLOCKS, "apply-sweep": fewer}) == ["apply-sweep"]
 
 
 def test_a_changed_layout_fails():
@@ -181,11 +189,11 @@ def test_a_changed_layout_fails():
     block = BLOCKS["ensemble"]
     wider = block.replace("┏━━━━━━━━━━━━━━━┳", "┏━━━━━━━━━━━━━━━━┳", 1)
     assert wider != block
-    assert ro.stale_blocks(README.replace(block, wider, 1), BLOCKS) == ["ensemble"]
+    assert ro.stale_blocks(TEXT.replace(block, wider, 1), BLOCKS) == ["ensemble"]
 
 
 def test_a_missing_block_is_stale():
-    assert ro.stale_blocks(README, {k: v for k, v in BLOCKS.items() if k != "load"}) == ["load"]
+    assert ro.stale_blocks(TEXT, {k: v for k, v in BLOCKS.items() if k != "load"}) == ["load"]
 
 
 def test_markers_across_several_files(tmp_path):

@@ -241,7 +241,7 @@ def test_a_refit_whose_adaptation_was_removed_makes_the_same_one_again(case, tmp
     assert {p.name for p in (tmp_path / "adapted").iterdir() if p.is_dir()} == set(keys.values())
 
 
-def test_texts_test_is_recorded_and_readme_warns(case, repo):
+def test_texts_test_is_recorded_and_the_guide_warns(case, repo):
     st_path = case["dir"] / "transductive.duckdb"
     spec = write(case["dir"], "transductive", adapt=ADAPT.replace("epochs = 3", "epochs = 1") + 'texts = ["test"]\n')
     code, out, err = cli("validate", spec, "--store", st_path, "--show-spec")
@@ -253,8 +253,8 @@ def test_texts_test_is_recorded_and_readme_warns(case, repo):
     rows = st.query_dicts("SELECT settings, sources FROM adaptations")
     assert rows and all(json.loads(r["settings"])["texts"] == ["test"] and list(json.loads(r["sources"])) == ["test"]
                         for r in rows)
-    readme = (repo / "README.md").read_text()
-    assert 'texts = ["test"]' in readme and "transductive" in readme
+    guide = (repo / "docs" / "how-to" / "adapt.md").read_text()
+    assert 'texts = ["test"]' in guide and "transductive" in guide
 
 
 def test_hf_member_adapts_from_a_tiny_model_saved_in_a_temporary_folder(tmp_path):

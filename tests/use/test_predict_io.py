@@ -86,21 +86,20 @@ def test_a_txt_file_is_one_text_per_line_and_stores_as_the_same_texts_in_a_csv(r
     store = tmp_path / "results.duckdb"
     (tmp_path / "runs").symlink_to(run.folder / "runs")  # the checkpoints, beside this store copy
     store.write_bytes(run.store.read_bytes())
-    # other tests of this module may have stored their inputs in the shared run's store first
-    earlier = {r["split"] for r in Store(store).query_dicts("SELECT split FROM inputs WHERE run_id = ?", [run.run_id])}
+    # other tests of this module may have stored inputs in the shared run's store first (these same texts too)
+    query = "SELECT split, source FROM inputs WHERE run_id = ? AND source = ?"
     code, _, err = cli("predict", run.run_id, txt, "--store", store, "-o", out)
     assert code == 0, err
     rows = _rows(out)
     assert [r["line"] for r in rows] == ["1", "3", "5"] and [r["text"] for r in rows] == TEXTS
-    stored = [r for r in Store(store).query_dicts("SELECT split, source FROM inputs WHERE run_id = ?", [run.run_id])
-              if r["split"] not in earlier]
+    stored = Store(store).query_dicts(query, [run.run_id, "txt"])
     assert [r["source"] for r in stored] == ["txt"]
     csv_in = tmp_path / "same.csv"
     csv_in.write_text("text\n" + "".join(f'"{t}"\n' for t in TEXTS))
     assert cli("predict", run.run_id, csv_in, "--store", store, "-o", tmp_path / "q.csv")[0] == 0
     # the same texts are the same split, whatever file held them: predicting them again replaced it
-    again = [r for r in Store(store).query_dicts("SELECT split, source FROM inputs WHERE run_id = ?", [run.run_id])
-             if r["split"] not in earlier]
+    assert Store(store).query_dicts(query, [run.run_id, "txt"]) == []
+    again = [r for r in Store(store).query_dicts(query, [run.run_id, "csv"]) if r["split"] == stored[0]["split"]]
     assert again == [{"split": stored[0]["split"], "source": "csv"}]
     assert np.allclose(probs_of(read_output(out)[1], run.labels),
                        probs_of(read_output(tmp_path / "q.csv")[1], run.labels), atol=1e-6)

@@ -16,7 +16,7 @@ command line asks for it. How it works:
   the retried task finds the member's stored epochs through the same calls and resumes from the last
   one whose checkpoint is on disk, deleting what came after it, so no row is lost or stored twice.
 - Checkpoints go to runs/ beside the store: on a cluster, the store's folder must be on storage
-  every node mounts at the same path (README, "Scaling out").
+  every node mounts at the same path (docs/how-to/scaling-out.md).
 
 A member over several GPUs (`gpus_per_member > 1`) runs torchrun inside its task (runner.train.ranks).
 """

@@ -11,7 +11,7 @@ from runner.spec.problems import LocatedError
 
 
 class ComputeSpec(Strict):
-    """`[compute]`: where members train (README, "Scaling out"). Not part of the spec hash: a run
+    """`[compute]`: where members train (docs/how-to/scaling-out.md). Not part of the spec hash: a run
     started here continues on a Ray cluster, and the other way round."""
 
     backend: Literal["local", "ray"] = Field(

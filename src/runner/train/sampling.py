@@ -6,7 +6,7 @@ an epoch is a few sweeps from long texts to short ones, a curriculum nobody aske
 orders them so that the longest batch comes first and runs out of memory at once, if it is going
 to). `ShuffledLengthGroupedSampler` keeps the same batches, so the same padding is saved, and draws
 their order at random from the same generator, the longest batch still first. What each order does
-to accuracy, measured: README, Benchmarks. Several processes (DDP) keep Trainer's distributed
+to accuracy, measured: docs/explanation/benchmarks.md. Several processes (DDP) keep Trainer's distributed
 length-grouped sampler as it is.
 """
 
