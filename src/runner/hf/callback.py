@@ -14,28 +14,29 @@ validation loss stored is the one Trainer computed with it. Trainer's pickles (`
 
 from __future__ import annotations
 
-import copy
-import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import numpy as np
-
 from runner.core.records import EpochRecord
 from runner.errors import InputError
-from runner.hf.record import MemberRun, check_name, fail_member, finish_member, open_member, selection_of
+from runner.hf.averaged import store_swa
+from runner.hf.record import (
+    MemberRun,
+    check_name,
+    fail_member,
+    finish_member,
+    link_checkpoint,
+    open_member,
+    selection_of,
+)
 from runner.hf.splits import ScriptSplit, predict, read_split
 from runner.plugins.registry import load_registry
 from runner.store import Store, checkpoints
 from runner.train import callback
-from runner.train.backbones import write_runner_json
 from runner.train.evaluation import split_metrics
-from runner.train.swa import average_checkpoints, has_batchnorm, load_averaged
 
 SPLIT_NAMES = ("valid", "test")
-PICKLES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt", "training_args.bin", "pytorch_model.bin"}
 
 
 class StoreCallback(callback.StoreCallback):
@@ -110,7 +111,7 @@ class StoreCallback(callback.StoreCallback):
         epoch = int(round(state.epoch))
         if self.run is None or abs(state.epoch - epoch) > 1e-6:  # not an epoch's end
             return
-        self._link_checkpoint(Path(args.output_dir) / f"{checkpoints.CHECKPOINT_PREFIX}{state.global_step}")
+        link_checkpoint(Path(args.output_dir) / f"{checkpoints.CHECKPOINT_PREFIX}{state.global_step}", self.owner)
         values: dict[str, float] = {}
         if epoch in self._eval_loss:
             values["eval_loss"] = self._eval_loss.pop(epoch)
@@ -118,7 +119,7 @@ class StoreCallback(callback.StoreCallback):
         for name, split in self.splits.items():
             probs = self._predict(model, split, args)
             values.update(split_metrics(self.metric_fns, probs, split.labels, name))
-            predictions.append((name, _arange(split), probs))
+            predictions.append((name, split.index, probs))
         values = {"train_loss": self._train_loss, **values}
         self._train_loss = None
         self.commit(callback.PendingEpoch(EpochRecord(epoch, {k: v for k, v in values.items() if v is not None}),
@@ -128,7 +129,8 @@ class StoreCallback(callback.StoreCallback):
         if self.run is None:
             return
         try:
-            swa_epochs = self._swa(model, args) if self.swa_k else []
+            swa_epochs = store_swa(self.run, model, self._tokenizer, self.swa_k, self.splits, self.metric_fns,
+                                   lambda m, split: self._predict(m, split, args), self._model_info(model), self.say)
             finish_member(self.run, self.registry, self._model_info(model), bool(swa_epochs), self.say)
         except BaseException as e:
             fail_member(self.run, f"{type(e).__name__}: {e}")
@@ -145,55 +147,6 @@ class StoreCallback(callback.StoreCallback):
 
     def _predict(self, model, split: ScriptSplit, args):
         return predict(model, split, self._collate, args.per_device_eval_batch_size, self.num_labels, self.member)
-
-    def _link_checkpoint(self, source: Path) -> None:
-        """The model files of Trainer's checkpoint (no pickles), linked into the member's checkpoints/."""
-        if not (source / "model.safetensors").is_file():
-            raise InputError(f"{source}: no model.safetensors; the callback keeps safetensors checkpoints only "
-                             "(runner never loads a pickle)")
-        target = self.owner.checkpoints / source.name
-        if target.exists():
-            checkpoints.remove(target, self.owner)
-        target.mkdir(parents=True)
-        for f in source.iterdir():
-            if f.is_file() and f.name not in PICKLES:
-                try:
-                    os.link(f, target / f.name)
-                except OSError:  # another file system, or links not allowed: a copy
-                    shutil.copy2(f, target / f.name)
-
-    def _swa(self, model, args) -> list[int]:
-        """Average the last K epoch checkpoints into a copy of the model, store it as checkpoint `swa`
-        and save it to `swa/`."""
-        found = checkpoints.epoch_checkpoints(self.owner)
-        epochs = sorted(found)[-self.swa_k:]
-        if not epochs:
-            return []
-        averaged = copy.deepcopy(model)
-        load_averaged(averaged, average_checkpoints([found[e] / "model.safetensors" for e in epochs]))
-        if has_batchnorm(averaged):
-            self.say(f"{self.member}: the model has BatchNorm layers; SWA keeps the last epoch's statistics")
-        values, predictions = {}, []
-        for name, split in self.splits.items():
-            probs = self._predict(averaged, split, args)
-            values.update(split_metrics(self.metric_fns, probs, split.labels, name))
-            predictions.append((name, _arange(split), probs))
-        self.store.log_checkpoint(self.run_id, self.member, "swa", None, EpochRecord(0, values).rows(), predictions)
-        self.store.set_swa_epochs(self.run_id, self.member, epochs)
-        if self.owner.swa.exists():
-            checkpoints.remove(self.owner.swa, self.owner)
-        averaged.save_pretrained(str(self.owner.swa))
-        if self._tokenizer is not None:
-            self._tokenizer.save_pretrained(str(self.owner.swa))
-        write_runner_json(self.owner.swa, "hf", {}, **self._model_info(model))
-        (self.owner.swa / "selection.json").write_text(json.dumps({"swa_epochs": epochs, "run_id": self.run_id,
-                                                                   "member": self.member}, indent=2))
-        return epochs
-
-
-def _arange(split: ScriptSplit) -> np.ndarray:
-    return np.arange(len(split.items))
-
 
 def _model_name(model) -> str | None:
     name = getattr(getattr(model, "config", None), "_name_or_path", None)

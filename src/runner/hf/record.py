@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from runner.core.environment import environment
 from runner.core.locks import file_lock
@@ -26,6 +29,7 @@ from runner.spec.models import NAME_PATTERN
 from runner.store import Store, checkpoints
 from runner.train.backbones import write_runner_json
 
+PICKLES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt", "training_args.bin", "pytorch_model.bin"}
 DIRECTIONS = {"loss": False, "log_loss": False}  # metrics where less is better; any other: more is
 
 
@@ -124,3 +128,23 @@ def fail_member(run: MemberRun, error: str) -> None:
     run.store.finish_member(run.run_id, run.member, "failed", error=error)
     run.store.set_run_status(run.run_id, "failed", error=f"{run.member}: {error}")
     run.held.close()
+
+
+def link_checkpoint(source: Path, owner: checkpoints.MemberDir) -> Path:
+    """The model files of Trainer's checkpoint folder `source` (no pickles), linked into the member's
+    checkpoints/ under the same name: hard links where the file system allows (no copy, and Trainer's
+    `save_total_limit` cannot take them away), else copies."""
+    if not (source / "model.safetensors").is_file():
+        raise InputError(f"{source}: no model.safetensors; runner keeps safetensors checkpoints only "
+                         "(it never loads a pickle)")
+    target = owner.checkpoints / source.name
+    if target.exists():
+        checkpoints.remove(target, owner)
+    target.mkdir(parents=True)
+    for f in source.iterdir():
+        if f.is_file() and f.name not in PICKLES and not f.name.startswith("rng_state"):
+            try:
+                os.link(f, target / f.name)
+            except OSError:  # another file system, or links not allowed: a copy
+                shutil.copy2(f, target / f.name)
+    return target

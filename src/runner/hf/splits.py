@@ -38,6 +38,11 @@ class ScriptSplit:
     def as_split(self) -> Split:
         return Split(self.texts, self.labels)
 
+    @property
+    def index(self) -> np.ndarray:
+        """The examples' indices in the split, the order the stored probabilities are in."""
+        return np.arange(len(self.items))
+
 
 def read_split(name: str, dataset, texts: Sequence[str] | None, tokenizer, num_labels: int) -> ScriptSplit:
     """The items of `dataset` (anything with `len` and `[i]` giving a mapping with `input_ids` and
