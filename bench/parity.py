@@ -298,6 +298,13 @@ def plain_main(config_path: str, result_path: str) -> None:
                                callbacks=[EarlyStoppingCallback(early_stopping_patience=sel["early_stopping_patience"]),
                                           every_epoch])
         every_epoch.trainer = trainer
+        if cfg.get("callback_store"):  # --callback: the same script with runner.hf.StoreCallback added
+            from runner.hf import StoreCallback
+
+            trainer.add_callback(StoreCallback(store=cfg["callback_store"], name="plain", member=f"seed-{seed}",
+                                               labels=data.label_names, swa=0, say=lambda _: None,
+                                               splits={"valid": trainer.eval_dataset, "test": test},
+                                               texts={s: data.splits[s].texts for s in ("valid", "test")}))
         trainer.train()
         evals = [(int(round(h["epoch"])), h["eval_accuracy"]) for h in trainer.state.log_history
                  if "eval_accuracy" in h]
@@ -319,7 +326,8 @@ CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_
                "type_vocab_size", "hidden_act", "layer_norm_eps", "initializer_range")
 
 
-def one_language(language: str, seeds: int, size: int | None, tmp: Path, env: dict, epochs: int | None = None) -> dict:
+def one_language(language: str, seeds: int, size: int | None, tmp: Path, env: dict, epochs: int | None = None,
+                 callback: bool = False) -> dict:
     import numpy as np
 
     from runner.analysis.stats import paired_bootstrap
@@ -337,6 +345,8 @@ def one_language(language: str, seeds: int, size: int | None, tmp: Path, env: di
            "examples": {k: [[x, int(y)] for x, y in v] for k, v in examples.items()},
            "replicas": [{"seed": r["seed"], "tokenizer_dir": str(p)} for r, p in zip(reps, tokenizer_dirs)],
            "config_keys": CONFIG_KEYS}
+    if callback:
+        cfg["callback_store"] = str(work / "plain.duckdb")
     (work / "plain.json").write_text(json.dumps(cfg))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "_plain", str(work / "plain.json"), str(work / "plain_out.json")],
@@ -359,7 +369,9 @@ def one_language(language: str, seeds: int, size: int | None, tmp: Path, env: di
     diffs = [x - y for x, y in zip(acc_a, acc_b)]
     mean, sd, low, high = t_interval(diffs)
     boot = paired_bootstrap(a, b)
+    stored = callback_parity(store, work / "plain.duckdb", reps) if callback else {}
     return {
+        **stored,
         "language": language, "seeds": len(reps), "examples": int(a.shape[1]),
         "runner_mean": float(np.mean(acc_a)), "plain_mean": float(np.mean(acc_b)),
         "difference": mean, "difference_sd": sd, "t95": [low, high], "t95_width": high - low,
@@ -374,12 +386,46 @@ def one_language(language: str, seeds: int, size: int | None, tmp: Path, env: di
     }
 
 
+def callback_parity(store: Path, plain_store: Path, reps: list[dict]) -> dict:
+    """--callback: runner's stored probabilities against those StoreCallback stored from the plain script,
+    seed by seed, for every epoch and split both hold: the largest difference, and how many epochs' test
+    predictions (argmax) are identical."""
+    import duckdb
+    import numpy as np
+
+    def probs(path: Path, run_where: str, arg: str, member_where: str, member: str) -> dict:
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            rows = con.execute("SELECT p.checkpoint, p.split, p.idx, p.probs FROM predictions p JOIN runs r USING "
+                               f"(run_id) WHERE {run_where} AND {member_where} AND p.kind = 'member' "
+                               "AND p.checkpoint LIKE 'epoch-%' ORDER BY ALL", [arg, member]).fetchall()
+        finally:
+            con.close()
+        out: dict = {}
+        for checkpoint, split, _, p in rows:
+            out.setdefault((checkpoint, split), []).append(p)
+        return {k: np.array(v) for k, v in out.items()}
+
+    worst, same, total = 0.0, 0, 0
+    for r in reps:
+        a = probs(store, "r.run_id = ?", r["run_id"], "p.member = ?", r["member"])
+        b = probs(plain_store, "r.name = ?", "plain", "p.member = ?", f"seed-{r['seed']}")
+        for key in sorted(set(a) & set(b)):
+            worst = max(worst, float(np.abs(a[key] - b[key]).max()))
+            if key[1] == "test":
+                total += 1
+                same += int(np.array_equal(a[key].argmax(1), b[key].argmax(1)))
+    return {"callback_max_abs_prob_diff": worst, "callback_identical_test_epochs": f"{same}/{total}"}
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="runner apply vs a plain Trainer script: accuracy over seeds, time.")
     ap.add_argument("--languages", nargs="+", default=["en", "ko"], choices=["en", "ko"])
     ap.add_argument("--seeds", type=int, default=5, help="seeds per language (runner's `repeats`)")
     ap.add_argument("--size", type=int, default=None, help="synthetic reviews (default: the quickstart's)")
     ap.add_argument("--epochs", type=int, default=None, help="[train].epochs (default: the quickstart's)")
+    ap.add_argument("--callback", action="store_true", help="also add runner.hf.StoreCallback to the plain script "
+                                                            "and compare its stored probabilities with runner's")
     opts = ap.parse_args(argv)
     if opts.seeds < 2:
         ap.error("--seeds must be at least 2 (an interval needs two)")
@@ -392,7 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     out = []
     with tempfile.TemporaryDirectory(prefix="runner-parity-") as tmp:
         for language in opts.languages:
-            r = one_language(language, opts.seeds, opts.size, Path(tmp), env, opts.epochs)
+            r = one_language(language, opts.seeds, opts.size, Path(tmp), env, opts.epochs, opts.callback)
             out.append(r)
             for s in r["per_seed"]:
                 console.print(f"{language} seed {s['seed']}: runner {s['runner']:.4f} (epoch {s['runner_epoch']}), "

@@ -101,8 +101,9 @@ def test_a_requirement_the_lock_does_not_meet_is_named():
     assert any(p.startswith("optuna") and "not in requirements.lock" in p for p in problems), problems
     assert any(p.startswith("torch==2.13.0 is locked") for p in problems), problems
     dev = pyproject["project"]["optional-dependencies"]["dev"]
-    assert "runner[ray,postgres,docs]" in dev  # ray, psycopg, mkdocs come through the project's own extras, checked too
-    assert {"ray", "psycopg", "mkdocs", "mkdocs-material"} <= {r.name for r in requirements(pyproject)}
+    # ray, psycopg, mkdocs, pandas come through the project's own extras, checked too
+    assert {"ray", "postgres", "docs", "notebook"} <= {e for d in dev for e in Requirement(d).extras}
+    assert {"ray", "psycopg", "mkdocs", "mkdocs-material", "pandas"} <= {r.name for r in requirements(pyproject)}
 
 
 def test_the_lock_names_its_command_and_setup_installs_it():

@@ -1,7 +1,7 @@
 """runner: a declarative experiment-spec runner for fine-tuning text classifiers.
 
 What a plugin or a script imports from the top: `hookimpl`, the errors, `__version__`, and the
-entry points `apply`, `validate` and `load` (runner.api), which load on first use.
+entry points `apply`, `validate`, `load` and `open` (runner.api) with `Run` and `Spec`, which load on first use.
 """
 
 from runner import _moved
@@ -23,7 +23,7 @@ from runner.version import __version__
 
 _moved.install()
 
-_ENTRY_POINTS = ("apply", "validate", "load")
+_ENTRY_POINTS = ("apply", "validate", "load", "open", "Run", "Spec")
 
 
 def __getattr__(name: str):
@@ -42,8 +42,10 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "OptionError",
+    "Run",
     "PluginError",
     "RunnerError",
+    "Spec",
     "SpecError",
     "StoreError",
     "StoreFileError",
@@ -52,5 +54,6 @@ __all__ = [
     "apply",
     "hookimpl",
     "load",
+    "open",
     "validate",
 ]

@@ -13,9 +13,14 @@ the backend the command line or `[compute]` asks for (runner.scale).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.console import Console
+
+from runner.analysis.notebook import StoreView
+from runner.core.progress import TrainingProgress
 from runner.errors import InputError
 from runner.run.apply import apply_run
 from runner.run.plan import check_paths, plan, run_id_for
@@ -23,13 +28,15 @@ from runner.scale import ddp
 from runner.scale.backend import backend_for
 from runner.search.plan import check_space
 from runner.search.sweep import SweepResult, apply_sweep
+from runner.spec.inline import spec_source
+from runner.spec.models import Spec
 from runner.store import Store
 from runner.train import ranks
 from runner.train.dryrun import dry_run
 from runner.train.job import ApplyResult, Plan
 from runner.use.export import load
 
-__all__ = ["apply", "validate", "load", "plan_spec"]
+__all__ = ["Run", "Spec", "apply", "validate", "load", "open", "plan_spec"]
 
 
 def plan_spec(spec_path: str | Path, plugins_dir: str | Path | None = None, check_models: bool = True,
@@ -59,24 +66,51 @@ def validate(spec_path: str | Path, store_path: str | Path, plugins_dir: str | P
     return p
 
 
-def apply(spec_path: str | Path, store_path: str | Path = "results.duckdb", plugins_dir: str | Path | None = None,
-          force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
-          verbose: bool = False, overrides: tuple = (), workers: int = 1,
+@dataclass
+class Run(ApplyResult):
+    """What `apply` came to (run id, status, failed members, refit, replicas), with the store it is in:
+    `view()` reads it as DataFrames (runner.open), `epochs()` and `compare()` directly."""
+
+    store_path: Path = Path("results.duckdb")
+
+    def view(self) -> StoreView:
+        return StoreView(self.store_path)
+
+    def epochs(self):
+        return self.view().epochs(self.run_id)
+
+    def compare(self):
+        return self.view().compare(self.run_id)
+
+
+def apply(spec_path: str | Path | dict | Spec, store_path: str | Path = "results.duckdb",
+          plugins_dir: str | Path | None = None, force: bool = False, progress: Any = None,
+          say: Callable[[str], None] = print, verbose: bool = False, overrides: tuple = (), workers: int = 1,
           worker_argv: list[str] | None = None, backend: str | None = None,
-          address: str | None = None) -> ApplyResult | SweepResult:
+          address: str | None = None, *, set: dict | None = None, store: str | Path | None = None) -> Run | SweepResult:
     """Train every member of the spec that the store does not yet hold as finished; then, with
-    `[refit] strategy`, the run's refit on train+valid (runner.run.refit). `overrides`: `--set` pairs;
+    `[refit] strategy`, the run's refit on train+valid (runner.run.refit). The spec: a file's path, a
+    dict of its tables or a `runner.Spec` (checked alike; problems name key paths). `set` (or
+    `overrides`, `--set` pairs): {"train.epochs": 3, ...}; `store`: the store's path (as `store_path`);
     `backend`/`address`: `--backend`/`--address` (else `[compute]`; runner.scale.backend)."""
+    spec_path = spec_source(spec_path)
+    store_path = Path(store if store is not None else store_path)
+    overrides = (*overrides, *(set or {}).items())
+    if progress is None and Console().is_jupyter:  # a notebook: the bars render in the cell's output
+        progress = TrainingProgress(Console())
     if ranks.distributed():  # under torchrun / accelerate launch: rank 0 leads, the others follow it
         ranks.init()
         if ranks.following():
             ddp.follow()
             return ApplyResult(None, "follower")
     try:
-        return _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
-                              worker_argv, backend, address)
+        result = _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
+                                worker_argv, backend, address)
     finally:
         ranks.finish()
+    if isinstance(result, ApplyResult):
+        return Run(**{f.name: getattr(result, f.name) for f in fields(ApplyResult)}, store_path=store_path)
+    return result
 
 
 def _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, verbose, overrides, workers,
@@ -97,3 +131,10 @@ def _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, ver
         return apply_run(p, store, force, progress, say, verbose, backend=chosen)
     finally:
         chosen.close()
+
+
+def open(store: str | Path = "results.duckdb", frames: str = "pandas", plugins: str | Path | None = None) -> StoreView:
+    """A store read from a notebook: `.runs()`, `.compare(run)`, `.epochs(run)`, `.predictions(run, member=,
+    split=, checkpoint=)`, `.probabilities(...)` (numpy) and `.confusion(...)` as pandas (or, with
+    `frames="polars"`, polars) DataFrames, read through DuckDB's Arrow path. It never changes the store."""
+    return StoreView(store, frames, plugins)

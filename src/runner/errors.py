@@ -28,9 +28,11 @@ class SpecError(InputError):
     def __init__(self, path, problems: list[tuple[str, str]]):
         self.path = str(path)
         self.problems = problems
-        lines = [f"{self.path}: {loc}: {msg}" if loc else f"{self.path}: {msg}" for loc, msg in problems]
+        inline = getattr(path, "inline", False)  # a spec given in Python (runner.spec.inline): key paths only
+        where = [] if inline else [self.path]
+        lines = [": ".join([*where, *([loc] if loc else []), msg]) for loc, msg in problems]
         n = len(problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in spec {self.path}:"
+        head = f"{n} problem{'s' if n != 1 else ''} in {'the spec' if inline else f'spec {self.path}'}:"
         super().__init__(head + "\n" + "\n".join("  " + line for line in lines))
 
 

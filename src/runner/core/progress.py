@@ -34,6 +34,9 @@ class TrainingProgress:
             TextColumn("{task.fields[rate]}"),
             console=self.console,
             transient=False,
+            # in Jupyter the cell's own streams take library output (tqdm): rich's redirect of them recurses
+            redirect_stdout=not self.console.is_jupyter,
+            redirect_stderr=not self.console.is_jupyter,
         )
         self.tasks: dict[str, int] = {}
         self.steps: int | None = None

@@ -27,7 +27,7 @@ def plan(spec_path: str | Path, plugins_dir: str | Path | None = None, check_mod
     """Parse, resolve and check a spec (with `--set` overrides: (key, value) pairs) and its data,
     without building any model or writing anything. `check(plan)` returns more problems of the spec
     to report before the members are checked (a sweep's search space: runner.search.plan)."""
-    spec_path = Path(spec_path)
+    spec_path = spec_path if isinstance(spec_path, Path) else Path(spec_path)  # an InlineSpec keeps its document
     registry = load_registry(plugins_dir_for(spec_path, Path(plugins_dir) if plugins_dir is not None else None))
     resolved = load_and_resolve(spec_path, registry, tuple(overrides))
     spec = resolved.spec

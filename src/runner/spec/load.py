@@ -6,6 +6,7 @@ wrong, the checks that need the registry still run on the file with its broken v
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from runner.spec.resolve import ResolvedSpec, resolve
 
 
 def read_toml(path: Path) -> dict[str, Any]:
+    if getattr(path, "inline", False):  # a spec given in Python (runner.spec.inline)
+        return copy.deepcopy(path.document)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -66,7 +69,7 @@ def _blame(problems: list[Problem], overrides: Overrides) -> list[Problem]:
 
 def load_spec(path: str | Path, overrides: Overrides = ()) -> Spec:
     """Parse and validate the structure of a spec file; raise SpecError listing every problem."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)  # an InlineSpec keeps its document
     data, key_problems = read_document(path, overrides)
     try:
         spec = Spec.model_validate(data)
@@ -98,7 +101,7 @@ def member_problems(spec: Spec) -> list[Problem]:
 
 def load_and_resolve(path: str | Path, registry, overrides: Overrides = ()) -> ResolvedSpec:
     """Both steps; on a structural problem, every problem the registry checks find too."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     try:
         spec = load_spec(path, overrides)
     except SpecError as e:

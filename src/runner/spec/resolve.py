@@ -156,7 +156,7 @@ def validate_options(component, kind: str, raw: dict[str, Any], loc: str, proble
 def resolve(spec: Spec, registry, path: str | Path, stored: bool = False) -> ResolvedSpec:
     """Check the spec against the registered plugins and fill in every per-member value. `stored`:
     the spec is one runner stored with a run (plugin options read as of then: runner.spec.compat)."""
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)  # an InlineSpec keeps its document
     problems: list[Problem] = []
 
     dataset = registry.dataset(spec.data.source)

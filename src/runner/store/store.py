@@ -13,19 +13,20 @@ from runner.store.adaptations import Adaptations
 from runner.store.calibrations import Calibrations
 from runner.store.connection import StoreFile
 from runner.store.ensembles import Ensembles
+from runner.store.frames import Frames
 from runner.store.inputs import Inputs
 from runner.store.results import Results
 from runner.store.runs import Runs
 from runner.store.sweeps import Sweeps
 
 
-class Store(Runs, Results, Ensembles, Sweeps, Calibrations, Inputs, Adaptations, StoreFile):
+class Store(Runs, Results, Ensembles, Sweeps, Calibrations, Inputs, Adaptations, Frames, StoreFile):
     """A results store at `path`. Creating the object touches nothing; `open()` creates/migrates, for
     commands that write; `open_read()` never changes the file, for commands that read.
 
     Opening, connections, transactions and migrations live in `connection.StoreFile`; each domain's
     writes and named reads in a mixin of its own (runs, results, ensembles, sweeps, calibrations,
-    inputs, adaptations); `query` is for `runner sql` and tests.
+    inputs, adaptations; a notebook's Arrow reads in frames); `query` is for `runner sql` and tests.
     """
 
     def query(self, sql: str, params: list | None = None, external_access: bool = True):

@@ -70,14 +70,26 @@ CUSTOM_CODE_FILES = ("config.json", "tokenizer_config.json")  # where transforme
 
 def check_files(directory: Path) -> dict[str, Any]:
     """The checkpoint's runner.json (checked), after checking the files `load_checkpoint` hands to
-    transformers: every JSON file parses to an object, no config names custom code (`auto_map`: runner
-    never runs code from a model folder), and model.safetensors has a readable header. InputError naming
-    the file otherwise."""
-    from safetensors import safe_open
-
+    transformers (`check_model_files`). InputError naming the file otherwise."""
     info_path = directory / RUNNER_JSON
     if not info_path.is_file():
         raise InputError(f"{directory}: not a runner checkpoint (no {RUNNER_JSON})")
+    docs = check_model_files(directory)
+    try:
+        info = CheckpointInfo.model_validate(docs[RUNNER_JSON]).model_dump()
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise InputError(f"{info_path}: {'.'.join(map(str, first['loc']))}: {first['msg']}; the checkpoint is "
+                         "damaged") from None
+    return info
+
+
+def check_model_files(directory: Path) -> dict[str, dict]:
+    """The JSON files of a model folder by name, after checking what transformers would read: every
+    JSON file parses to an object, no config names custom code (`auto_map`: runner never runs code from
+    a model folder), and model.safetensors has a readable header. InputError naming the file otherwise."""
+    from safetensors import safe_open
+
     docs = {}
     for f in sorted(directory.glob("*.json")):
         try:
@@ -92,12 +104,6 @@ def check_files(directory: Path) -> dict[str, Any]:
             raise InputError(f"{directory / name}: auto_map {docs[name]['auto_map']!r} names custom code; runner "
                              "never runs code from a model folder (trust_remote_code is off): use a checkpoint of a "
                              "model class transformers has")
-    try:
-        info = CheckpointInfo.model_validate(docs[RUNNER_JSON]).model_dump()
-    except ValidationError as e:
-        first = e.errors()[0]
-        raise InputError(f"{info_path}: {'.'.join(map(str, first['loc']))}: {first['msg']}; the checkpoint is "
-                         "damaged") from None
     weights = directory / "model.safetensors"
     try:
         with safe_open(str(weights), framework="pt") as f:
@@ -105,7 +111,7 @@ def check_files(directory: Path) -> dict[str, Any]:
     except Exception as e:  # safetensors' own error type, or an OSError: a truncated or foreign file
         raise InputError(f"{weights}: not a readable safetensors file ({type(e).__name__}: {e}); the checkpoint "
                          "is damaged") from None
-    return info
+    return docs
 
 
 def load_checkpoint(directory: str | Path, registry=None, plugins_dir: str | Path | None = None):

@@ -100,6 +100,10 @@ class StoreCallback(TrainerCallback):
         pending, self._pending = self._pending, None
         if pending is None:  # a save without an evaluation (never with runner's arguments)
             return
+        self.commit(pending)
+
+    def commit(self, pending: PendingEpoch) -> None:
+        """Store an epoch whose checkpoint is on disk (in one transaction), then prune the checkpoints."""
         record = pending.record
         self.store.log_checkpoint(self.run_id, self.member, f"epoch-{record.epoch}", record.epoch, record.rows(),
                                   pending.predictions)
