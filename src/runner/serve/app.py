@@ -122,7 +122,7 @@ def create_app(predictor, calibrated: bool = False, limits: Limits = Limits(), c
 
     @app.get("/health", summary="Ready once the models are loaded")
     async def health():
-        return {"status": "ready", "queued_texts": batcher.queued}
+        return {"status": "ready", "queued_texts": batcher.queued, "batches": batcher.batches}
 
     @app.get("/metadata", summary="Labels, members, strategy, weights, origin, versions, test metrics")
     async def metadata():
