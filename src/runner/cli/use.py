@@ -237,11 +237,13 @@ def export(
 ):
     """Write a run's ensemble as a self-contained folder (manifest, weights, tokenizers).
 
-    DIR gets manifest.json and each member's safetensors, config, tokenizer and runner.json; `runner
+    DIR gets manifest.json, a model card (README.md, Hugging Face's format, its numbers from the store) and
+    each member's safetensors, config, tokenizer and runner.json; `runner
     predict DIR INPUT` and `runner.load(DIR)` use it without the store, the spec or runs/.
     """
     # start-up time (runner.cli)
     from runner.store import Store
+    from runner.use.card import model_card
     from runner.use.choice import choose
     from runner.use.export import check_target, size_of
     from runner.use.export import export as write
@@ -249,8 +251,9 @@ def export(
     target = check_target(directory, store)
     registry = _read_registry(plugins, store, run)
     reader = Store(store).open_read()
-    choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
-    manifest = write(choice, target)
+    record = run_or_sweep(reader, run)
+    choice = choose(reader, record, registry, strategy)
+    manifest = write(choice, target, card=model_card(reader, record, choice))
     table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
     for col in ("member", "checkpoint", "backbone", "weight", "calibrated"):
         table.add_column(col, justify="right" if col == "weight" else "left")

@@ -10,6 +10,7 @@ from pathlib import Path
 from runner.errors import InputError
 from runner.serve.app import Limits, create_app
 from runner.store import Store
+from runner.use.card import card_metrics
 from runner.use.choice import check_calibrated, choose
 from runner.use.export import load, read_manifest
 from runner.use.predict import Predictor
@@ -41,8 +42,8 @@ def load_served(source: str, strategy: str | None, store: Path, registry, plugin
         choice = choose(reader, run, registry, strategy or "selected")
         if calibrated:
             check_calibrated(choice)
+        metrics = card_metrics(reader, run, choice)
         predictor = Predictor.load(choice, registry=registry, batch_size=batch_size)
-        metrics = None
     if calibrated:
         check_calibrated(predictor.choice)
     members_allowed = not calibrated or all(m.name in predictor.choice.member_calibrations

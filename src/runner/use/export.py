@@ -6,6 +6,7 @@ The folder needs neither the store, nor the spec, nor `runs/`; it is what a user
     DIR/members/<member>/    the member's checkpoint: model.safetensors, config.json, the tokenizer's
                              files and runner.json (never a pickle: .bin/.pt/.pth/.pkl are not copied)
     DIR/plugins/<file>.py    a copy of each plugin file that registered a member's backbone
+    DIR/README.md            the model card (runner.use.card), when the export is made from a store
 
 A plugin file is only ever run when it is passed as `plugins_dir=` (`--plugins`), as everywhere in
 runner; the copy saves looking for it. Built-in and Hugging Face backbones need nothing.
@@ -31,6 +32,7 @@ from runner.core.quiet import quiet_loading
 from runner.errors import InputError
 from runner.store.checkpoints import TRAINER_STATE
 from runner.store.writes import Target, folder_target, publish_folder
+from runner.use.card import CARD
 from runner.use.choice import Choice
 from runner.use.manifest import FORMAT, MANIFEST, MAX_BATCH_SIZE, choice_from_manifest, read_manifest, sha256_of
 from runner.use.predict import Predictor
@@ -85,10 +87,14 @@ def _plugin_file(origin: str | None) -> bool:
     return bool(origin) and origin.endswith(".py") and Path(origin).is_file()
 
 
-def export(choice: Choice, directory: Path | Target, store: Path | None = None) -> dict:
-    """Write the folder (see the module docstring); returns the manifest."""
+def export(choice: Choice, directory: Path | Target, store: Path | None = None,
+           card: tuple[str, dict] | None = None) -> dict:
+    """Write the folder (see the module docstring); returns the manifest. `card`: the model card's text
+    and the test metrics (runner.use.card.model_card), written as README.md and the manifest's `metrics`."""
     target = directory if isinstance(directory, Target) else check_target(directory, store)
     manifest = manifest_for(choice)
+    if card is not None:
+        manifest["metrics"] = card[1]
 
     def fill(tmp: Path) -> None:
         for m, entry in zip(choice.members, manifest["members"]):
@@ -106,6 +112,8 @@ def export(choice: Choice, directory: Path | Target, store: Path | None = None) 
                 (tmp / "plugins").mkdir(exist_ok=True)
                 shutil.copy2(origin, tmp / "plugins" / Path(origin).name)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if card is not None:
+            (tmp / CARD).write_text(card[0], encoding="utf-8")
 
     publish_folder(target, fill)
     return manifest

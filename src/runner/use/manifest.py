@@ -92,6 +92,7 @@ class Manifest(_Loose):
     ensemble: EnsembleEntry = Field(default_factory=EnsembleEntry)
     max_length: int | None = Field(None, ge=1)
     run: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, dict[str, float | None]] | None = None  # test metrics per member and "ensemble" (shown only)
 
     @field_validator("labels")
     @classmethod
