@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import InputError
+from runner.plugins.registry import load_registry
 from runner.serve.app import Limits, create_app
+from runner.serve.server import SETTINGS_ENV
 from runner.store import Store
 from runner.use.card import card_metrics
 from runner.use.choice import check_calibrated, choose
@@ -60,9 +62,6 @@ def app_from_environment():
     import json
 
     import torch
-
-    from runner.plugins.registry import load_registry
-    from runner.serve.server import SETTINGS_ENV
 
     s = json.loads(os.environ[SETTINGS_ENV])
     torch.set_num_threads(max(1, s["threads"]))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import InputError
-from runner.train.backbones import check_files
+from runner.train.backbones import check_files, load_checkpoint
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -78,8 +78,6 @@ def write_onnx(folder: Path, max_length: int, quantize: str | None, registry=Non
     """Export the member checkpoint in `folder` as ONNX (module docstring); returns the file it runs."""
     import torch
     from torch.export import Dim
-
-    from runner.train.backbones import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(folder, registry=registry, plugins_dir=plugins_dir)
     model.eval()
