@@ -199,7 +199,7 @@ def main() -> None:
         naive = measure("naive", [sys.executable, __file__, "--naive-server", str(export), str(port)],
                         port, args.threads, texts, args.requests, 0)
 
-    print(f"\nrunner serve (batched, --max-batch {args.max_batch}) vs one request at a time; quickstart ensemble, "
+    print(f"\nrunner serve (batched, --max-batch {args.max_batch}) vs one request at a time; run {args.run}, "
           f"CPU, {args.threads} torch threads, one text per request")
     print(f"{'clients':>7} {'batched t/s':>12} {'naive t/s':>10} {'ratio':>6} {'batched p50/p99 ms':>19} "
           f"{'naive p50/p99 ms':>17} {'errors':>7}")
