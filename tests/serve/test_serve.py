@@ -188,7 +188,7 @@ def test_a_full_queue_answers_503_then_sigterm_drains(exported):
             if signal_at is not None:
                 await asyncio.sleep(signal_at)  # the requests are queued or computing
                 s.proc.send_signal(signal.SIGTERM)
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.15)  # uvicorn sees the signal within 0.1 s
                 pending = sum(not t.done() for t in tasks)
                 try:  # a new connection while those are still being answered
                     await asyncio.to_thread(httpx.get, s.url + "/health", timeout=5)
@@ -204,7 +204,7 @@ def test_a_full_queue_answers_503_then_sigterm_drains(exported):
         full = next(a for a in answers if a.status_code == 503)
         assert full.headers["retry-after"] == "1" and "queue is full" in full.json()["error"]
 
-        answers, refused = asyncio.run(burst(3, signal_at=0.2))
+        answers, refused = asyncio.run(burst(3, signal_at=0.1))
         assert refused is not None, "a new connection was accepted after SIGTERM"
         assert [a.status_code for a in answers] == [200] * 3
         assert all(len(a.json()["predictions"]) == 40 for a in answers)
