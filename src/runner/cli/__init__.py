@@ -1,6 +1,6 @@
 """The `runner` command line: the typer app (runner.cli.app) and its commands, one module per group:
 `training` (apply, validate, plugins, schema), `adopt`, `results` (runs, sql, compare, ensemble, plot, report),
-`use` (predict, export), `refit`, `calibrate`, `sweep` and `gc`. A new command is a function decorated
+`use` (predict, export), `serve`, `refit`, `calibrate`, `sweep` and `gc`. A new command is a function decorated
 with `@command` in the module of its group. Nothing in the library imports this package.
 
 A command imports the library inside its function, where a `# start-up time (runner.cli)` comment
@@ -15,7 +15,7 @@ import sys
 # The commands register themselves on `app` when their modules are imported, in this order, which is
 # the order `runner --help` lists them in.
 # isort: off
-from runner.cli import training, adopt, results, calibrate, gc, refit, sweep, use  # noqa: F401
+from runner.cli import training, adopt, results, calibrate, gc, refit, sweep, use, serve  # noqa: F401
 # isort: on
 from runner.cli.app import GLOBAL_FLAGS, app
 

@@ -233,30 +233,41 @@ def export(
                                  help="Which checkpoint of each member: `selected`, `swa`, or any strategy whose "
                                       "checkpoints runner kept on disk."),
     store: Path = typer.Option("results.duckdb", "--store", help="The DuckDB results file."),
+    onnx: bool = typer.Option(False, "--onnx", help="Also write each member as ONNX (model.onnx); predict, serve "
+                                                    "and runner.load run it with ONNX Runtime when installed."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", metavar="int8",
+                                           help="With --onnx: add int8 dynamic quantization (model.int8.onnx) "
+                                                "and run that."),
     plugins: Optional[Path] = PLUGINS_OPT,
 ):
     """Write a run's ensemble as a self-contained folder (manifest, weights, tokenizers).
 
-    DIR gets manifest.json and each member's safetensors, config, tokenizer and runner.json; `runner
+    DIR gets manifest.json, a model card (README.md, Hugging Face's format, its numbers from the store) and
+    each member's safetensors, config, tokenizer and runner.json; `runner
     predict DIR INPUT` and `runner.load(DIR)` use it without the store, the spec or runs/.
     """
     # start-up time (runner.cli)
     from runner.store import Store
+    from runner.use.card import model_card
     from runner.use.choice import choose
     from runner.use.export import check_target, size_of
     from runner.use.export import export as write
+    from runner.use.onnx import check_export_args
 
+    check_export_args(onnx, quantize)
     target = check_target(directory, store)
     registry = _read_registry(plugins, store, run)
     reader = Store(store).open_read()
-    choice = choose(reader, run_or_sweep(reader, run), registry, strategy)
-    manifest = write(choice, target)
+    record = run_or_sweep(reader, run)
+    choice = choose(reader, record, registry, strategy)
+    manifest = write(choice, target, card=model_card(reader, record, choice), onnx=onnx, quantize=quantize,
+                     registry=registry, plugins_dir=plugins)
     table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
-    for col in ("member", "checkpoint", "backbone", "weight", "calibrated"):
+    for col in ("member", "checkpoint", "backbone", "weight", "calibrated") + (("onnx",) if onnx else ()):
         table.add_column(col, justify="right" if col == "weight" else "left")
     for m in manifest["members"]:
         table.add_row(m["name"], m["checkpoint"], m["backbone"] or "", f"{m['weight']:.3f}",
-                      m["calibration"]["method"] if m["calibration"] else "")
+                      m["calibration"]["method"] if m["calibration"] else "", *([m["onnx"]] if onnx else []))
     out.print(table)
     cal = manifest["ensemble"]["calibration"]
     say(f"{size_of(directory) / 1e6:.1f} MB; ensemble calibration: {cal['method'] if cal else 'none'}; "

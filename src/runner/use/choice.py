@@ -59,6 +59,7 @@ class MemberChoice:
     info: dict  # its runner.json: backbone, plugin, origin, options, model, max_length, label_names
     precision: str = "auto"  # [train].precision it was trained with: on a GPU, predictions use the same
     eval_batch_size: int | None = None  # the batch size training evaluated with (the default here too)
+    onnx: str | None = None  # an export's ONNX file in `path` (runner.use.onnx), run instead of torch when it can be
 
     @property
     def epoch(self) -> int | None:

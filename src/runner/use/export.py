@@ -6,6 +6,7 @@ The folder needs neither the store, nor the spec, nor `runs/`; it is what a user
     DIR/members/<member>/    the member's checkpoint: model.safetensors, config.json, the tokenizer's
                              files and runner.json (never a pickle: .bin/.pt/.pth/.pkl are not copied)
     DIR/plugins/<file>.py    a copy of each plugin file that registered a member's backbone
+    DIR/README.md            the model card (runner.use.card), when the export is made from a store
 
 A plugin file is only ever run when it is passed as `plugins_dir=` (`--plugins`), as everywhere in
 runner; the copy saves looking for it. Built-in and Hugging Face backbones need nothing.
@@ -32,8 +33,10 @@ from runner.errors import InputError
 from runner.store.checkpoints import TRAINER_STATE
 from runner.store.writes import Target, folder_target, publish_folder
 from runner.train import tokenizer_files
+from runner.use.card import CARD
 from runner.use.choice import Choice
 from runner.use.manifest import FORMAT, MANIFEST, MAX_BATCH_SIZE, choice_from_manifest, read_manifest, sha256_of
+from runner.use.onnx import check_export_args, write_onnx
 from runner.use.predict import Predictor
 from runner.version import __version__
 
@@ -42,7 +45,7 @@ __all__ = ["check_target", "choice_from_manifest", "export", "load", "manifest_f
 # what a checkpoint is: weights, config and runner.json, the tokenizer's files (json, vocab.txt,
 # merges.txt, a sentencepiece .model); anything else in the folder (a pickle, a file a user put there)
 # is not shipped
-SHIPPED_SUFFIXES = (".safetensors", ".json", ".txt", ".model")
+SHIPPED_SUFFIXES = (".safetensors", ".json", ".txt", ".model")  # and the .onnx files written here
 NOT_SHIPPED = TRAINER_STATE | {"selection.json"}  # selection.json's facts are in the manifest
 
 
@@ -86,10 +89,17 @@ def _plugin_file(origin: str | None) -> bool:
     return bool(origin) and origin.endswith(".py") and Path(origin).is_file()
 
 
-def export(choice: Choice, directory: Path | Target, store: Path | None = None) -> dict:
-    """Write the folder (see the module docstring); returns the manifest."""
+def export(choice: Choice, directory: Path | Target, store: Path | None = None,
+           card: tuple[str, dict] | None = None, onnx: bool = False, quantize: str | None = None,
+           registry=None, plugins_dir: Path | None = None) -> dict:
+    """Write the folder (see the module docstring); returns the manifest. `card`: the model card's text
+    and the test metrics (runner.use.card.model_card), written as README.md and the manifest's `metrics`.
+    `onnx`: each member also as ONNX, `quantize="int8"` quantized (runner.use.onnx)."""
+    check_export_args(onnx, quantize)
     target = directory if isinstance(directory, Target) else check_target(directory, store)
     manifest = manifest_for(choice)
+    if card is not None:
+        manifest["metrics"] = card[1]
 
     def fill(tmp: Path) -> None:
         for m, entry in zip(choice.members, manifest["members"]):
@@ -103,25 +113,32 @@ def export(choice: Choice, directory: Path | Target, store: Path | None = None) 
                 raise InputError(f"{m.path}: member {m.name!r} has no model.safetensors to export")
             if m.info.get("max_length"):  # a run trained before runner wrote them so: its copies set here
                 tokenizer_files.fit_to_max_length(folder, m.info["max_length"])
+            if onnx:
+                max_length = int(m.info.get("max_length") or choice.run.get("max_length") or 512)
+                with quiet_loading():
+                    entry["onnx"] = write_onnx(folder, max_length, quantize, registry, plugins_dir)
             entry["files"] = {f.name: sha256_of(f) for f in sorted(folder.iterdir())}
             origin = m.info.get("origin")
             if _plugin_file(origin):
                 (tmp / "plugins").mkdir(exist_ok=True)
                 shutil.copy2(origin, tmp / "plugins" / Path(origin).name)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if card is not None:
+            (tmp / CARD).write_text(card[0], encoding="utf-8")
 
     publish_folder(target, fill)
     return manifest
 
 
 def load(directory: str | Path, plugins_dir: str | Path | None = None, batch_size: int | None = None,
-         device: str | None = None, registry=None, verbose: bool = False) -> Predictor:
+         device: str | None = None, registry=None, verbose: bool = False, engine: str = "auto") -> Predictor:
     """Load an exported folder: a Predictor with `predict_proba(texts)` and `predict(texts)`.
 
     Needs no store and no spec. A member whose backbone a plugin file registered needs that plugin:
     pass `plugins_dir` (the export keeps a copy of the file in DIR/plugins). `batch_size` defaults to
     the one training evaluated with; `device` to a GPU when there is one. Quiet: `verbose=True` lets
-    transformers show its progress bars while the members load."""
+    transformers show its progress bars while the members load. `engine`: "auto" runs an export made
+    with --onnx in ONNX Runtime when onnxruntime is installed (on the CPU), "torch" or "onnx" ask for one."""
     directory = Path(directory)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                    or not 1 <= batch_size <= MAX_BATCH_SIZE):
@@ -138,7 +155,7 @@ def load(directory: str | Path, plugins_dir: str | Path | None = None, batch_siz
 
     with nullcontext() if verbose else quiet_loading():
         return Predictor.load(choice, registry=registry, plugins_dir=plugins_dir, batch_size=batch_size,
-                              device=device, on_missing_plugin=explain)
+                              device=device, on_missing_plugin=explain, engine=engine)
 
 
 def size_of(directory: Path) -> int:

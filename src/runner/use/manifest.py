@@ -60,6 +60,14 @@ class MemberEntry(_Loose):
     precision: Literal["auto", "fp32", "fp16", "bf16"] | None = None
     eval_batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
     files: dict[str, str] | None = None  # file name -> SHA-256, written by `runner export`
+    onnx: str | None = None  # the ONNX file of the member's folder to run (`runner export --onnx`)
+
+    @field_validator("onnx")
+    @classmethod
+    def _onnx_file(cls, name: str | None) -> str | None:
+        if name is not None and (safe_component(name) is not None or not name.endswith(".onnx")):
+            raise ValueError(f"{name!r} is not the name of an .onnx file in the member's folder")
+        return name
 
     @field_validator("name")
     @classmethod
@@ -92,6 +100,7 @@ class Manifest(_Loose):
     ensemble: EnsembleEntry = Field(default_factory=EnsembleEntry)
     max_length: int | None = Field(None, ge=1)
     run: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, dict[str, float | None]] | None = None  # test metrics per member and "ensemble" (shown only)
 
     @field_validator("labels")
     @classmethod
@@ -177,8 +186,11 @@ def choice_from_manifest(directory: Path, manifest: dict | None = None) -> Choic
     for entry in m.members:
         path = directory / entry.path
         info = _member_files(root, path, entry, m.labels)
+        if entry.onnx is not None and not (path / entry.onnx).is_file():
+            raise InputError(f"{path / entry.onnx}: missing ({root / MANIFEST}: members.{entry.name}.onnx); the "
+                             "export is incomplete: export the run again")
         members.append(MemberChoice(entry.name, entry.checkpoint, path, info, precision=entry.precision or "auto",
-                                    eval_batch_size=entry.eval_batch_size))
+                                    eval_batch_size=entry.eval_batch_size, onnx=entry.onnx))
     weights = np.asarray([e.weight for e in m.members], dtype=np.float64)
     ens = m.ensemble
     return Choice(list(m.labels), m.strategy, members, weights, ens.method,

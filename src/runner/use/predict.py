@@ -9,7 +9,9 @@ A `Predictor` loads the member checkpoints a `runner.use.choice.Choice` names on
 - each model runs under `torch.inference_mode`, and the softmax is runner.train.evaluation's, so a run's
   own test split comes back with the probabilities its epochs stored (to float rounding);
 - the ensemble is the weighted mean of the members' probabilities, as runner.posthoc.ensemble builds it;
-- `calibrated=True` applies the stored calibration (runner.posthoc.calibration.apply).
+- `calibrated=True` applies the stored calibration (runner.posthoc.calibration.apply);
+- an export made with `--onnx` runs its members' forward passes in ONNX Runtime (runner.use.onnx) when
+  it is installed: the same tokenization, batches and ensemble.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from runner.posthoc.ensemble import mixture
 from runner.train.backbones import load_checkpoint
 from runner.train.evaluation import check_logits
 from runner.use.choice import Choice, MemberChoice, check_calibrated
+from runner.use.onnx import available, load_onnx_member
 
 DEFAULT_BATCH_SIZE = 64
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -75,8 +78,10 @@ class Prediction:
 class Predictor:
     """A run's (or an export's) ensemble, loaded: `predict_proba(texts)`, `predict(texts)`."""
 
-    def __init__(self, choice: Choice, loaded: list[LoadedMember], batch_size: int | None = None, device=None):
+    def __init__(self, choice: Choice, loaded: list[LoadedMember], batch_size: int | None = None, device=None,
+                 engine: str = "torch"):
         self.choice = choice
+        self.engine = engine  # torch | onnx: what runs the forward passes
         self.loaded = loaded
         # default: the batch size training evaluated with, so batches (and their padding) are the same
         self.batch_size = batch_size or next((m.eval_batch_size for m in choice.members if m.eval_batch_size),
@@ -85,23 +90,30 @@ class Predictor:
 
     @classmethod
     def load(cls, choice: Choice, registry=None, plugins_dir=None, batch_size: int | None = None,
-             device: str | None = None, on_missing_plugin: Callable[[InputError], InputError] | None = None):
+             device: str | None = None, on_missing_plugin: Callable[[InputError], InputError] | None = None,
+             engine: str = "auto"):
         """Load every member's checkpoint. A backbone no loaded plugin registers is an InputError naming it.
-        On a GPU a member runs in the half precision it was trained (and evaluated) in."""
+        On a GPU a member runs in the half precision it was trained (and evaluated) in. `engine`: "auto"
+        runs an export's ONNX files with ONNX Runtime when every member has one, the device is the CPU
+        and onnxruntime is installed, torch otherwise; "onnx" insists (InputError when it cannot); "torch"."""
         import torch
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        use_onnx = _onnx_engine(choice, engine, device)
         loaded = []
         for mc in choice.members:
             try:
-                model, tokenizer, info = load_checkpoint(mc.path, registry=registry, plugins_dir=plugins_dir)
+                if use_onnx:
+                    model, tokenizer, info = load_onnx_member(mc.path, mc.onnx, torch.get_num_threads())
+                else:
+                    model, tokenizer, info = load_checkpoint(mc.path, registry=registry, plugins_dir=plugins_dir)
             except InputError as e:
                 raise (on_missing_plugin(e) if on_missing_plugin else e) from None
             model.to(device).eval()
             max_length = int(info.get("max_length") or choice.run.get("max_length") or 512)
             loaded.append(LoadedMember(mc, model, tokenizer, max_length, tokenizer_key(tokenizer, max_length),
-                                       autocast_dtype(mc.precision, device)))
-        return cls(choice, loaded, batch_size, device)
+                                       None if use_onnx else autocast_dtype(mc.precision, device)))
+        return cls(choice, loaded, batch_size, device, "onnx" if use_onnx else "torch")
 
     @property
     def labels(self) -> list[str]:
@@ -165,6 +177,18 @@ class Predictor:
                         if progress is not None:
                             progress(len(rows))
         return out
+
+
+def _onnx_engine(choice: Choice, engine: str, device) -> bool:
+    if engine not in ("auto", "onnx", "torch"):
+        raise InputError(f"engine={engine!r}: one of auto, onnx, torch")
+    has = all(m.onnx for m in choice.members)
+    if engine == "onnx":
+        if not has:
+            raise InputError("engine='onnx': this export has no ONNX models; export the run with --onnx")
+        if not available():
+            raise InputError("engine='onnx' needs onnxruntime: pip install 'runner[onnx]'")
+    return engine != "torch" and has and available() and getattr(device, "type", "cpu") == "cpu"
 
 
 def _probs(m: LoadedMember, inputs: dict, num_labels: int) -> np.ndarray:
