@@ -269,6 +269,9 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "adapt_losses": ("adaptation × epoch × split", {
         "mlm_loss": "on the held-out slice (`heldout`) or an equal slice of the training texts (`train`), both "
                     "masked once", "epoch": "0 is before adapting"}),
+    "token_stats": ("member × split: how the member's tokenizer met the split's texts, measured by the dry run", {
+        "tokens": "the texts' own tokens, before truncation", "unknown": "how many are the unknown token (NULL "
+        "without one)", "truncated": "texts longer than `max_length` with the special tokens"}),
 }
 
 

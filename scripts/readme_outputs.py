@@ -16,7 +16,8 @@ follows the tutorial and the how-to guides, each continuing from the store the o
     python scripts/readme_outputs.py --check --from out.json       # compare a dump, no training
 
 Training runs on --threads torch threads (default 1, as the README's blocks were made), wherever the
-script runs; OMP_NUM_THREADS is set before torch is imported. About 8 minutes on one thread.
+script runs; OMP_NUM_THREADS is set before torch is imported. The commands print as in a 100-column
+terminal (COLUMNS=100). About 8 minutes on one thread.
 
 The check (`stale_blocks`, a pure function of a page's text and the generated blocks) compares numbers
 within tolerances measured across CPU kernel paths and thread counts, and everything else exactly:
@@ -116,6 +117,8 @@ COUNTED = {"share", "delta"}
 # (the smaller of the two is used); `runner predict` scores the 300 reviews of examples/new_reviews.csv.
 EXAMPLES = {"predict": 300, "sql-agreement": 300}
 DEFAULT_EXAMPLES = 450
+# The blocks show what a terminal of this many columns shows (runner's tables fit it).
+WIDTH = 100
 
 # The run a block's numbers come from. Runs differ in how many examples sit near a tie between two
 # classes, so drift is measured, and tolerated, per run: the inverse-frequency alpha run predicts the
@@ -599,6 +602,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for training (default 1)")
     args = parser.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # before torch is imported
+    os.environ["COLUMNS"] = str(WIDTH)  # before runner.cli makes its consoles
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     pages = {path: path.read_text(encoding="utf-8") for path in args.files}
     names = [name for text in pages.values() for name, _ in markers(text)]

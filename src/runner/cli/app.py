@@ -74,8 +74,9 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-# Piped output (CI logs, `| less`) gets wide tables rather than rich's 80-column default.
-if not out.is_terminal:
+# Piped output (CI logs, `| less`) gets wide tables rather than rich's 80-column default, unless COLUMNS
+# says how wide (rich reads it).
+if not out.is_terminal and not os.environ.get("COLUMNS"):
     out = Console(width=160)
 
 STORE_OPT = typer.Option("results.duckdb", "--store", help="The DuckDB results file.")
