@@ -303,7 +303,7 @@ def test_a_sweep_stored_under_an_earlier_id_keeps_it(tmp_path):
     """Sweep ids were `<name>-sweep-<hash>`: a store (or a journal folder) that holds a sweep under that id
     continues it under that id, since its rows, journal and Optuna study are named by it."""
     from runner.search.plan import SweepPlan
-    from runner.search.study import sweep_folder
+    from runner.search.storage import sweep_folder
     from runner.search.sweep import continued
 
     store = Store(tmp_path / "results.duckdb")

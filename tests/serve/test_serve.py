@@ -59,9 +59,14 @@ class Server:
         return httpx.post(self.url + "/predict", json=body, timeout=60, **kw) if body is not None else \
             httpx.post(self.url + "/predict", timeout=60, **kw)
 
+    def terminate(self) -> None:
+        """SIGTERM, once: a second one while the server is still exiting would end it by the default handler."""
+        self.signalled = True
+        self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        if self.proc.poll() is None and not getattr(self, "signalled", False):
+            self.terminate()
         _, err = self.proc.communicate(timeout=60)
         return self.proc.returncode, err
 
@@ -187,7 +192,7 @@ def test_a_full_queue_answers_503_then_sigterm_drains(exported):
             refused = None
             if signal_at is not None:
                 await asyncio.sleep(signal_at)  # the requests are queued or computing
-                s.proc.send_signal(signal.SIGTERM)
+                s.terminate()
                 await asyncio.sleep(0.15)  # uvicorn sees the signal within 0.1 s
                 pending = sum(not t.done() for t in tasks)
                 try:  # a new connection while those are still being answered
