@@ -195,24 +195,29 @@ def _run(predictor, texts: list[str], calibrated: bool):
         return predictor.run(texts, calibrated=calibrated, progress=lambda k: progress.advance(task, k))
 
 
-def _summary(prediction, labels, choice, registry, members: bool) -> Table:
-    """Metrics and predicted class shares against the input's labels, as `compare` shows them."""
+def _summary(prediction, labels, choice, registry, members: bool):
+    """Metrics and predicted class shares against the input's labels, as `compare` shows them (a table
+    that fits the terminal)."""
+    # start-up time (runner.cli)
     import numpy as np
+
+    from runner.analysis.columns import SHORT
+    from runner.analysis.tables import table as fit_table
 
     names = choice.labels
     k = len(names)
     true = np.bincount(labels, minlength=k) / len(labels)
     fns = registry.metric_fns()
-    table = Table(title=f"Against the labels of the input ({len(labels)} rows)",
-                  caption="tvd: total variation distance between predicted and true class distribution; class "
-                          "columns: share predicted (true share in the header)")
+    table = fit_table(title=f"Against the labels of the input ({len(labels)} rows)",
+                      caption="tvd: the distance of the predicted class distribution from the true one; class "
+                              "columns: share predicted, true share in the header")
     table.add_column("member")
-    table.add_column("checkpoint")
+    table.add_column("checkpoint", overflow="fold")
     for name in fns:
-        table.add_column(name, justify="right")
+        table.add_column(SHORT.get(name, name.replace("_", "\n")), justify="right")
     table.add_column("tvd", justify="right")
     for name, t in zip(names, true):
-        table.add_column(f"{name.replace('_', ' ')}\n(true {t:.1%})", justify="right")
+        table.add_column(f"{name.replace('_', chr(10))}\n{t:.1%}", justify="right", min_width=5, overflow="ellipsis")
     rows = [("ensemble" if len(choice.members) > 1 else choice.members[0].name, choice.strategy, prediction.probs)]
     if members and len(choice.members) > 1:
         rows += [(m.name, m.checkpoint, prediction.members[m.name]) for m in choice.members]
