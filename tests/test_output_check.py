@@ -141,10 +141,10 @@ def test_bold_follows_the_values():
 
 @pytest.mark.parametrize("name,old,new", [
     ("apply", "test_accuracy 0.7694", "test_accuracy 0.7894"),                 # an accuracy by 0.02
-    ("compare", "0.7053  0.6789", "0.7253  0.6789"),                           # an F1 by 0.02
+    ("compare", "0.7053 0.6789", "0.7253 0.6789"),                             # an F1 by 0.02
     ("apply", "test_log_loss 0.6203", "test_log_loss 0.6403"),                # a log-loss by 0.02
     ("predict", "bert-h64 0.155, roberta-h64 0.239", "bert-h64 0.175, roberta-h64 0.239"),  # a weight
-    ("predict", "│           27.3% │", "│           29.3% │"),                 # a class share by 2 points
+    ("predict", "    27.3%  ", "    29.3%  "),                                 # a class share by 2 points
     ("apply", "       5   epoch-5", "       4   epoch-5"),                       # an integer (epochs)
     ("sql-ensemble-by-hand", "451", "450"),                                      # a count
     ("compare", "\nbest_eval_loss\n", "\nbest_eval_log_loss\n"),                   # a strategy name
