@@ -21,6 +21,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+    # xdist's workers inherit COLUMNS=80 from execnet; the CLI's piped output honours COLUMNS, so the tests
+    # would see 80-column tables where a pipe without COLUMNS (as in the main process) gets 160. A test of a
+    # width sets COLUMNS itself (CliRunner(env=...), scripts/readme_outputs.py).
+    os.environ.pop("COLUMNS", None)
 
 import pytest
 from typer.testing import CliRunner

@@ -106,7 +106,7 @@ def test_predict_takes_an_exported_folder(run, exported, tmp_path):
         checkpoint = Store(run.store).run(run.run_id).member(m).selected_checkpoint
         member = stored_probs(run.store, run.run_id, "member", m, checkpoint, "test")
         assert np.abs(probs_of(cols, run.labels, f"{m}.") - member).max() <= TOLERANCE
-    assert "accuracy" in stdout and not (tmp_path / "results.duckdb").exists()
+    assert "Against the labels" in stdout and not (tmp_path / "results.duckdb").exists()
     code, _, err = cli("predict", exported, test_csv, "--strategy", "swa")
     assert code == 2 and "holds strategy" in err
 

@@ -59,7 +59,7 @@ def test_predicting_the_test_split_reproduces_the_stored_probabilities(run, test
     got = probs_of(cols, run.labels)
     assert len(expected) == len(got) and np.abs(got - expected).max() <= TOLERANCE
     assert labels == [run.labels[i] for i in got.argmax(axis=1)]
-    assert "accuracy" in stdout and "f1_macro" in stdout and "log_loss" in stdout  # labelled input: the summary
+    assert "Against the labels" in stdout and " acc " in stdout and " F1 " in stdout  # labelled input: the summary
     stored_acc = Store(run.store).query("SELECT value FROM metrics WHERE run_id = ? AND kind = 'ensemble' AND "
                                         "checkpoint = ? AND split = 'test' AND name = 'accuracy'",
                                         [run.run_id, name])[1][0][0]
@@ -111,7 +111,7 @@ def test_no_store_writes_nothing_and_csv_goes_to_stdout(run, test_csv):
     lines = stdout.splitlines()
     # runner's columns, then the input's own (its text and its true label) as they were
     assert lines[0] == "pred_label,pred_id," + ",".join(f"p_{name}" for name in run.labels) + ",text,label"
-    assert len(lines) == 81 and "accuracy" in err  # the summary goes to stderr when the csv is on stdout
+    assert len(lines) == 81 and "Against the labels" in err  # the summary goes to stderr when the csv is on stdout
 
 
 def test_unlabelled_jsonl_with_its_own_text_column_and_parquet_output(run, tmp_path):

@@ -21,7 +21,7 @@ from functools import wraps
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.text import Text
 
 from runner.core import failures
@@ -72,12 +72,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=_Group,
 )
-out = Console()
+class _Console(Console):
+    """Piped output (CI logs, `| less`) gets wide tables, 160 columns rather than rich's 80, unless COLUMNS
+    says how wide; read at each print, not once when this module is imported."""
+
+    @property
+    def size(self):
+        if self.is_terminal:
+            return super().size
+        columns = os.environ.get("COLUMNS", "")
+        return ConsoleDimensions(int(columns) if columns.isdigit() else 160, super().size.height)
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+out = _Console()
 err = Console(stderr=True)
-# Piped output (CI logs, `| less`) gets wide tables rather than rich's 80-column default, unless COLUMNS
-# says how wide (rich reads it).
-if not out.is_terminal and not os.environ.get("COLUMNS"):
-    out = Console(width=160)
 
 STORE_OPT = typer.Option("results.duckdb", "--store", help="The DuckDB results file.")
 PLUGINS_OPT = typer.Option(None, "--plugins", help="Plugins directory (default: plugins/ beside the spec, or "

@@ -198,9 +198,9 @@ def _run(predictor, texts: list[str], calibrated: bool):
 def _summary(prediction, labels, choice, registry, members: bool):
     """Metrics and predicted class shares against the input's labels, as `compare` shows them (a table
     that fits the terminal)."""
-    # start-up time (runner.cli)
     import numpy as np
 
+    # start-up time (runner.cli)
     from runner.analysis.columns import SHORT
     from runner.analysis.tables import table as fit_table
 
