@@ -216,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             spec = work / f"{side}.toml"
             spec.write_text(SPEC.format(name=f"minilm-{side}", fast=fast, **settings))
             store = work / side / "results.duckdb"
+            store.parent.mkdir()  # runner refuses a store in a folder that does not exist
             seconds = timed([sys.executable, "-m", "runner.cli", "apply", str(spec), "--store", str(store)], env)
             reps, _ = stored_replicas(store, f"minilm-{side}")
             sides[side] = {"s": seconds, "reps": reps}
