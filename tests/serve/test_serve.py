@@ -239,3 +239,45 @@ def test_a_port_in_use_exits_2(exported):
         s.listen()
         code, _, err = cli("serve", exported, "--port", s.getsockname()[1])
     assert code == 2 and "--port" in err and "in use" in err.lower()
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids whose parent is `pid` (from /proc)."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue  # a process that ended meanwhile
+        if fields.get("PPid", "").strip() == str(pid):
+            out.append(int(status.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="counts worker processes through /proc")
+def test_workers_serve_the_same_answers_and_all_stop_on_sigterm(exported, server):
+    texts = [f"a film I would see again {i}" for i in range(12)]
+    one = server.post({"texts": texts}).json()["predictions"]
+    s = Server(exported, "--workers", "2")
+    try:
+        # uvicorn's supervisor spawns one process per worker (multiprocessing's spawn_main; a resource
+        # tracker may run beside them)
+        workers = [p for p in _children(s.proc.pid) if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) == 2, [Path(f"/proc/{p}/cmdline").read_bytes() for p in _children(s.proc.pid)]
+
+        async def send():
+            async with httpx.AsyncClient(base_url=s.url, timeout=60) as client:
+                return await asyncio.gather(*[client.post("/predict", json={"texts": texts}) for _ in range(8)])
+
+        answers = asyncio.run(send())
+        assert [a.status_code for a in answers] == [200] * 8
+        for a in answers:
+            got = a.json()["predictions"]
+            assert [r["pred_label"] for r in got] == [r["pred_label"] for r in one]
+            assert max(abs(r[k] - o[k]) for r, o in zip(got, one) for k in r if k.startswith("p_")) <= TOLERANCE
+    finally:
+        code, err = s.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert all(not Path(f"/proc/{p}").exists() or "zombie" in Path(f"/proc/{p}/status").read_text().lower()
+               for p in workers)

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 
 from runner.cli.app import PLUGINS_OPT, _read_registry, _registry, command, err, note, out, say
@@ -252,6 +251,9 @@ def export(
     predict DIR INPUT` and `runner.load(DIR)` use it without the store, the spec or runs/.
     """
     # start-up time (runner.cli)
+    from runner.analysis.compare import default_strategies
+    from runner.analysis.compare_seeds import over_seeds
+    from runner.analysis.tables import table as fit_table
     from runner.store import Store
     from runner.use.card import model_card
     from runner.use.choice import choose
@@ -265,11 +267,20 @@ def export(
     reader = Store(store).open_read()
     record = run_or_sweep(reader, run)
     choice = choose(reader, record, registry, strategy)
-    manifest = write(choice, target, card=model_card(reader, record, choice), onnx=onnx, quantize=quantize,
+    seeds = None
+    if record.repeat_group is not None:  # a replica of `repeats = N`: the card says how the strategies fare over seeds
+        over = over_seeds(reader, record, registry, default_strategies(record, registry))
+        seeds = over.records() if over is not None else None
+    manifest = write(choice, target, card=model_card(reader, record, choice, seeds), onnx=onnx, quantize=quantize,
                      registry=registry, plugins_dir=plugins)
-    table = Table(title=f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
-    for col in ("member", "checkpoint", "backbone", "weight", "calibrated") + (("onnx",) if onnx else ()):
-        table.add_column(col, justify="right" if col == "weight" else "left")
+    table = fit_table(f"{directory}: run {choice.run['run_id']}, {choice.strategy}")
+    table.add_column("member", overflow="fold")
+    for col in ("checkpoint", "backbone"):
+        table.add_column(col)
+    table.add_column("weight", justify="right", no_wrap=True)
+    table.add_column("calibrated")
+    if onnx:
+        table.add_column("onnx")
     for m in manifest["members"]:
         table.add_row(m["name"], m["checkpoint"], m["backbone"] or "", f"{m['weight']:.3f}",
                       m["calibration"]["method"] if m["calibration"] else "", *([m["onnx"]] if onnx else []))

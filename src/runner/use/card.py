@@ -61,8 +61,10 @@ def card_metrics(reader, run, choice: Choice) -> dict[str, dict[str, float | Non
     return {name: metrics for name, (metrics, _) in _test(reader, run, choice).items()}
 
 
-def model_card(reader, run, choice: Choice) -> tuple[str, dict]:
-    """(README.md's text, test metrics) of `run` exported under `choice`."""
+def model_card(reader, run, choice: Choice, seeds: list[dict] | None = None) -> tuple[str, dict]:
+    """(README.md's text, test metrics) of `run` exported under `choice`. `seeds`: for a run with
+    replicas, the rows `runner compare` gives over them (runner.analysis.compare_seeds, `records()`):
+    each strategy's test accuracy over seeds and its paired interval against the run's selection."""
     tests = _test(reader, run, choice)
     labels = list(choice.labels)
     counts = reader.label_counts(run.dataset_id)
@@ -112,7 +114,7 @@ def model_card(reader, run, choice: Choice) -> tuple[str, dict]:
               f"Each member's checkpoint is the one strategy `{choice.strategy}` picks (the spec's selection metric: "
               f"`{run.selection_metric}`, {'higher' if run.greater_is_better else 'lower'} is better, on the "
               f"validation split); ensemble weights: {choice.method}.",
-              "", f"Calibration: {_calibration(cal)}.", ""]
+              ""] + _over_seeds(seeds, run.selected_strategy) + [f"Calibration: {_calibration(cal)}.", ""]
     lines += ["## Intended use and limitations", "",
               f"Classifies texts into {', '.join(labels)}, for texts like those of the dataset above. The figures are "
               "measured on its held-out test split; texts from another source, language or time may score lower. "
@@ -125,6 +127,31 @@ def model_card(reader, run, choice: Choice) -> tuple[str, dict]:
     lines += ["## Spec", "", f"Spec hash `{run.spec_hash}`:", "", "```toml",
               tomli_w.dumps(_plain(dict(run.spec))).rstrip(), "```", ""]
     return "\n".join(lines), {name: metrics for name, (metrics, _) in tests.items()}
+
+
+def _over_seeds(rows: list[dict] | None, baseline: str) -> list[str]:
+    """Why the strategy: each strategy's test accuracy over the run's replicas, and its difference from
+    the run's selection with the paired bootstrap interval (as `runner compare RUN` shows them)."""
+    spreads = [r for r in rows or () if r["kind"] == "seeds"]
+    if not spreads:
+        return []
+    diffs = {r["strategy"]: r for r in rows if r["kind"] == "bootstrap"}
+    level = next((r["level"] for r in diffs.values() if r.get("level")), 0.95)
+    out = [f"Over the run's {max(r['replicas'] for r in spreads)} replicas (the same spec and data, other seeds), "
+           f"each strategy's test accuracy (mean ± sample sd) and its difference from `{baseline}`, the spec's "
+           f"selection, with a paired bootstrap {level:.0%} interval over seeds and test examples:", "",
+           "| strategy | replicas | test accuracy | Δ accuracy | interval |", "|---|---:|---:|---:|---:|"]
+    for r in spreads:
+        acc, sd = r.get("test_accuracy"), r.get("test_accuracy_sd")
+        d = diffs.get(r["strategy"])
+        delta = interval = ""
+        if d is not None and d.get("test_accuracy_diff") is not None:
+            delta = f"{d['test_accuracy_diff']:+.4f}"
+            interval = f"[{d['test_accuracy_diff_low']:+.4f}, {d['test_accuracy_diff_high']:+.4f}]"
+        mean = "" if acc is None else f"{acc:.4f}" + ("" if sd is None else f" ± {sd:.4f}")
+        name = f"**{r['strategy']}**" if r["strategy"] == baseline else r["strategy"]
+        out.append(f"| {name} | {r['replicas']} | {mean} | {delta} | {interval} |")
+    return out + [""]
 
 
 def _calibration(cal) -> str:
