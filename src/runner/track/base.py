@@ -18,10 +18,14 @@ def tracking_dir(store_path: str | Path) -> Path:
     return Path(store_path).resolve().parent / TRACKING
 
 
+_SET: dict[str, str] = {}  # what env_default set: a later store in the same process (a notebook) sets its own
+
+
 def env_default(variable: str, value: str) -> None:
     """Set an environment variable that a tracker's client reads, unless the user set it."""
-    if not os.environ.get(variable):
-        os.environ[variable] = value
+    current = os.environ.get(variable)
+    if not current or current == _SET.get(variable):
+        os.environ[variable] = _SET[variable] = value
 
 
 @dataclass
