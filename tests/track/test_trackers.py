@@ -243,6 +243,21 @@ def test_a_rerun_adds_no_tracker_runs(tracked):
     assert after == before  # the same runs, each metric logged as often as before
     assert sorted(p.name for p in wandb_dir.glob("offline-run-*")) == folders
 
+    # a tracker named after the run finished (here: another experiment) gets it from the store, once
+    later = {"track.to": ["mlflow"], "track.mlflow.experiment": "later"}
+    for _ in range(2):
+        assert runner.apply(tracked["spec"], store=tracked["store"], set=later, say=said.append).status == "up-to-date"
+    runs = mlflow_runs(tracked["uri"], "later")
+    client = mlflow.tracking.MlflowClient(tracked["uri"])
+    parent = next(r for r in runs if r.data.tags["runner.role"] == "run")
+    assert len(runs) == 3 and parent.data.metrics == stored_table(tracked["view"], tracked["run_id"])
+    epochs = stored_epochs(tracked["view"], tracked["run_id"])
+    for child in (r for r in runs if r.data.tags["runner.role"] == "member"):
+        member = child.data.tags["runner.member"]
+        for key in child.data.metrics:
+            logged = sorted((m.step, m.value) for m in client.get_metric_history(child.info.run_id, key))
+            assert logged == [(e, v[key]) for e, v in sorted(epochs[member].items()) if key in v]
+
 
 def test_an_mlflow_server_that_does_not_answer_is_named_before_anything_is_written(run_cli, tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there

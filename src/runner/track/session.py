@@ -133,6 +133,9 @@ class RunTracking:
         """A run that finished before a tracker was added: log every finished member's epochs from the
         store to the trackers that did not have the run (the others are left alone from here on)."""
         self.parents = {name: opened for name, opened in self.parents.items() if not opened[1]}
+        if self.parents:
+            self.tracking.say(f"Run {self.run_id}: logging its stored epochs and results to "
+                              f"{' and '.join(self.parents)}, where it is not yet.")
         for m in self.store.run(self.run_id).members:
             if m.status != "finished":
                 continue
