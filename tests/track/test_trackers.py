@@ -282,6 +282,19 @@ def test_a_missing_tracker_client_is_named_with_its_extra(run_cli, tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
 
 
+def test_w_and_b_online_without_a_key_is_named_before_anything_is_written(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("NETRC", raising=False)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(spec_text("http://127.0.0.1:1", members=("a",), to='["wandb"]', swa=0).replace(
+        'mode = "offline"', 'mode = "online"'), encoding="utf-8")
+    code, _, err = run_cli("validate", spec, "--store", tmp_path / "results.duckdb", "--no-check-models")
+    assert code == 2
+    assert f"{spec}: track.wandb.mode: W&B online needs an API key, and none is set" in " ".join(err.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
 KILLER = '''
 import os
 import signal

@@ -1,11 +1,15 @@
 """What `runner validate` and `apply` check of `[track]` before anything is written (exit 2): that each
-tracker's client is installed, and that an MLflow server named by an http(s) URI answers. Anything
-else (a W&B server, credentials) shows only when the run logs, as a warning."""
+tracker's client is installed, that an MLflow server named by an http(s) URI answers, and that W&B
+online has an API key to send with (else its client would ask for one in the middle of training).
+Anything else (a W&B server that does not answer, a key it refuses) shows when the run logs, as a warning."""
 
 from __future__ import annotations
 
 import importlib.util
+import netrc
+import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -48,5 +52,20 @@ def check(spec_path, settings, store_path: str | Path) -> None:
                 source = "" if settings.mlflow.tracking_uri else " (from MLFLOW_TRACKING_URI)"
                 problems.append(("track.mlflow.tracking_uri", f"the MLflow server {uri}{source} does not answer "
                                                               f"({why}); start it, or correct the URI"))
+    if "wandb" in settings.to and settings.wandb.mode == "online" and not wandb_key_known():
+        problems.append(("track.wandb.mode", "W&B online needs an API key, and none is set: set WANDB_API_KEY, or run "
+                                             "`wandb login` (it keeps the key in ~/.netrc); or set mode = \"offline\""))
     if problems:
         raise SpecError(spec_path, problems)
+
+
+def wandb_key_known() -> bool:
+    """Whether W&B's client has a key: WANDB_API_KEY, or an entry for its host in the netrc file it reads."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urllib.parse.urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(host or "") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
