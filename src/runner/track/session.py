@@ -3,7 +3,8 @@ driver writes through while they log (`TrackedStore`).
 
 Failures: a tracker that raises (a server that went away, a full disk) is reported once, as one
 warning line, and not called again during the command; training goes on, since the store holds every
-number and a re-run of the same apply finds the tracker runs again by their tags.
+number. What the tracker missed can be logged from the store later: a tracker run that is not there
+yet (another experiment or project) gets a finished run's epochs and results (`RunTracking.backfill`).
 """
 
 from __future__ import annotations
@@ -55,8 +56,7 @@ class Tracking:
             self.broken.add(name)
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
             self.say(f"warning: track.{name}: {what} failed ({type(e).__name__}: {first}); nothing more is logged "
-                     f"to {name} by this command. The store holds every number; re-run the same command to log "
-                     "again.")
+                     f"to {name} by this command, and training goes on: the store holds every number.")
             return None
 
     def logged(self, store, run_id: str) -> bool:

@@ -1,8 +1,8 @@
 """W&B through its own client: a run per member and one for the runner run, all in the W&B group named
 by the run id (job types `member` and `run`).
 
-W&B has no search in offline mode, so a tracker run's W&B id is derived from the store and the run
-(and member): a re-run resumes the same W&B id (`resume="allow"`) instead of making a run. Its files
+W&B has no search in offline mode, so a tracker run's W&B id is derived from the store, the project and
+the run (and member): a re-run resumes the same W&B id (`resume="allow"`) instead of making a run. Its files
 go to `[track.wandb] dir`, else WANDB_DIR, else `tracking/wandb/` beside the store; its cache, config,
 data and artifact folders (by default under ~/.cache, ~/.config and ~/.local) there too unless the
 user set them: nothing under $HOME.
@@ -38,8 +38,8 @@ class WandbTracker:
         self.wandb = wandb
 
     def _id(self, key: RunKey) -> str:
-        return "r" + hashlib.sha256("\0".join([key.tags["runner.store"], key.run_id, key.member or ""])
-                                    .encode()).hexdigest()[:20]
+        parts = [key.tags["runner.store"], self.project, self.settings.entity or "", key.run_id, key.member or ""]
+        return "r" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
 
     def find(self, key: RunKey) -> bool:
         """Only offline runs can be found (their folders); online, a re-run resumes the same W&B id, and W&B
