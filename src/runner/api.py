@@ -8,7 +8,8 @@ be reached, the dry run (runner.train.dryrun: the real model, Trainer, optimizer
 split), the folders the run will write, and that the store can be written. A broken input therefore
 never leaves a half-made run behind. Then a spec with `[sweep]` runs its trials (runner.search), any
 other its run (runner.run: replicas over seeds and the refit included), with the members trained by
-the backend the command line or `[compute]` asks for (runner.scale).
+the backend the command line or `[compute]` asks for (runner.scale), and logged to the trackers
+`[track]` names (runner.track: checked with the rest before the first write).
 """
 
 from __future__ import annotations

@@ -25,6 +25,8 @@ import runner
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("wandb")
+# a tracking server's start (10-15 s) and two tiny trainings: about a minute on a 2-core CPU
+pytestmark = pytest.mark.slow
 
 SPEC = """
 name = "tracked"
