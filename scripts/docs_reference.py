@@ -190,6 +190,8 @@ def spec() -> str:
                 subprop.get("additionalProperties"), dict) else None
             if inner:  # a table of tables: [sweep.space]'s distributions
                 parts += [f"### `[{key}.{sub}]`: each entry\n", table(header, _rows(defs[inner]))]
+            elif prop.get("type") != "array" and "properties" in defs.get(_ref(subprop) or "", {}):  # [track.mlflow]
+                parts += [f"### `[{key}.{sub}]`\n", table(header, _rows(defs[_ref(subprop)]))]
     return "\n".join(parts)
 
 

@@ -145,7 +145,7 @@ def test_the_in_function_check_can_fail():
 def test_the_top_of_the_package_stays_small():
     """Subpackages by concept: the top of src/runner holds the layers, not loose modules."""
     entries = sorted(p.name for p in SRC.iterdir() if p.name != "__pycache__")
-    assert len(entries) <= 22, entries
+    assert len(entries) <= 23, entries  # 17 subpackages (one a layer or part of one) and 6 modules
     loose = [e for e in entries if e.endswith(".py") and e not in
              ("__init__.py", "__main__.py", "_moved.py", "errors.py", "version.py", "api.py", "hf.py")]
     assert loose == [], f"modules at the top of src/runner that belong in a subpackage: {loose}"

@@ -8,17 +8,22 @@ be reached, the dry run (runner.train.dryrun: the real model, Trainer, optimizer
 split), the folders the run will write, and that the store can be written. A broken input therefore
 never leaves a half-made run behind. Then a spec with `[sweep]` runs its trials (runner.search), any
 other its run (runner.run: replicas over seeds and the refit included), with the members trained by
-the backend the command line or `[compute]` asks for (runner.scale).
+the backend the command line or `[compute]` asks for (runner.scale), and logged to the trackers
+`[track]` names (runner.track: checked with the rest before the first write).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
 from rich.console import Console
 
+from runner import track
+from runner.analysis import report
+from runner.analysis.compare import compare
 from runner.analysis.notebook import StoreView
 from runner.core.progress import TrainingProgress
 from runner.errors import InputError
@@ -60,6 +65,7 @@ def validate(spec_path: str | Path, store_path: str | Path, plugins_dir: str | P
     p = plan_spec(spec_path, plugins_dir, check_models=check_models, overrides=overrides)
     store = Store(store_path)
     store.check_writable()
+    track.check(p.spec_path, p.resolved.spec.track, store_path)
     check_paths(store, run_id_for(p, store, None), p.resolved.members)
     if check_models:
         p.checked = dry_run(p.resolved, p.registry, p.data, p.resolved.members)
@@ -124,13 +130,56 @@ def _checked_apply(spec_path, store_path, plugins_dir, force, progress, say, ver
                          "other ([compute] gpus_per_member > 1 runs torchrun inside each Ray task)")
     if workers > 1 and p.resolved.spec.sweep is None:
         raise InputError(f"--workers {workers}: runs the trials of a sweep at once, and {spec_path} has no [sweep]")
+    settings = p.resolved.spec.track
+    track.check(p.spec_path, settings, store_path)
     chosen = backend_for(p, backend, address)
+    tracking = None
     try:
         if p.resolved.spec.sweep is not None:
+            if settings.to:
+                say("[track]: a sweep's trials are not logged to trackers; `runner apply` of a trial's spec logs it.")
             return apply_sweep(p, store, progress, say, verbose, overrides, workers, worker_argv, chosen)
-        return apply_run(p, store, force, progress, say, verbose, backend=chosen)
+        if settings.to:
+            tracking = track.Tracking(settings, store_path, p.resolved.name, say)
+        result = apply_run(p, store, force, progress, say, verbose, backend=chosen, tracking=tracking)
+        if tracking is not None:
+            track_results(tracking, store, p.registry, [result, *result.replicas])
+        return result
     finally:
         chosen.close()
+        if tracking is not None:
+            tracking.close()
+
+
+def track_results(tracking: track.Tracking, store: Store, registry, results: list[ApplyResult]) -> None:
+    """After apply: each run's parent tracker run gets `runner compare`'s table as metrics, the table and
+    `runner report`'s page as artifacts (a run that finished before [track] was added: its epochs too)."""
+    for r in results:
+        if r.run_id is None:
+            continue
+        if r.status == "up-to-date" and tracking.logged(store, r.run_id):
+            continue  # logged when it trained (a re-run adds nothing)
+        tracked = tracking.run(store, r.run_id)
+        if r.status == "up-to-date":
+            tracked.backfill()
+        status = store.run(r.run_id).status
+        if status == "finished":
+            tracked.results(partial(posthoc_results, store, r.run_id, registry))
+        tracked.end(status)
+
+
+def posthoc_results(store: Store, run_id: str, registry) -> tuple[dict[str, float], list[Path]]:
+    """(metrics, files) of a finished run for its parent tracker run, from what `runner compare` and
+    `runner report` show (nothing recomputed here, nothing written to the store)."""
+    record = store.run(run_id)
+    comparison = compare(store, record, registry)  # every registered strategy, as `compare --format csv`
+    metrics = track.table_metrics(comparison.records(), store.ensemble_weights(run_id), comparison.calibrations)
+    folder = track.results_dir(store.path, run_id)
+    table = folder / "compare.csv"
+    track.write_csv(table, comparison.records())
+    page = folder / "report.html"
+    page.write_text(report.build(store, "run", record, registry), encoding="utf-8")
+    return metrics, [table, page]
 
 
 def open(store: str | Path = "results.duckdb", frames: str = "pandas", plugins: str | Path | None = None) -> StoreView:

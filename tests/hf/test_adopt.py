@@ -175,3 +175,87 @@ def test_bad_folders_are_named_before_anything_is_written(outputs, run_cli, tmp_
     code, _, err = adopt(tmp / "out-1", "--labels", "a,b")
     assert code == 2 and "2 labels" in err and "config.json" in err
     assert "Traceback" not in err and not store.exists() and not (tmp_path / "runs").exists()
+
+
+SPEC_DATA = """
+name = "script-data"
+
+[data]
+source = "csv"
+train = "train.csv"
+valid = "valid.csv"
+test = "test.csv"
+labels = {labels}
+max_length = {max_length}
+
+[[members]]
+backbone = "scratch"
+"""
+
+
+def _probs(store, name: str, member: str, checkpoint: str) -> dict[tuple[str, str], list[float]]:
+    """(split, text) -> the stored probabilities of one checkpoint."""
+    st = Store(store)
+    rows = st.query("SELECT p.split, e.text, p.probs FROM predictions p JOIN runs r USING (run_id) JOIN examples e "
+                    "ON e.dataset_id = r.dataset_id AND e.split = p.split AND e.idx = p.idx WHERE r.name = ? AND "
+                    "p.member = ? AND p.checkpoint = ?", [name, member, checkpoint])[1]
+    return {(s, t): list(p) for s, t, p in rows}
+
+
+def test_a_spec_as_data_gives_the_splits_of_its_files(adopted, run_cli, tmp_path):
+    """`--data spec.toml`: the spec's [data] (here csv files of the script's own splits) is what the
+    checkpoints predict, the same examples and probabilities as `--data valid=... --data test=...`."""
+    tmp, store, _, d, _, _ = adopted
+    for split in ("train", "valid", "test"):
+        _write_csv(tmp_path / f"{split}.csv", *d[split])
+    config = json.loads((tmp / "out-1" / "checkpoint-18" / "config.json").read_text())
+    length = min(int(config["max_position_embeddings"]), 512)  # what adopt takes without a spec
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_DATA.format(labels=json.dumps(LABELS), max_length=length), encoding="utf-8")
+    other = tmp_path / "results.duckdb"
+    code, out, err = run_cli("adopt", tmp / "out-1", "--data", spec, "--name", "from-spec", "--member", "seed-1",
+                             "--store", other)
+    assert code == 0, err
+    run = Store(other).run("from-spec")
+    assert run.status == "finished" and run.dataset_id == Store(store).run("old-exp").dataset_id
+    by_spec, by_files = _probs(other, "from-spec", "seed-1", "epoch-3"), _probs(store, "old-exp", "seed-1", "epoch-3")
+    assert sorted(by_spec) == sorted(by_files) and len(by_spec) == len(d["valid"][0]) + len(d["test"][0])
+    # the same model, texts and batches in one process: the same float32 sums
+    np.testing.assert_allclose([by_spec[k] for k in sorted(by_spec)], [by_files[k] for k in sorted(by_files)],
+                               atol=1e-7)
+
+
+def test_an_interrupted_adopt_stores_the_member_afresh_when_run_again(adopted, run_cli, tmp_path):
+    """Ctrl-C after the first kept checkpoint is stored: the member is `failed`, and the same command
+    stores it again from its first checkpoint, as an uninterrupted adopt does (adopt only predicts, so
+    starting over costs seconds, and the rows can never mix two states of an output folder that a
+    continued training changed in between)."""
+    from runner.hf.adopt import adopt, plan_adopt
+    from runner.plugins.registry import load_registry
+
+    tmp, store, _, d, _, _ = adopted
+    data = [f"{s}={tmp / f'{s}.csv'}" for s in ("valid", "test")]
+    registry = load_registry(None)
+    plan = plan_adopt(tmp / "out-1", data, registry, name="interrupted", member="seed-1", labels=LABELS)
+    other = tmp_path / "results.duckdb"
+
+    def ctrl_c(line: str) -> None:
+        if "1/2 predicted" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        adopt(plan, Store(other), registry, say=ctrl_c)
+    st = Store(other)
+    assert st.run("interrupted").member("seed-1").status == "failed"
+    assert _probs(other, "interrupted", "seed-1", "epoch-2") and not _probs(other, "interrupted", "seed-1", "epoch-3")
+
+    code, out, err = run_cli("adopt", tmp / "out-1", *[a for item in data for a in ("--data", item)], "--name",
+                             "interrupted", "--member", "seed-1", "--labels", ",".join(LABELS), "--store", other)
+    assert code == 0, err
+    run = Store(other).run("interrupted")
+    assert run.status == "finished" and len(Store(other).run_ids()) == 1
+    for checkpoint in ("epoch-2", "epoch-3", "swa"):
+        again, clean = _probs(other, "interrupted", "seed-1", checkpoint), _probs(store, "old-exp", "seed-1",
+                                                                                 checkpoint)
+        assert sorted(again) == sorted(clean)  # each example once: nothing of the first attempt left twice
+        np.testing.assert_allclose([again[k] for k in sorted(again)], [clean[k] for k in sorted(clean)], atol=1e-7)

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from wandb_offline import read_runs
 
 from runner.store import Store
 
@@ -147,6 +148,8 @@ def test_two_members_at_once_store_exactly_what_a_sequential_run_stores(tmp_path
     code, _, err = run_cli("apply", str(seq), "--store", str(tmp_path / "seq" / "results.duckdb"))
     assert code == 0, err
     par = write(tmp_path / "par")
+    # [track] (not part of the spec hash): the driver logs each epoch a task stored (runner.track)
+    par.write_text(par.read_text() + '\n[track]\nto = ["wandb"]\n\n[track.wandb]\nmode = "offline"\n')
     code, _, err = run_cli("apply", str(par), "--store", str(tmp_path / "par" / "results.duckdb"), "--backend", "ray")
     assert code == 0, err
 
@@ -160,6 +163,14 @@ def test_two_members_at_once_store_exactly_what_a_sequential_run_stores(tmp_path
     assert spans["a"][0] < spans["b"][1] and spans["b"][0] < spans["a"][1], spans
     # checkpoints went where a sequential run puts them
     run_id = Store(tmp_path / "par" / "results.duckdb").run_ids()[0]
+    assert run_id == Store(tmp_path / "seq" / "results.duckdb").run_ids()[0]
+    # each member's W&B history is its stored epochs, number for number
+    stored = {m: {e.epoch: dict(e.metrics) for e in Store(tmp_path / "par" / "results.duckdb").member_epochs(run_id, m)}
+              for m in ("a", "b")}
+    logged = {r.name: {step: {k: v for k, v in values.items() if not k.startswith("_")}
+                       for step, values in r.history.items()}
+              for r in read_runs(tmp_path / "par" / "tracking" / "wandb") if r.job_type == "member"}
+    assert logged == stored
     for m in ("a", "b"):
         assert (tmp_path / "par" / "runs" / run_id / m / "selected" / "model.safetensors").is_file()
         assert (tmp_path / "par" / "runs" / run_id / m / "swa" / "model.safetensors").is_file()

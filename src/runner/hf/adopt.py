@@ -206,7 +206,8 @@ def _logged(state: Path) -> dict[int, dict[str, float]]:
 def adopt(plan: AdoptPlan, store: Store, registry, batch_size: int = 32, say=print) -> tuple[str, int]:
     """Predict and store every kept checkpoint as the member `plan.member` of the run `plan.name`;
     returns (run id, the selected epoch). A failure marks the member failed: the same command again
-    stores it afresh."""
+    stores it afresh, not from where it stopped: adopt only predicts, so starting over costs seconds, and
+    the member's rows can never mix two states of an output folder that a continued training changed."""
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
     problems = checkpoints.path_problems(checkpoints.runs_root(store), f"{plan.name}-{'0' * 8}-2", [plan.member])

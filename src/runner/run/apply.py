@@ -13,24 +13,29 @@ from runner.run.refit import refit
 from runner.run.training import train_plan
 from runner.scale.backend import Backend
 from runner.store import Store
+from runner.track import Tracking
 from runner.train.job import ApplyResult, Plan
 
 
 def apply_run(p: Plan, store: Store, force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
-              verbose: bool = False, backend: Backend | None = None) -> ApplyResult:
-    """The plan's run, or its replicas 0 .. N-1 when the spec has `repeats = N`."""
+              verbose: bool = False, backend: Backend | None = None, tracking: Tracking | None = None) -> ApplyResult:
+    """The plan's run, or its replicas 0 .. N-1 when the spec has `repeats = N`; `tracking`: [track]'s
+    trackers (runner.track), which log every run trained here."""
     n = repeats.count(p.resolved)
     if n > 1:
-        return repeats.apply_all(p, store, force, progress, say, verbose, partial(apply_plan, backend=backend), n)
-    return apply_plan(p, store, force, progress, say, verbose, backend=backend)
+        return repeats.apply_all(p, store, force, progress, say, verbose,
+                                 partial(apply_plan, backend=backend, tracking=tracking), n)
+    return apply_plan(p, store, force, progress, say, verbose, backend=backend, tracking=tracking)
 
 
 def apply_plan(p: Plan, store: Store, force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
                verbose: bool = False, on_epoch: Callable | None = None,
-               on_run: Callable[[str], None] | None = None, backend: Backend | None = None) -> ApplyResult:
-    """Train the plan's run (runner.run.training.train_plan: `on_epoch`, `on_run` as there), then its
-    refit when the spec has `[refit] strategy`."""
-    result = train_plan(p, store, force, progress, say, verbose, on_epoch=on_epoch, on_run=on_run, backend=backend)
+               on_run: Callable[[str], None] | None = None, backend: Backend | None = None,
+               tracking: Tracking | None = None) -> ApplyResult:
+    """Train the plan's run (runner.run.training.train_plan: `on_epoch`, `on_run`, `tracking` as there),
+    then its refit when the spec has `[refit] strategy`."""
+    result = train_plan(p, store, force, progress, say, verbose, on_epoch=on_epoch, on_run=on_run, backend=backend,
+                        tracking=tracking)
     if result.status == "pruned":
         return result
     return then_refit(p, store, result, progress, say, verbose, backend)

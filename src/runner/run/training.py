@@ -20,16 +20,19 @@ from runner.run.plan import check_paths, new_run_id, run_id_for
 from runner.scale.backend import Backend, LocalBackend
 from runner.spec import ResolvedMember
 from runner.store import Store, checkpoints
+from runner.track import TrackedStore, Tracking
 from runner.train.dryrun import dry_run
 from runner.train.job import ApplyResult, MemberJob, Plan
 
 
 def train_plan(p: Plan, store: Store, force: bool = False, progress: Any = None, say: Callable[[str], None] = print,
                verbose: bool = False, on_epoch: Callable | None = None,
-               on_run: Callable[[str], None] | None = None, backend: Backend | None = None) -> ApplyResult:
+               on_run: Callable[[str], None] | None = None, backend: Backend | None = None,
+               tracking: Tracking | None = None) -> ApplyResult:
     """Train the run of a checked plan (a sweep's trials come here too): `on_epoch(member, record)` is
     called after each stored epoch, `on_run(run_id)` once the run is found, created or already
-    finished. An already finished run is `up-to-date`, and nothing is trained."""
+    finished; with `tracking` ([track]), members, epochs and their ends also go to the trackers
+    (runner.track.TrackedStore). An already finished run is `up-to-date`, and nothing is trained."""
     resolved = p.resolved
 
     existing = None if force else store.latest_run_for(p.spec_hash)
@@ -61,6 +64,8 @@ def train_plan(p: Plan, store: Store, force: bool = False, progress: Any = None,
         store.put_token_stats(run_id, {m: [s.as_row() for s in stats] for m, stats in checked.tokens.items()})
         if on_run is not None:
             on_run(run_id)
+        if tracking is not None:  # the driver's writes, also logged (members in Ray tasks write through it too)
+            store = TrackedStore(store, tracking.run(store, run_id))
         with failures.in_run(runs_root / run_id):
             return train_run(p, store, run_id, progress, say, verbose, on_epoch=on_epoch, backend=backend)
 

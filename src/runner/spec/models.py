@@ -18,6 +18,7 @@ from runner.spec.base import MAX_SEED, Strict, Text
 from runner.spec.compute import ComputeSpec
 from runner.spec.problems import LocatedError, close_matches, describe
 from runner.spec.sweep import SweepSpec
+from runner.spec.track import TrackSpec
 
 # Run and member names become folder names (runs/<run_id>/<member>/) and SQL values: a letter or
 # digit first (so never `.`, `..` or a hidden file), then letters, digits, `_ . -`; at most 100
@@ -376,6 +377,8 @@ class Spec(Strict):
     compute: ComputeSpec = Field(default_factory=lambda: ComputeSpec(),  # defined in compute.py, below
         description="Where members train: here, or as Ray tasks on a cluster (not part of the spec hash).")
     sweep: SweepSpec | None = Field(None, description="A hyperparameter search whose trials are runs of this spec.")
+    track: TrackSpec = Field(default_factory=TrackSpec,
+        description="Trackers (MLflow, W&B) the run is also logged to (not part of the spec hash).")
     # runner.run.repeats: train the spec this many times with other member seeds (the data stays the same)
     repeats: int = Field(1, ge=1, le=100,
         description="Train the spec this many times with other member seeds on the same data.")

@@ -20,6 +20,7 @@ from runner.spec.compute import ComputeSpec
 from runner.spec.models import LossSpec, Spec, TrainSpec
 from runner.spec.names import member_names
 from runner.spec.problems import Problem, dedupe, pydantic_problems, unknown
+from runner.spec.track import TrackSpec
 
 SINGULAR = {"backbones": "backbone", "losses": "loss", "datasets": "dataset"}
 
@@ -76,8 +77,9 @@ class ResolvedSpec:
         for table in ("sweep", "adapt"):  # a spec without them reads (and hashes) as before they existed
             if d.get(table) is None:
                 d.pop(table, None)
-        if d.get("compute") == ComputeSpec().model_dump(mode="json"):
-            d.pop("compute")
+        for table, default in (("compute", ComputeSpec()), ("track", TrackSpec())):
+            if d.get(table) == default.model_dump(mode="json"):
+                d.pop(table)
         if self.data_options is not None:
             d["data"]["options"] = self.data_options.model_dump(mode="json")
         d["selection"]["resolved"] = {"metric": f"eval_{self.metric}", "greater_is_better": self.greater_is_better,
@@ -118,6 +120,8 @@ class ResolvedSpec:
         d.pop("repeats", None)
         # [compute] says where it trains, not what: a run continues on another backend or cluster
         d.pop("compute", None)
+        # [track] says where the numbers are also shown: a tracker added to a finished spec logs that run
+        d.pop("track", None)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
