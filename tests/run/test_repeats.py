@@ -46,6 +46,39 @@ def test_repeats_train_replicas_with_other_seeds_on_the_same_data(tmp_path):
     code, _, err = cli("apply", path, "--store", store)
     assert code == 0 and rows(store, "SELECT count(*) FROM runs")[0][0] == 3
 
+    # the export's model card says why the strategy: each strategy over the replicas, as `compare` has it
+    code, out, err = cli("compare", "rep", "--store", store, "--format", "json")
+    assert code == 0, err
+    records = json.loads(out)
+    spreads = {r["strategy"]: r for r in records if r.get("kind") == "seeds"}
+    diffs = {r["strategy"]: r for r in records if r.get("kind") == "bootstrap"}
+    assert spreads and diffs
+    code, _, err = cli("export", "rep", tmp_path / "model", "--store", store)
+    assert code == 0, err
+    card = (tmp_path / "model" / "README.md").read_text()
+    lines = card.splitlines()
+    head = lines.index("| strategy | replicas | test accuracy | Δ accuracy | interval |")
+    table = {}
+    for line in lines[head + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table[cells[0].strip("*")] = cells[1:]
+    # the strategies `runner compare RUN` shows by default that have numbers (the spec's, last,
+    # best_eval_loss; not swa: this spec has no [swa])
+    assert "Over the run's 3 replicas" in card and {"last", "best_eval_loss"} <= set(table) <= set(spreads)
+    assert "swa" not in table and spreads["swa"]["replicas"] == 0
+    for s, (n, acc, delta, interval) in table.items():
+        assert int(n) == spreads[s]["replicas"] == 3
+        assert acc == f"{spreads[s]['test_accuracy']:.4f} ± {spreads[s]['test_accuracy_sd']:.4f}"
+        if s in diffs:
+            d = diffs[s]
+            assert delta == f"{d['test_accuracy_diff']:+.4f}"
+            assert interval == f"[{d['test_accuracy_diff_low']:+.4f}, {d['test_accuracy_diff_high']:+.4f}]"
+        else:  # the baseline, shown in bold, has no difference from itself
+            assert delta == interval == "" and s not in diffs
+    assert len(table) >= 3 and sum(bool(c[2]) for c in table.values()) == len(table) - 1
+
 
 def test_a_sweep_trial_with_repeats_scores_the_mean_over_its_seeds(tmp_path):
     spec = write_spec(tmp_path, name="rs", sweep='trials = 2\nsampler = "random"\npruner = "none"\nrepeats = 2',
@@ -71,32 +104,3 @@ def test_a_sweep_trial_with_repeats_scores_the_mean_over_its_seeds(tmp_path):
     assert code == 0, err
     line = next(x for x in out.splitlines() if "best_eval_loss " in x or "best_eval_loss│" in x.replace(" ", ""))
     assert "±" in line and "[" in line  # test accuracy ± sd, and the interval against the objective's pick
-    # the export's model card says why the strategy: each strategy over the replicas, as `compare` has it
-    code, out, err = cli("compare", "rep", "--store", store, "--format", "json")
-    assert code == 0, err
-    records = json.loads(out)
-    spreads = {r["strategy"]: r for r in records if r.get("kind") == "seeds"}
-    diffs = {r["strategy"]: r for r in records if r.get("kind") == "bootstrap"}
-    assert spreads and diffs
-    code, _, err = cli("export", "rep", tmp_path / "model", "--store", store)
-    assert code == 0, err
-    card = (tmp_path / "model" / "README.md").read_text()
-    lines = card.splitlines()
-    head = lines.index("| strategy | replicas | test accuracy | Δ accuracy | interval |")
-    table = {}
-    for line in lines[head + 2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        table[cells[0].strip("*")] = cells[1:]
-    assert "Over the run's 3 replicas" in card and set(table) == set(spreads)
-    for s, (n, acc, delta, interval) in table.items():
-        assert int(n) == spreads[s]["replicas"] == 3
-        assert acc == f"{spreads[s]['test_accuracy']:.4f} ± {spreads[s]['test_accuracy_sd']:.4f}"
-        if s in diffs:
-            d = diffs[s]
-            assert delta == f"{d['test_accuracy_diff']:+.4f}"
-            assert interval == f"[{d['test_accuracy_diff_low']:+.4f}, {d['test_accuracy_diff_high']:+.4f}]"
-        else:  # the baseline, shown in bold, has no difference from itself
-            assert delta == interval == "" and s not in diffs
-    assert len(table) >= 3 and sum(bool(c[2]) for c in table.values()) == len(table) - 1

@@ -132,7 +132,7 @@ def model_card(reader, run, choice: Choice, seeds: list[dict] | None = None) -> 
 def _over_seeds(rows: list[dict] | None, baseline: str) -> list[str]:
     """Why the strategy: each strategy's test accuracy over the run's replicas, and its difference from
     the run's selection with the paired bootstrap interval (as `runner compare RUN` shows them)."""
-    spreads = [r for r in rows or () if r["kind"] == "seeds"]
+    spreads = [r for r in rows or () if r["kind"] == "seeds" and r["replicas"]]  # strategies with numbers
     if not spreads:
         return []
     diffs = {r["strategy"]: r for r in rows if r["kind"] == "bootstrap"}
