@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from runner.core.records import EpochRecord, metric_key
 from runner.core.selection import checkpoint_epoch
-from runner.store.rows import arrow_result, insert, replace_checkpoint
+from runner.store.rows import arrow_result, delete_predictions, insert, replace_checkpoint
 
 BUILTIN_VIEW_METRICS = ("accuracy", "f1_macro", "log_loss")
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -69,13 +69,10 @@ class Results:
     def truncate_member(self, run_id: str, member: str, last_epoch: int) -> None:
         """Before a member resumes after `last_epoch`: drop its rows of later epochs and of anything
         derived from the epochs (SWA, selections), so each is written exactly once."""
+        later = "run_id = ? AND kind = 'member' AND member = ? AND (epoch > ? OR checkpoint NOT LIKE 'epoch-%')"
         with self.transaction() as con:
-            for table in ("metrics", "predictions"):
-                con.execute(
-                    f"DELETE FROM {table} WHERE run_id = ? AND kind = 'member' AND member = ? "
-                    "AND (epoch > ? OR checkpoint NOT LIKE 'epoch-%')",
-                    [run_id, member, last_epoch],
-                )
+            con.execute(f"DELETE FROM metrics WHERE {later}", [run_id, member, last_epoch])
+            delete_predictions(con, later, [run_id, member, last_epoch])
             con.execute("DELETE FROM selections WHERE run_id = ? AND member = ?", [run_id, member])
 
     # -- examples, metrics, predictions -------------------------------------------------------
@@ -195,7 +192,7 @@ class Results:
 
     def prediction_splits(self, run_id: str) -> set[str]:
         """The splits a run has stored predictions on (valid, test, `runner predict`'s input-<hash>)."""
-        return {r[0] for r in self.query("SELECT DISTINCT split FROM predictions WHERE run_id = ?", [run_id])[1]}
+        return {r[0] for r in self.query("SELECT DISTINCT split FROM checkpoints WHERE run_id = ?", [run_id])[1]}
 
     def checkpoint_value(self, run_id: str, kind: str, member: str, checkpoint: str, split: str,
                          name: str) -> float | None:
@@ -256,15 +253,24 @@ class ProbabilityReader:
     def __init__(self, con):
         self.con = con
 
+    def key(self, run_id: str, kind: str, member: str, checkpoint: str, split: str) -> tuple[int, int] | None:
+        """(ckpt, num_labels) of a checkpoint's predictions on a split (its `checkpoints` row), or None."""
+        rows = self.con.execute("SELECT ckpt, num_labels FROM checkpoints WHERE run_id = ? AND kind = ? AND member = ? "
+                                "AND checkpoint = ? AND split = ? ORDER BY ckpt DESC LIMIT 1",
+                                [run_id, kind, member, checkpoint, split]).fetchall()
+        return rows[0] if rows else None
+
     def checkpoint(self, run_id: str, kind: str, member: str, checkpoint: str,
                    split: str) -> tuple[np.ndarray, np.ndarray]:
         """(idx (n,), probs (n, K) float32) of a checkpoint's predictions on a split, sorted by idx."""
-        table = arrow_result(self.con, "SELECT idx, probs FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
-                                       "AND checkpoint = ? AND split = ?", [run_id, kind, member, checkpoint, split])
+        found = self.key(run_id, kind, member, checkpoint, split)
+        if found is None:
+            return np.zeros(0, np.int32), np.zeros((0, 0), np.float32)
+        ckpt, k = found
+        table = arrow_result(self.con, f"SELECT idx, probs FROM predictions_{k} WHERE ckpt = ?", [ckpt])
         idx = table.column("idx").to_numpy()
-        flat = table.column("probs").combine_chunks().flatten().to_numpy()
-        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
-        if np.any(idx[1:] <= idx[:-1]):  # rows usually come back in insertion order, already sorted
+        probs = probability_block(table.column("probs"), k)
+        if np.any(idx[1:] <= idx[:-1]):  # rows come back in insertion order, already sorted
             order = np.argsort(idx, kind="stable")
             idx, probs = idx[order], probs[order]
         return idx, probs
@@ -281,14 +287,21 @@ class ProbabilityReader:
                  split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(idx, probs (n, K) float32, labels or None when any is missing) of a checkpoint on a split,
         joined with the examples' labels, by idx; n = 0 when nothing was stored."""
+        found = self.key(run_id, kind, member, checkpoint, split)
+        if found is None:
+            return np.zeros(0, np.int32), np.zeros((0, 0), np.float32), None
+        ckpt, k = found
         table = arrow_result(
             self.con,
-            "SELECT p.idx, p.probs, e.label FROM predictions p LEFT JOIN examples e ON e.dataset_id = ? "
-            "AND e.split = p.split AND e.idx = p.idx WHERE p.run_id = ? AND p.kind = ? AND p.member = ? "
-            "AND p.checkpoint = ? AND p.split = ? ORDER BY p.idx",
-            [dataset_id, run_id, kind, member, checkpoint, split])
-        flat = table.column("probs").combine_chunks().flatten().to_numpy()
-        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
+            f"SELECT p.idx, p.probs, e.label FROM predictions_{k} p LEFT JOIN examples e ON e.dataset_id = ? "
+            "AND e.split = ? AND e.idx = p.idx WHERE p.ckpt = ? ORDER BY p.idx", [dataset_id, split, ckpt])
         label = table.column("label")
         labels = label.to_numpy().astype(np.int64) if label.null_count == 0 and table.num_rows else None
-        return table.column("idx").to_numpy(), probs, labels
+        return table.column("idx").to_numpy(), probability_block(table.column("probs"), k), labels
+
+
+def probability_block(column: pa.ChunkedArray, k: int) -> np.ndarray:
+    """A FLOAT[k] column as one (rows, k) float32 array: zero-copy for a single chunk."""
+    if column.num_chunks == 1:
+        return column.chunk(0).flatten().to_numpy().reshape(-1, k)
+    return column.combine_chunks().flatten().to_numpy().reshape(-1, k)

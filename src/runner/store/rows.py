@@ -36,10 +36,11 @@ def replace_checkpoint(con, run_id: str, kind: str, member: str, checkpoint: str
     })
     pred_batches = [prediction_batch(run_id, member, checkpoint, epoch, split, idx, probs, kind)
                     for split, idx, probs in predictions]
+    key = "run_id = ? AND kind = ? AND member = ? AND checkpoint = ?"
     # calibrations go too: they were fitted on the predictions being replaced (runner.posthoc.calibrate)
-    for table in ("metrics", "predictions", "calibrations"):
-        con.execute(f"DELETE FROM {table} WHERE run_id = ? AND kind = ? AND member = ? AND checkpoint = ?",
-                    [run_id, kind, member, checkpoint])
+    for table in ("metrics", "calibrations"):
+        con.execute(f"DELETE FROM {table} WHERE {key}", [run_id, kind, member, checkpoint])
+    delete_predictions(con, key, [run_id, kind, member, checkpoint])
     insert(con, "metrics", metric_batch)
     for b in pred_batches:
         insert_predictions(con, b)
@@ -53,12 +54,56 @@ def arrow_result(con, sql: str, params: list | None = None) -> pa.Table:
     return fetch()
 
 
+# -- predictions: a `checkpoints` row per (run, kind, member, checkpoint, epoch, split) with a small
+# integer key, and the rows in `predictions_<k>` (ckpt, idx, pred, probs FLOAT[k]), one table per class
+# count; the `predictions` view joins them back into the old table's columns (migration m012).
+
+
+def prediction_tables(con) -> list[int]:
+    """The class counts that have a `predictions_<k>` table, in order."""
+    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+                       "AND regexp_full_match(table_name, 'predictions_[0-9]+')").fetchall()
+    return sorted(int(r[0].removeprefix("predictions_")) for r in rows)
+
+
+def predictions_view_sql(counts: Sequence[int]) -> str:
+    """The `predictions` view over the rows tables of these class counts (probs as FLOAT[], as it always was)."""
+    rows = " UNION ALL ".join(f"SELECT ckpt, idx, pred, probs::FLOAT[] AS probs FROM predictions_{k}" for k in counts)
+    rows = rows or ("SELECT NULL::INTEGER AS ckpt, NULL::INTEGER AS idx, NULL::SMALLINT AS pred, "
+                    "NULL::FLOAT[] AS probs WHERE false")
+    return ("CREATE OR REPLACE VIEW predictions AS SELECT c.run_id, c.member, c.checkpoint, c.epoch, c.split, p.idx, "
+            f"p.pred, p.probs, c.kind FROM checkpoints c JOIN ({rows}) p ON p.ckpt = c.ckpt")
+
+
+def _ensure_rows_table(con, k: int) -> None:
+    counts = prediction_tables(con)
+    if k in counts:
+        return
+    con.execute(f"CREATE TABLE predictions_{k} (ckpt INTEGER NOT NULL, idx INTEGER NOT NULL, pred SMALLINT NOT NULL, "
+                f"probs FLOAT[{k}] NOT NULL)")
+    con.execute(predictions_view_sql(sorted([*counts, k])))
+
+
+def delete_predictions(con, where: str, params: list) -> int:
+    """Delete the predictions of the `checkpoints` rows matching `where` (SQL on its columns), and those
+    rows; returns how many checkpoints went. Each rows table is filtered by the keys' range first, so
+    DuckDB skips the row groups of every other checkpoint."""
+    found = con.execute(f"SELECT num_labels, list(ckpt), min(ckpt), max(ckpt) FROM checkpoints WHERE {where} "
+                        "GROUP BY num_labels", params).fetchall()
+    for k, keys, low, high in found:
+        con.execute(f"DELETE FROM predictions_{int(k)} WHERE ckpt BETWEEN ? AND ? AND list_contains(?, ckpt)",
+                    [low, high, keys])
+        con.execute("DELETE FROM checkpoints WHERE ckpt BETWEEN ? AND ? AND list_contains(?, ckpt)", [low, high, keys])
+    return sum(len(keys) for _, keys, _, _ in found)
+
+
 @dataclass(frozen=True)
 class PredictionRows:
-    """Prediction rows ready to insert: the columns every row shares, and an Arrow table of the rest."""
+    """Prediction rows ready to insert: the keys of their `checkpoints` row, and an Arrow table of the rest."""
 
     keys: dict  # run_id, kind, member, checkpoint, epoch, split
-    table: pa.Table  # idx, pred, probs
+    table: pa.Table  # idx, pred, probs (a fixed-size list)
+    num_labels: int
 
     @property
     def num_rows(self) -> int:
@@ -67,32 +112,35 @@ class PredictionRows:
 
 def prediction_batch(run_id: str, member: str, checkpoint: str, epoch: int | None, split: str,
                      idx: np.ndarray, probs: np.ndarray, kind: str = "member") -> PredictionRows:
-    """Prediction rows; `probs` becomes a FLOAT[] list column without a Python loop. The columns every
-    row shares are bound as parameters of the insert rather than repeated in the Arrow table: that
-    halves the cost of building and ingesting a batch."""
+    """Prediction rows; `probs` becomes a fixed-size FLOAT[k] column without a Python loop (zero-copy
+    from a float32 array)."""
     n, k = probs.shape
     probs32 = np.ascontiguousarray(probs, dtype=np.float32)
-    offsets = pa.array(np.arange(0, (n + 1) * k, k, dtype=np.int32))
     return PredictionRows(
         keys={"run_id": run_id, "kind": kind, "member": member, "checkpoint": checkpoint, "epoch": epoch,
               "split": split},
         table=pa.table({
             "idx": pa.array(np.asarray(idx, dtype=np.int32)),
             "pred": pa.array(probs32.argmax(axis=1).astype(np.int16)),
-            "probs": pa.ListArray.from_arrays(offsets, pa.array(probs32.reshape(-1))),
+            "probs": pa.FixedSizeListArray.from_arrays(pa.array(probs32.reshape(-1)), k),
         }),
+        num_labels=int(k),
     )
 
 
 def insert_predictions(con, batch: PredictionRows) -> None:
+    """A `checkpoints` row under the next key, and the rows under it (the caller deleted any old ones)."""
     k = batch.keys
+    if not batch.num_rows:  # as before: a split without rows is no split of the checkpoint
+        return
+    _ensure_rows_table(con, batch.num_labels)
+    ckpt = con.execute(
+        "INSERT INTO checkpoints SELECT coalesce(max(ckpt), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM checkpoints RETURNING ckpt",
+        [k["run_id"], k["kind"], k["member"], k["checkpoint"], k["epoch"], k["split"], batch.num_labels],
+    ).fetchall()[0][0]
     con.register("batch_predictions", batch.table)
     try:
-        con.execute(
-            "INSERT INTO predictions BY NAME SELECT ?::VARCHAR AS run_id, ?::VARCHAR AS kind, ?::VARCHAR AS member, "
-            "?::VARCHAR AS checkpoint, ?::INTEGER AS epoch, ?::VARCHAR AS split, idx, pred, probs "
-            "FROM batch_predictions",
-            [k["run_id"], k["kind"], k["member"], k["checkpoint"], k["epoch"], k["split"]],
-        )
+        con.execute(f"INSERT INTO predictions_{batch.num_labels} SELECT ?::INTEGER, idx, pred, probs "
+                    "FROM batch_predictions", [ckpt])
     finally:
         con.unregister("batch_predictions")
