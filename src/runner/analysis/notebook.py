@@ -1,7 +1,9 @@
 """`runner.open(store)`: a store read from a notebook, as DataFrames.
 
 Every table comes from DuckDB as Arrow (runner.store.frames) and becomes a pandas or polars DataFrame
-in one conversion, never row by row; probabilities come back as one numpy array. Reading never
+in one conversion, never row by row: a `probs` column stays a fixed-size list (polars `Array`, pandas
+`ArrowDtype`), and `probs_array(frame)` or `.probabilities(...)` gives it as one (rows, classes) numpy
+array. Reading never
 changes the store (it is opened as the read commands open it), so a notebook can read while `runner
 apply` or a script with `runner.hf.StoreCallback` trains.
 """
@@ -18,8 +20,19 @@ from runner.analysis.compare import default_strategies
 from runner.errors import InputError
 from runner.plugins.registry import load_registry
 from runner.store import Store
+from runner.store.results import probability_block
 
 FRAME_KINDS = ("pandas", "polars")
+
+
+def probs_array(frame) -> np.ndarray:
+    """The `probs` column of a `predictions` frame (pandas or polars) as one (rows, classes) float32 array,
+    without a Python object per row."""
+    column = frame["probs"]
+    arrow = column.to_arrow() if hasattr(column, "to_arrow") else pa.array(column.array)  # polars, pandas
+    if isinstance(arrow, pa.Array):
+        arrow = pa.chunked_array([arrow])
+    return probability_block(arrow, arrow.type.list_size)
 
 
 class StoreView:
@@ -50,10 +63,11 @@ class StoreView:
                 raise InputError("frames='polars': polars is not installed (pip install polars)") from None
             return polars.from_arrow(table)
         try:
-            import pandas  # noqa: F401  (to_pandas needs it; the message below says how to get it)
+            import pandas
         except ImportError:
             raise InputError("frames='pandas': pandas is not installed (pip install 'runner[notebook]')") from None
-        return table.to_pandas()
+        # fixed-size lists (probs) stay Arrow-backed: one buffer, where numpy would make an object per row
+        return table.to_pandas(types_mapper=lambda t: pandas.ArrowDtype(t) if pa.types.is_fixed_size_list(t) else None)
 
     def run_id(self, run: str | None) -> str:
         return self.store.run(run).run_id
@@ -74,17 +88,17 @@ class StoreView:
         return self.frame(pa.table({k: [r.get(k) for r in records] for k in keys}))
 
     def predictions(self, run: str | None = None, member: str | None = None, split: str | None = "test",
-                    checkpoint: str = "selected"):
+                    checkpoint: str | None = "selected"):
         """Each example's prediction (`pred`, `probs`) with its `text` and `label`. `checkpoint`: `selected`
-        (each member's), a strategy (`best_eval_loss`, `last`, ...) or a checkpoint (`epoch-3`, `swa`)."""
+        (each member's), a strategy (`best_eval_loss`, `last`, ...), a checkpoint (`epoch-3`, `swa`) or None
+        (every checkpoint). `probs_array(frame)` gives the probabilities as one numpy array."""
         return self.frame(self._predictions(run, member, split, checkpoint))
 
     def probabilities(self, run: str | None = None, member: str | None = None, split: str = "test",
                       checkpoint: str = "selected") -> np.ndarray:
         """(examples, labels) probabilities of one member's checkpoint on one split, in example order."""
         table = self._predictions(run, self._one_member(run, member), split, checkpoint)
-        k = self.store.run(run).num_labels
-        return table.column("probs").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, k)
+        return probability_block(table.column("probs"), self.store.run(run).num_labels)
 
     def confusion(self, run: str | None = None, member: str | None = None, split: str = "test",
                   checkpoint: str = "selected"):
