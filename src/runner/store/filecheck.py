@@ -114,18 +114,15 @@ def _can_write_file(path: Path) -> bool:
 
 
 def check_blocks(con, path: Path, block_size: int) -> None:
-    """Refuse a store whose tables use blocks past the end of the file (cut inside its data); `con` is
-    a read-only connection to it."""
+    """Refuse a store shorter than the blocks its header counts (cut inside its data); `con` is a
+    read-only connection to it. DuckDB's own block count (pragma_database_size) is read in constant
+    time, where listing every table's segments (pragma_storage_info) took a second at 60M rows."""
     size = path.stat().st_size
-    top = -1
-    for (table,) in con.execute("SELECT table_name FROM duckdb_tables() "
-                                "WHERE database_name = current_database()").fetchall():
-        quoted = '"' + table.replace('"', '""') + '"'
-        used = con.execute("SELECT max(greatest(block_id, list_max(additional_block_ids))) "
-                           "FROM pragma_storage_info(?)", [quoted]).fetchone()[0]
-        top = max(top, -1 if used is None else used)
-    if size < _DATA_START + (top + 1) * block_size:
-        raise StoreFileError(_truncated_message(path, size, f"its tables use block {top}"))
+    rows = con.execute("SELECT total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
+                       ).fetchall()
+    total = rows[0][0] if rows else 0
+    if total and size < _DATA_START + total * block_size:
+        raise StoreFileError(_truncated_message(path, size, f"its header counts {total} blocks"))
 
 
 # -- the folders beside a store ------------------------------------------------------------------

@@ -44,8 +44,7 @@ class Inputs:
             for kind, member, checkpoint, _ in predictions:  # only what this call rewrites: other strategies stay
                 delete_predictions(con, "run_id = ? AND split = ? AND kind = ? AND member = ? AND checkpoint = ?",
                                    [run_id, split, kind, member, checkpoint])
-            for b in batches:
-                insert_predictions(con, b)
+            insert_predictions(con, batches)
             con.execute("DELETE FROM inputs WHERE run_id = ? AND split = ? AND strategy = ?", [run_id, split, strategy])
             con.execute("INSERT INTO inputs (run_id, split, input_hash, source, rows, has_labels, strategy, calibrated, "
                         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -37,13 +37,18 @@ def replace_checkpoint(con, run_id: str, kind: str, member: str, checkpoint: str
     pred_batches = [prediction_batch(run_id, member, checkpoint, epoch, split, idx, probs, kind)
                     for split, idx, probs in predictions]
     key = "run_id = ? AND kind = ? AND member = ? AND checkpoint = ?"
-    # calibrations go too: they were fitted on the predictions being replaced (runner.posthoc.calibrate)
-    for table in ("metrics", "calibrations"):
-        con.execute(f"DELETE FROM {table} WHERE {key}", [run_id, kind, member, checkpoint])
-    delete_predictions(con, key, [run_id, kind, member, checkpoint])
+    params = [run_id, kind, member, checkpoint]
+    # what there is to replace, in one statement: a new checkpoint (the usual case) needs no delete.
+    # Calibrations go too: they were fitted on the predictions being replaced (runner.posthoc.calibrate)
+    found = con.execute(f"SELECT (SELECT count(*) FROM metrics WHERE {key}), (SELECT count(*) FROM calibrations "
+                        f"WHERE {key}), (SELECT count(*) FROM checkpoints WHERE {key})", params * 3).fetchall()[0]
+    for table, n in zip(("metrics", "calibrations"), found):
+        if n:
+            con.execute(f"DELETE FROM {table} WHERE {key}", params)
+    if found[2]:
+        delete_predictions(con, key, params)
     insert(con, "metrics", metric_batch)
-    for b in pred_batches:
-        insert_predictions(con, b)
+    insert_predictions(con, pred_batches)
     return len(metrics) + sum(b.num_rows for b in pred_batches)
 
 
@@ -75,7 +80,8 @@ def predictions_view_sql(counts: Sequence[int]) -> str:
             f"p.pred, p.probs, c.kind FROM checkpoints c JOIN ({rows}) p ON p.ckpt = c.ckpt")
 
 
-def _ensure_rows_table(con, k: int) -> None:
+def _add_rows_table(con, k: int) -> None:
+    """`predictions_<k>` and the view over it, unless the table is there (its checkpoints were all deleted)."""
     counts = prediction_tables(con)
     if k in counts:
         return
@@ -128,19 +134,26 @@ def prediction_batch(run_id: str, member: str, checkpoint: str, epoch: int | Non
     )
 
 
-def insert_predictions(con, batch: PredictionRows) -> None:
-    """A `checkpoints` row under the next key, and the rows under it (the caller deleted any old ones)."""
-    k = batch.keys
-    if not batch.num_rows:  # as before: a split without rows is no split of the checkpoint
+def insert_predictions(con, batches: Sequence[PredictionRows]) -> None:
+    """A `checkpoints` row for each batch under the next keys, and the rows under them: one INSERT per
+    class count, whatever the number of splits (the caller deleted any old rows)."""
+    batches = [b for b in batches if b.num_rows]  # as before: a split without rows is no split of the checkpoint
+    if not batches:
         return
-    _ensure_rows_table(con, batch.num_labels)
-    ckpt = con.execute(
-        "INSERT INTO checkpoints SELECT coalesce(max(ckpt), 0) + 1, ?, ?, ?, ?, ?, ?, ? FROM checkpoints RETURNING ckpt",
-        [k["run_id"], k["kind"], k["member"], k["checkpoint"], k["epoch"], k["split"], batch.num_labels],
-    ).fetchall()[0][0]
-    con.register("batch_predictions", batch.table)
-    try:
-        con.execute(f"INSERT INTO predictions_{batch.num_labels} SELECT ?::INTEGER, idx, pred, probs "
-                    "FROM batch_predictions", [ckpt])
-    finally:
-        con.unregister("batch_predictions")
+    top, known = con.execute("SELECT coalesce(max(ckpt), 0), list(DISTINCT num_labels) FROM checkpoints").fetchall()[0]
+    for k in sorted({b.num_labels for b in batches} - set(known or [])):
+        _add_rows_table(con, k)
+    keys = range(top + 1, top + 1 + len(batches))
+    con.execute("INSERT INTO checkpoints VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(batches)),
+                [v for ckpt, b in zip(keys, batches) for v in (ckpt, b.keys["run_id"], b.keys["kind"], b.keys["member"],
+                                                               b.keys["checkpoint"], b.keys["epoch"], b.keys["split"],
+                                                               b.num_labels)])
+    for k in sorted({b.num_labels for b in batches}):
+        same = [(ckpt, b) for ckpt, b in zip(keys, batches) if b.num_labels == k]
+        table = pa.concat_tables([b.table for _, b in same])
+        ckpts = np.repeat(np.array([c for c, _ in same], dtype=np.int32), [b.num_rows for _, b in same])
+        con.register("batch_predictions", table.add_column(0, "ckpt", pa.array(ckpts)))
+        try:
+            con.execute(f"INSERT INTO predictions_{k} SELECT ckpt, idx, pred, probs FROM batch_predictions")
+        finally:
+            con.unregister("batch_predictions")
