@@ -124,14 +124,13 @@ def child(what: str, store_path: str, ref: str) -> None:
     first read of the store in the process) and then warm (the best of three), print {cold, warm}."""
     import io
 
+    import pyarrow  # noqa: F401
     from rich.console import Console
 
     from runner.analysis import compare as compare_mod
     from runner.analysis import sweep_view
     from runner.plugins.registry import load_registry
     from runner.store import Store
-
-    import pyarrow  # noqa: F401
     try:  # pyarrow imports pandas on first use of pa.array(numpy): start-up, not the read
         import pandas  # noqa: F401
     except ImportError:
@@ -178,7 +177,24 @@ def sweep_peak_rss_gb(store_path: Path, sweep_id: str) -> float:
 def dataframe_rows_per_s(store_path: Path, run_id: str) -> dict:
     """Every prediction of one run (each checkpoint, both splits) as a pandas and a polars DataFrame,
     then its probabilities as one (rows x classes) numpy array: rows/s of each (best of 3), in this process."""
-    from runner.analysis.notebook import StoreView, probs_array
+    from runner.analysis.notebook import StoreView
+
+    try:
+        from runner.analysis.notebook import probs_array
+    except ImportError:  # an older runner (the "before" figures): probs came back as a column of arrays
+        def probs_array(frame):
+            column = frame["probs"]
+            return np.stack(column.to_numpy() if hasattr(column, "iloc") else column.to_list())
+
+    def read(view):
+        try:
+            return view.predictions(run_id, split=None, checkpoint=None)
+        except Exception:  # an older runner reads one checkpoint at a time
+            frames = [view.predictions(run_id, split=None, checkpoint=f"epoch-{e}") for e in range(1, 1000)
+                      if view.store.prediction_count(run_id, "member", "m0", f"epoch-{e}", "valid")]
+            import pandas
+
+            return pandas.concat(frames) if hasattr(frames[0], "iloc") else __import__("polars").concat(frames)
 
     out = {}
     for kind in ("pandas", "polars"):
@@ -189,7 +205,7 @@ def dataframe_rows_per_s(store_path: Path, run_id: str) -> dict:
         best = None
         for _ in range(3):
             t0 = time.perf_counter()
-            frame = view.predictions(run_id, split=None, checkpoint=None)
+            frame = read(view)
             probs = probs_array(frame)
             dt = time.perf_counter() - t0
             best = dt if best is None else min(best, dt)

@@ -51,6 +51,8 @@ class StoreView:
         self.frames = frames
         self.registry = load_registry(Path(plugins) if plugins is not None else None)
 
+    probs_array = staticmethod(probs_array)  # view.probs_array(view.predictions(...)): (rows, classes) numpy
+
     def __repr__(self) -> str:
         return f"StoreView({str(self.path)!r}, {len(self.store.run_ids())} runs)"
 
@@ -97,8 +99,9 @@ class StoreView:
     def probabilities(self, run: str | None = None, member: str | None = None, split: str = "test",
                       checkpoint: str = "selected") -> np.ndarray:
         """(examples, labels) probabilities of one member's checkpoint on one split, in example order."""
-        table = self._predictions(run, self._one_member(run, member), split, checkpoint)
-        return probability_block(table.column("probs"), self.store.run(run).num_labels)
+        record = self.store.run(run)
+        table = self._predictions(record.run_id, self._one_member(record.run_id, member), split, checkpoint)
+        return probability_block(table.column("probs"), record.num_labels)
 
     def confusion(self, run: str | None = None, member: str | None = None, split: str = "test",
                   checkpoint: str = "selected"):
@@ -126,8 +129,9 @@ class StoreView:
         raise InputError(f"run {record.run_id} has {len(record.finished)} finished members; name one with member=")
 
     def _predictions(self, run, member, split, checkpoint) -> pa.Table:
-        table = self.store.predictions_arrow(self.run_id(run), member, split, checkpoint)
+        run_id = self.run_id(run)
+        table = self.store.predictions_arrow(run_id, member, split, checkpoint)
         if table.num_rows == 0:
-            raise InputError(f"run {self.run_id(run)}: no predictions of member={member!r}, split={split!r}, "
+            raise InputError(f"run {run_id}: no predictions of member={member!r}, split={split!r}, "
                              f"checkpoint={checkpoint!r}")
         return table

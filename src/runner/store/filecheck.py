@@ -114,15 +114,24 @@ def _can_write_file(path: Path) -> bool:
 
 
 def check_blocks(con, path: Path, block_size: int) -> None:
-    """Refuse a store shorter than the blocks its header counts (cut inside its data); `con` is a
-    read-only connection to it. DuckDB's own block count (pragma_database_size) is read in constant
-    time, where listing every table's segments (pragma_storage_info) took a second at 60M rows."""
+    """Refuse a store whose tables use blocks past the end of the file (cut inside its data); `con` is
+    a read-only connection to it. A file as long as DuckDB's block count (pragma_database_size, read
+    in constant time) is whole; only a shorter one (its last blocks free, or cut) has every table's
+    segments listed (pragma_storage_info, which takes a second at 60M prediction rows)."""
     size = path.stat().st_size
     rows = con.execute("SELECT total_blocks FROM pragma_database_size() WHERE database_name = current_database()"
                        ).fetchall()
-    total = rows[0][0] if rows else 0
-    if total and size < _DATA_START + total * block_size:
-        raise StoreFileError(_truncated_message(path, size, f"its header counts {total} blocks"))
+    if rows and size >= _DATA_START + rows[0][0] * block_size:
+        return
+    top = -1
+    for (table,) in con.execute("SELECT table_name FROM duckdb_tables() "
+                                "WHERE database_name = current_database()").fetchall():
+        quoted = '"' + table.replace('"', '""') + '"'
+        used = con.execute("SELECT max(greatest(block_id, list_max(additional_block_ids))) "
+                           "FROM pragma_storage_info(?)", [quoted]).fetchone()[0]
+        top = max(top, -1 if used is None else used)
+    if size < _DATA_START + (top + 1) * block_size:
+        raise StoreFileError(_truncated_message(path, size, f"its tables use block {top}"))
 
 
 # -- the folders beside a store ------------------------------------------------------------------

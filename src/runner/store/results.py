@@ -208,15 +208,20 @@ class Results:
         return out
 
     def prediction_counts(self, run_id: str, split: str, num_labels: int) -> dict[tuple[str, str, str], list[int]]:
-        """(kind, member, checkpoint) -> how often each label was predicted on `split`."""
+        """(kind, member, checkpoint) -> how often each label was predicted on `split`: one aggregate over
+        the run's stretch of its rows table, by checkpoint key."""
         out: dict[tuple[str, str, str], list[int]] = {}
-        for kind, member, checkpoint, pred, c in self.query(
-            "SELECT kind, member, checkpoint, pred, count(*) FROM predictions WHERE run_id = ? AND split = ? "
-            "GROUP BY ALL", [run_id, split]
-        )[1]:
-            out.setdefault((kind, member, checkpoint), [0] * num_labels)[pred] = c
+        with self.connect(write=False) as con:
+            keys = con.execute("SELECT ckpt, num_labels, kind, member, checkpoint FROM checkpoints WHERE run_id = ? "
+                               "AND split = ?", [run_id, split]).fetchall()
+            for k in sorted({r[1] for r in keys}):
+                named = {r[0]: (r[2], r[3], r[4]) for r in keys if r[1] == k}
+                ids = sorted(named)
+                for ckpt, pred, c in con.execute(
+                        f"SELECT ckpt, pred, count(*) FROM predictions_{k} WHERE ckpt BETWEEN ? AND ? AND "
+                        "list_contains(?, ckpt) GROUP BY ALL", [ids[0], ids[-1], ids]).fetchall():
+                    out.setdefault(named[ckpt], [0] * num_labels)[pred] += c
         return out
-
 
     def prediction_splits(self, run_id: str) -> set[str]:
         """The splits a run has stored predictions on (valid, test, `runner predict`'s input-<hash>)."""
