@@ -1,40 +1,49 @@
-"""Does the store keep up with a big run? A synthetic replay of a large run through runner's own API.
+"""Does the store keep up at sweep scale? A synthetic replay of a large run and of a sweep through runner's
+own store API.
 
-Builds a store as `runner apply` would leave it for 10 members x 10 epochs x 50,000 examples x
-2 splits (valid and test) with 4 classes: 10M prediction rows for the epoch checkpoints, plus one
-SWA checkpoint per member (1M rows more, so that all five strategies exist). Everything is written
-through the `Store` API (`create_run`, `put_examples`, `start_member`, `log_checkpoint`,
-`finish_member`); nothing is trained. The fake probabilities are Dirichlet samples around the true
-label: a part shared by every member (how hard the example is) mixed with a part of each member's
-own, with a per-member skill that grows over the epochs and a temperature that makes later epochs
-over-confident, so accuracy is about 0.7, members differ, best-by-loss and best-by-accuracy pick
-different epochs, and the ensemble gains a little.
+1. The run: a store as `runner apply` would leave it for 10 members x 10 epochs x 50,000 examples x
+   2 splits (valid and test) with 4 classes: 10M prediction rows for the epoch checkpoints, plus one
+   SWA checkpoint per member (1M rows more, so that all five strategies exist), written through the
+   `Store` API (`create_run`, `put_examples`, `start_member`, `log_checkpoint`, `finish_member`);
+   nothing is trained. The fake probabilities are Dirichlet samples around the true label: a part
+   shared by every member (how hard the example is) mixed with a part of each member's own, with a
+   per-member skill that grows over the epochs and a temperature that makes later epochs
+   over-confident, so accuracy is about 0.7, members differ, best-by-loss and best-by-accuracy pick
+   different epochs, and the ensemble gains a little.
+2. The sweep (bench/replay_sweep.py): 100 trials x 3 members x 10 epochs x 10,000 examples x 2 splits,
+   60M prediction rows, each trial a run with its `trials` row and an Optuna study beside it; every
+   `log_checkpoint` is timed, and beside it DuckDB's own Arrow insert of the same rows into one bare
+   table over one open connection (the baseline, in the same invocation).
 
 Figures (each against its target):
 
-1. insert rate of the prediction rows: prediction rows written / seconds inside `log_checkpoint`
-   (Arrow batch building, opening the file, the idempotent delete, the inserts, the commit);
-2. the whole `compare` table: `runner.analysis.compare.compare` + `render` + printing it, at the default
-   strategies (the spec's, swa, last, best_eval_loss) and with every strategy (`--all`); each call
-   computes the ensembles the run lacks in memory (a read command stores nothing: the store's checksum
-   is checked unchanged), against the baseline of reading every member checkpoint's probabilities
-   once (what any computation from them must do);
-3. `ensemble --weights fit` over the 10 members: `runner.posthoc.ensemble.build_ensemble` in-process, and
-   the real CLI (`runner ensemble RUN --weights fit`) as a subprocess, for reference (interpreter
-   and import start-up included);
-4. SWA peak memory: K=5 safetensors checkpoints of a BERT-base-shaped classifier (transformers'
-   `BertConfig()` defaults, 4 labels, about 110M parameters, 440 MB in fp32), averaged by
-   `runner.train.swa.average_checkpoints` in a fresh subprocess; the peak RSS above the RSS just before
-   the call (VmHWM reset through /proc/self/clear_refs when the kernel allows it, else
-   peak - baseline), divided by one model's bytes. A naive average (all K state dicts loaded at
-   once) is measured the same way for contrast.
+- insert rate of the prediction rows: rows / seconds inside `log_checkpoint` (Arrow batch building,
+  opening the file, the idempotent delete, the inserts, the commit), for the run and for the sweep,
+  and the sweep's as a ratio to the bare insert;
+- bytes per prediction row: the sweep store's file size / its prediction rows;
+- `compare` (compute + render) of one run, cold (the first call in a fresh process, imports done) and
+  warm (the best of the next three), of the 11M-row run and of one trial of the sweep; read commands
+  store nothing (the file's checksum is checked unchanged);
+- `runner sweep`'s view with the re-scoring table over every trial (load_view + render), cold and warm;
+- DataFrame reads: every prediction of one trial as a pandas and a polars DataFrame (`runner.open`)
+  and then as one (rows x classes) numpy array (`probs_array`), rows/s;
+- the peak RSS of the real `runner sweep` CLI on the sweep store (wait4's ru_maxrss);
+- `ensemble --weights fit` over the run's 10 members, in-process and as the CLI;
+- SWA peak memory: K=5 safetensors checkpoints of a BERT-base-shaped classifier (transformers'
+  `BertConfig()` defaults, 4 labels, about 110M parameters, 440 MB in fp32), averaged by
+  `runner.train.swa.average_checkpoints` in a fresh subprocess; the peak RSS above the RSS just before
+  the call (VmHWM reset through /proc/self/clear_refs when the kernel allows it, else
+  peak - baseline), divided by one model's bytes. A naive average (all K state dicts loaded at
+  once) is measured the same way for contrast.
 
-    python bench/replay.py              # full size (about 3 GB of temp files, deleted at the end)
-    python bench/replay.py --small      # 1/10 of the examples, and a 1/10-size model for SWA
+    python bench/replay.py              # full size (several GB of temp files, deleted at the end)
+    python bench/replay.py --small      # seconds: a small run and sweep, no SWA (the CI smoke test)
+    python bench/replay.py --json       # stdout: only the sweep-scale figures, as one JSON object
     python bench/replay.py --skip-swa   # the store figures only
+    python bench/replay.py --trials 10  # a smaller sweep (also --sweep-examples, --sweep-members)
     python bench/replay.py --dir DIR    # put the temp dir under DIR (it is deleted at the end all the same)
 
-The last line of output is one JSON object with every figure.
+Without --json the last line of output is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -56,7 +65,12 @@ import numpy as np
 NUM_LABELS = 4
 LABEL_NAMES = ["strong_negative", "weak_negative", "weak_positive", "strong_positive"]
 CLASS_SHARES = [0.30, 0.10, 0.25, 0.35]  # the notebook's imbalance: weak negative is the minority
-TARGETS = {"insert_rows_per_s": 1_000_000, "compare_s": 2.0, "ensemble_fit_s": 2.0, "swa_peak_ratio": 2.5}
+TARGETS = {"insert_rows_per_s": 3_000_000, "insert_vs_bare": 0.8, "bytes_per_row": 10.0, "compare_cold_s": 0.5,
+           "compare_warm_s": 0.1, "sweep_view_cold_s": 2.0, "dataframe_rows_per_s": 20_000_000,
+           "sweep_peak_rss_gb": 2.0, "ensemble_fit_s": 2.0, "swa_peak_ratio": 2.5}
+# what --json prints, exactly
+JSON_KEYS = ("insert_rows_per_s", "bare_insert_rows_per_s", "bytes_per_row", "compare_cold_s", "compare_warm_s",
+             "sweep_view_cold_s", "sweep_view_warm_s", "dataframe_rows_per_s", "sweep_peak_rss_gb")
 
 # --------------------------------------------------------------------------------------------------
 # the synthetic run
@@ -320,115 +334,177 @@ def verdict(value: float, target: float, higher_is_better: bool) -> str:
     return "ok" if ok else "MISSED"
 
 
+def measure_run(work: Path, fig: dict, args, n_examples: int, say) -> None:
+    """The single large run: insert, compare (in-process and cold/warm), ensemble fit, the CLI ensemble."""
+    from replay_sweep import timed_child
+
+    from runner.store import Store
+
+    store_path = work / "replay.duckdb"
+    say(f"building the run: {args.members} members x {args.epochs} epochs x {n_examples:,} examples x 2 splits "
+        f"(+1 SWA checkpoint per member) in {store_path}")
+    t0 = time.perf_counter()
+    built = build_store(store_path, args.members, args.epochs, n_examples)
+    run_id = built["run_id"]
+    fig.update(run_id=run_id, run_build_s=round(time.perf_counter() - t0, 2), run_prediction_rows=built["prediction_rows"],
+               run_insert_rows_per_s=round(built["prediction_rows"] / built["insert_s"]),
+               run_bytes_per_row=round(store_path.stat().st_size / built["prediction_rows"], 2))
+    store = Store(store_path).open(create=False)
+    reader = Store(store_path).open_read()
+    before = hashlib.sha256(store_path.read_bytes()).hexdigest(), store_path.stat().st_mtime_ns
+    base_s = min(time_read_probabilities(reader, run_id) for _ in range(3))
+    timed = timed_child("compare", store_path, run_id)
+    all_s, text = min(time_compare(reader, run_id, every=True) for _ in range(3))
+    after = hashlib.sha256(store_path.read_bytes()).hexdigest(), store_path.stat().st_mtime_ns
+    assert before == after, "compare changed the store"
+    fig.update(run_read_probabilities_s=round(base_s, 3), run_compare_cold_s=round(timed["cold"], 3),
+               run_compare_warm_s=round(timed["warm"], 3), run_compare_all_s=round(all_s, 3),
+               compare_store_unchanged=True)
+    if args.small:
+        return
+    fit_times = []
+    for _ in range(3):
+        dt, ens = time_ensemble_fit(store, run_id)
+        fit_times.append(dt)
+    fig.update(ensemble_fit_s=round(min(fit_times), 3), ensemble_fit_weights=[round(float(w), 4) for w in ens.weights])
+    fig["ensemble_cli_s"] = round(time_cli_ensemble(store_path, run_id), 3)
+
+
+def measure_sweep(work: Path, fig: dict, args, say) -> None:
+    from replay_sweep import build_sweep, dataframe_rows_per_s, sweep_peak_rss_gb, timed_child
+
+    trials, members, epochs, examples = args.trials, args.sweep_members, args.sweep_epochs, args.sweep_examples
+    total = trials * members * epochs * examples * 2
+    store_path = work / "sweep.duckdb"
+    say(f"building the sweep: {trials} trials x {members} members x {epochs} epochs x {examples:,} examples x 2 "
+        f"splits = {total:,} prediction rows in {store_path}")
+    start = time.perf_counter()
+    last = [start]
+
+    def progress(rows: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 10 or rows == total:
+            last[0] = now
+            eta = (now - start) / rows * (total - rows)
+            say(f"  {rows:,} / {total:,} rows, {now - start:.0f} s, about {eta:.0f} s left")
+
+    built = build_sweep(store_path, work / "bare.duckdb", work / "journal.log", trials, members, epochs, examples,
+                        progress=progress)
+    fig.update(sweep_prediction_rows=built["rows"], sweep_build_s=round(time.perf_counter() - start, 1),
+               insert_rows_per_s=round(built["rows"] / built["insert_s"]),
+               bare_insert_rows_per_s=round(built["rows"] / built["bare_s"]),
+               bytes_per_row=round(store_path.stat().st_size / built["rows"], 2),
+               bare_bytes_per_row=round((work / "bare.duckdb").stat().st_size / built["rows"], 2))
+    fig["insert_vs_bare"] = round(fig["insert_rows_per_s"] / fig["bare_insert_rows_per_s"], 2)
+    before = hashlib.sha256(store_path.read_bytes()).hexdigest()
+    say("reading: compare of one trial, the sweep view, DataFrames, runner sweep's peak RSS")
+    compare = timed_child("compare", store_path, built["run_id"])
+    view = timed_child("sweep", store_path, built["sweep_id"])
+    frames = dataframe_rows_per_s(store_path, built["run_id"])
+    fig.update(compare_cold_s=round(compare["cold"], 3), compare_warm_s=round(compare["warm"], 3),
+               sweep_view_cold_s=round(view["cold"], 3), sweep_view_warm_s=round(view["warm"], 3),
+               dataframe_rows_per_s=round(min(frames.values())),
+               **{f"dataframe_{k}_rows_per_s": round(v) for k, v in frames.items()},
+               sweep_peak_rss_gb=round(sweep_peak_rss_gb(store_path, built["sweep_id"]), 3))
+    assert hashlib.sha256(store_path.read_bytes()).hexdigest() == before, "a read command changed the store"
+
+
+def report(fig: dict, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"runner store replay ({fig['scale']}; run {fig['run_prediction_rows']:,} rows, sweep "
+                        f"{fig['sweep_prediction_rows']:,} rows)")
+    for col in ("figure", "value", "target", "verdict"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+
+    def row(label: str, key: str, unit: str, target_key: str | None = None, higher: bool = False, fmt=",.3f"):
+        if key not in fig:
+            return
+        t = TARGETS.get(target_key or key)
+        table.add_row(label, f"{fig[key]:{fmt}}{unit}", "" if t is None else f"{'≥' if higher else '≤'} {t:,}{unit}",
+                      "" if t is None else verdict(fig[key], t, higher))
+
+    row("sweep: prediction insert (log_checkpoint)", "insert_rows_per_s", " rows/s", higher=True, fmt=",.0f")
+    row("sweep: DuckDB's bare Arrow insert, same rows (baseline)", "bare_insert_rows_per_s", " rows/s", "-", fmt=",.0f")
+    row("sweep: insert / bare insert", "insert_vs_bare", "x", higher=True, fmt=".2f")
+    row("sweep: bytes per prediction row", "bytes_per_row", " B", fmt=".2f")
+    row("sweep: compare of one trial, cold", "compare_cold_s", " s")
+    row("sweep: compare of one trial, warm", "compare_warm_s", " s")
+    row("sweep: runner sweep view + re-scoring, cold", "sweep_view_cold_s", " s")
+    row("sweep: runner sweep view + re-scoring, warm", "sweep_view_warm_s", " s", "-")
+    row("sweep: one trial's predictions, pandas -> numpy", "dataframe_pandas_rows_per_s", " rows/s",
+        "dataframe_rows_per_s", True, ",.0f")
+    row("sweep: one trial's predictions, polars -> numpy", "dataframe_polars_rows_per_s", " rows/s",
+        "dataframe_rows_per_s", True, ",.0f")
+    row("sweep: peak RSS of `runner sweep`", "sweep_peak_rss_gb", " GB")
+    row("run: prediction insert (log_checkpoint)", "run_insert_rows_per_s", " rows/s", "insert_rows_per_s", True,
+        ",.0f")
+    row("run: every member checkpoint's probabilities read once", "run_read_probabilities_s", " s", "-")
+    row("run: compare, cold", "run_compare_cold_s", " s", "compare_cold_s")
+    row("run: compare, warm", "run_compare_warm_s", " s", "compare_warm_s")
+    row("run: compare --all (every strategy's ensemble in memory)", "run_compare_all_s", " s", "-")
+    row("run: ensemble --weights fit (in-process)", "ensemble_fit_s", " s")
+    row("run: `runner ensemble --weights fit` (CLI, with start-up)", "ensemble_cli_s", " s", "-")
+    row(f"SWA K={fig.get('swa_k')} peak extra / one model", "swa_peak_ratio", "x", fmt=".2f")
+    row("naive SWA (all K loaded) peak extra / one model", "swa_naive_peak_ratio", "x", "-", fmt=".2f")
+    console.print(table)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--small", action="store_true", help="1/10 scale: 5,000 examples per split, a small model")
+    ap.add_argument("--small", action="store_true", help="seconds: a small run and sweep, no SWA (the CI smoke test)")
+    ap.add_argument("--json", action="store_true", help="stdout: only the sweep-scale figures, as one JSON object")
     ap.add_argument("--skip-swa", action="store_true", help="skip the SWA memory measurement")
-    ap.add_argument("--members", type=int, default=10)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--skip-run", action="store_true", help="skip the single large run (the sweep figures only)")
+    ap.add_argument("--members", type=int, default=None)
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--trials", type=int, default=None)
+    ap.add_argument("--sweep-members", type=int, default=None)
+    ap.add_argument("--sweep-epochs", type=int, default=None)
+    ap.add_argument("--sweep-examples", type=int, default=None)
     ap.add_argument("--swa-k", type=int, default=5)
     ap.add_argument("--no-naive", action="store_true", help="skip the naive (all K at once) SWA contrast")
     ap.add_argument("--dir", type=Path, default=None, help="work here (default: a temp dir, deleted after)")
     args = ap.parse_args(argv)
+    small = {"members": 2, "epochs": 3, "trials": 3, "sweep_members": 2, "sweep_epochs": 2, "sweep_examples": 1000}
+    full = {"members": 10, "epochs": 10, "trials": 100, "sweep_members": 3, "sweep_epochs": 10, "sweep_examples": 10_000}
+    for k, v in (small if args.small else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    n_examples = 2_000 if args.small else 50_000
 
     from rich.console import Console
-    from rich.table import Table
 
-    from runner.store import Store
+    console = Console(width=160, stderr=args.json) if not sys.stdout.isatty() else Console(stderr=args.json)
 
-    console = Console(width=160) if not sys.stdout.isatty() else Console()
-    n_examples = 5_000 if args.small else 50_000
+    def say(text: str) -> None:
+        console.print(text, highlight=False, markup=False)
+
     work = Path(tempfile.mkdtemp(prefix="runner-replay-", dir=args.dir))
-    fig: dict = {"scale": "small" if args.small else "full", "members": args.members, "epochs": args.epochs,
-                 "examples_per_split": n_examples, "num_labels": NUM_LABELS}
+    fig: dict = {"scale": "small" if args.small else "full", "num_labels": NUM_LABELS, "run_prediction_rows": 0}
     try:
-        store_path = work / "replay.duckdb"
-        console.print(f"building the store: {args.members} members x {args.epochs} epochs x {n_examples:,} "
-                      f"examples x 2 splits (+1 SWA checkpoint per member) in {store_path}", highlight=False)
-        t0 = time.perf_counter()
-        built = build_store(store_path, args.members, args.epochs, n_examples)
-        run_id = built["run_id"]
-        fig.update(run_id=run_id, build_total_s=round(time.perf_counter() - t0, 2),
-                   prediction_rows=built["prediction_rows"], log_checkpoint_calls=built["log_checkpoint_calls"],
-                   insert_s=round(built["insert_s"], 3),
-                   insert_rows_per_s=round(built["prediction_rows"] / built["insert_s"]),
-                   store_mb=round(store_path.stat().st_size / 2**20, 1))
-
-        store = Store(store_path).open(create=False)
-        reader = Store(store_path).open_read()
-        before = hashlib.sha256(store_path.read_bytes()).hexdigest(), store_path.stat().st_mtime_ns
-        base_s = min(time_read_probabilities(reader, run_id) for _ in range(3))
-        default_s, text = min(time_compare(reader, run_id, every=False) for _ in range(3))
-        all_s, _ = min(time_compare(reader, run_id, every=True) for _ in range(3))
-        after = hashlib.sha256(store_path.read_bytes()).hexdigest(), store_path.stat().st_mtime_ns
-        assert before == after, "compare changed the store"
-        console.print(text, highlight=False, markup=False, end="")
-        fig.update(read_probabilities_s=round(base_s, 3), compare_default_s=round(default_s, 3),
-                   compare_all_s=round(all_s, 3), compare_all_ratio=round(all_s / base_s, 2),
-                   compare_store_unchanged=True)
-
-        fit_times = []
-        for _ in range(3):
-            dt, ens = time_ensemble_fit(store, run_id)
-            fit_times.append(dt)
-        fig.update(ensemble_fit_s=round(min(fit_times), 3), ensemble_fit_first_s=round(fit_times[0], 3),
-                   ensemble_fit_weights=[round(float(w), 4) for w in ens.weights],
-                   ensemble_test_accuracy=round(ens.metrics.get("test_accuracy", float("nan")), 4))
-        fig["ensemble_cli_s"] = round(time_cli_ensemble(store_path, run_id), 3)
-        accs = store.query("SELECT min(test_accuracy), max(test_accuracy) FROM epochs WHERE run_id = ? "
-                           "AND member <> 'ensemble'", [run_id])[1][0]
-        fig.update(member_test_accuracy_range=[round(a, 4) for a in accs])
-
-        if not args.skip_swa:
+        if not args.skip_run:
+            measure_run(work, fig, args, n_examples, say)
+        measure_sweep(work, fig, args, say)
+        if not (args.skip_swa or args.small):
             ck = work / "swa"
             ck.mkdir()
-            console.print(f"writing {args.swa_k} BERT-{'small' if args.small else 'base'}-shaped checkpoints",
-                          highlight=False)
-            files, model_bytes, params = write_checkpoints(ck, args.swa_k, args.small)
+            say(f"writing {args.swa_k} BERT-base-shaped checkpoints")
+            files, model_bytes, params = write_checkpoints(ck, args.swa_k, False)
             stream = measure_swa(files, "stream")
             extra = (stream["peak_kb"] - stream["baseline_kb"]) * 1024
-            fig.update(swa_k=args.swa_k, model_params=params, model_mb=round(model_bytes / 2**20, 1),
-                       swa_peak_extra_mb=round(extra / 2**20, 1), swa_peak_ratio=round(extra / model_bytes, 3),
-                       swa_method=stream["method"])
+            fig.update(swa_k=args.swa_k, model_mb=round(model_bytes / 2**20, 1),
+                       swa_peak_ratio=round(extra / model_bytes, 3), swa_method=stream["method"])
             if not args.no_naive:
                 naive = measure_swa(files, "naive")
-                extra = (naive["peak_kb"] - naive["baseline_kb"]) * 1024
-                fig.update(swa_naive_peak_extra_mb=round(extra / 2**20, 1),
-                           swa_naive_peak_ratio=round(extra / model_bytes, 3))
+                fig["swa_naive_peak_ratio"] = round((naive["peak_kb"] - naive["baseline_kb"]) * 1024 / model_bytes, 3)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-    table = Table(title=f"runner store replay ({fig['scale']}: {fig['prediction_rows']:,} prediction rows)")
-    for col in ("figure", "value", "target", "verdict"):
-        table.add_column(col, justify="right" if col == "value" else "left")
-    table.add_row("prediction insert rate", f"{fig['insert_rows_per_s']:,.0f} rows/s",
-                  f"≥ {TARGETS['insert_rows_per_s']:,} rows/s",
-                  verdict(fig["insert_rows_per_s"], TARGETS["insert_rows_per_s"], True))
-    table.add_row("baseline: every member checkpoint's probabilities read once", f"{fig['read_probabilities_s']:.3f} s",
-                  "reference", "")
-    table.add_row("compare + render, default strategies (ensembles in memory)", f"{fig['compare_default_s']:.3f} s",
-                  f"≤ {TARGETS['compare_s']} s", verdict(fig["compare_default_s"], TARGETS["compare_s"], False))
-    table.add_row("compare --all + render (every strategy's ensemble in memory)", f"{fig['compare_all_s']:.3f} s "
-                  f"({fig['compare_all_ratio']:.1f}x baseline)", f"≤ {TARGETS['compare_s']} s",
-                  verdict(fig["compare_all_s"], TARGETS["compare_s"], False))
-    table.add_row("ensemble --weights fit (in-process)", f"{fig['ensemble_fit_s']:.3f} s",
-                  f"≤ {TARGETS['ensemble_fit_s']} s", verdict(fig["ensemble_fit_s"], TARGETS["ensemble_fit_s"], False))
-    table.add_row("`runner ensemble --weights fit` (CLI, with start-up)", f"{fig['ensemble_cli_s']:.3f} s",
-                  "reference", "")
-    if "swa_peak_ratio" in fig:
-        table.add_row(f"SWA K={fig['swa_k']} peak extra / model ({fig['model_mb']} MB)",
-                      f"{fig['swa_peak_ratio']:.2f}x", f"≤ {TARGETS['swa_peak_ratio']}x",
-                      verdict(fig["swa_peak_ratio"], TARGETS["swa_peak_ratio"], False))
-        if "swa_naive_peak_ratio" in fig:
-            table.add_row("naive SWA (all K loaded) peak extra / model", f"{fig['swa_naive_peak_ratio']:.2f}x",
-                          "contrast", "")
-    console.print(table)
-    for key, target in TARGETS.items():
-        keys = ["compare_default_s", "compare_all_s"] if key == "compare_s" else [key]
-        for k in keys:
-            if k in fig:
-                fig[f"{k}_verdict"] = verdict(fig[k], target, key == "insert_rows_per_s")
-    print(json.dumps(fig))
+    report(fig, console)
+    if args.json:
+        print(json.dumps({k: fig[k] for k in JSON_KEYS}))
+    else:
+        print(json.dumps(fig))
 
 
 if __name__ == "__main__":

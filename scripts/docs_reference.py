@@ -249,8 +249,13 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "metrics": ("value of a metric", {
         "kind": "`member` or `ensemble`", "member": "a member's or an ensemble's name",
         "checkpoint": "`epoch-N` or `swa` for members; the strategy for ensembles"}),
-    "predictions": ("example × checkpoint (the keys of `metrics`)", {"probs": "the predicted probabilities, "
-                                                                             "in label order"}),
+    "checkpoints": ("checkpoint (or ensemble) × split that has predictions: a small integer key `ckpt` for "
+                    "its rows, which sit in `predictions_<k>` (one table per number of classes k: `ckpt`, `idx`, "
+                    "`pred`, `probs FLOAT[k]`, stored by `ckpt` and `idx`); read them through the `predictions` "
+                    "view", {"ckpt": "the key of its rows in `predictions_<num_labels>`, numbered as written",
+                             "num_labels": "k: the length of each row's `probs`"}),
+    "predictions": ("example × checkpoint (a view over `checkpoints` and `predictions_<k>`, with the columns "
+                    "the table it replaced had)", {"probs": "the predicted probabilities, in label order"}),
     "epochs": ("member × epoch (a view): `eval_<metric>` and `test_<metric>` for every registered metric", {}),
     "selections": ("member × strategy: the checkpoint every registered strategy picks (ties go to the earliest "
                    "epoch), written when the member finishes; a strategy registered later is computed from the "

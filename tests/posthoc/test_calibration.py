@@ -455,8 +455,10 @@ def test_bad_input_exits_2_and_writes_nothing(case, overconfident, tmp_path):
         with store.transaction() as con:
             con.execute("UPDATE examples SET label = NULL WHERE split = 'valid'")
     else:  # as a refit run would be: trained on valid, so no validation predictions of its own
+        from runner.store.rows import delete_predictions  # `predictions` is a view over the rows tables
+
         with store.transaction() as con:
-            con.execute("DELETE FROM predictions WHERE split = 'valid' AND member = 'b'")
+            delete_predictions(con, "split = 'valid' AND member = 'b'", [])
     digest = hashlib.sha256(store.path.read_bytes()).hexdigest()
     code, out, err = cli(*args)
     assert code == 2, (case, out, err)

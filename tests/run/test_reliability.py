@@ -110,12 +110,12 @@ import runner.store.rows as rows
 real = rows.insert_predictions
 seen = {"n": 0}
 
-def slow_insert(con, batch):
+def slow_insert(con, batches):
     seen["n"] += 1
     if seen["n"] == int(os.environ["PAUSE_AT_INSERT"]):
         Path(os.environ["MARKER_DIR"], "in-write").touch()
         time.sleep(60)
-    return real(con, batch)
+    return real(con, batches)
 
 rows.insert_predictions = slow_insert
 from runner.cli import main
@@ -234,8 +234,8 @@ def test_sigkill_inside_a_store_write_then_resume(tmp_path, reference):
     store = tmp_path / "results.duckdb"
     script = tmp_path / "pausing_cli.py"
     script.write_text(PAUSING_CLI)
-    # member a: insert 1-2 are epoch 1 (valid, test), 3-4 epoch 2: pause before epoch 2's test rows
-    proc = subprocess.Popen(apply_cmd(spec, store, script), env=env_for(tmp_path, PAUSE_AT_INSERT=4),
+    # member a: insert 1 is epoch 1 (valid and test in one batch), 2 epoch 2: pause before epoch 2's rows
+    proc = subprocess.Popen(apply_cmd(spec, store, script), env=env_for(tmp_path, PAUSE_AT_INSERT=2),
                             stderr=subprocess.PIPE, text=True)
     wait_for(tmp_path / "markers" / "in-write", proc)
     proc.send_signal(signal.SIGKILL)

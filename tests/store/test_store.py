@@ -18,10 +18,10 @@ from runner.errors import StoreError
 from runner.store import Store
 from runner.store.migrations import MIGRATIONS
 
-TABLES = {"runs", "members", "examples", "metrics", "predictions", "selections", "ensemble_weights", "inputs",
+TABLES = {"runs", "members", "examples", "metrics", "checkpoints", "selections", "ensemble_weights", "inputs",
           "calibrations", "sweeps", "trials", "trial_params", "adaptations", "adapt_losses", "token_stats",
           "_migrations"}
-VIEWS = {"epochs", "confusion"}
+VIEWS = {"epochs", "confusion", "predictions"}
 
 
 def tables_and_views(path) -> tuple[set[str], set[str]]:

@@ -1,7 +1,9 @@
 """`runner.open(store)`: a store read from a notebook, as DataFrames.
 
 Every table comes from DuckDB as Arrow (runner.store.frames) and becomes a pandas or polars DataFrame
-in one conversion, never row by row; probabilities come back as one numpy array. Reading never
+in one conversion, never row by row: a `probs` column stays a fixed-size list (polars `Array`, pandas
+`ArrowDtype`), and `probs_array(frame)` or `.probabilities(...)` gives it as one (rows, classes) numpy
+array. Reading never
 changes the store (it is opened as the read commands open it), so a notebook can read while `runner
 apply` or a script with `runner.hf.StoreCallback` trains.
 """
@@ -18,8 +20,19 @@ from runner.analysis.compare import default_strategies
 from runner.errors import InputError
 from runner.plugins.registry import load_registry
 from runner.store import Store
+from runner.store.results import probability_block
 
 FRAME_KINDS = ("pandas", "polars")
+
+
+def probs_array(frame) -> np.ndarray:
+    """The `probs` column of a `predictions` frame (pandas or polars) as one (rows, classes) float32 array,
+    without a Python object per row."""
+    column = frame["probs"]
+    arrow = column.to_arrow() if hasattr(column, "to_arrow") else pa.array(column.array)  # polars, pandas
+    if isinstance(arrow, pa.Array):
+        arrow = pa.chunked_array([arrow])
+    return probability_block(arrow, arrow.type.list_size)
 
 
 class StoreView:
@@ -38,6 +51,8 @@ class StoreView:
         self.frames = frames
         self.registry = load_registry(Path(plugins) if plugins is not None else None)
 
+    probs_array = staticmethod(probs_array)  # view.probs_array(view.predictions(...)): (rows, classes) numpy
+
     def __repr__(self) -> str:
         return f"StoreView({str(self.path)!r}, {len(self.store.run_ids())} runs)"
 
@@ -50,10 +65,11 @@ class StoreView:
                 raise InputError("frames='polars': polars is not installed (pip install polars)") from None
             return polars.from_arrow(table)
         try:
-            import pandas  # noqa: F401  (to_pandas needs it; the message below says how to get it)
+            import pandas
         except ImportError:
             raise InputError("frames='pandas': pandas is not installed (pip install 'runner[notebook]')") from None
-        return table.to_pandas()
+        # fixed-size lists (probs) stay Arrow-backed: one buffer, where numpy would make an object per row
+        return table.to_pandas(types_mapper=lambda t: pandas.ArrowDtype(t) if pa.types.is_fixed_size_list(t) else None)
 
     def run_id(self, run: str | None) -> str:
         return self.store.run(run).run_id
@@ -74,17 +90,18 @@ class StoreView:
         return self.frame(pa.table({k: [r.get(k) for r in records] for k in keys}))
 
     def predictions(self, run: str | None = None, member: str | None = None, split: str | None = "test",
-                    checkpoint: str = "selected"):
+                    checkpoint: str | None = "selected"):
         """Each example's prediction (`pred`, `probs`) with its `text` and `label`. `checkpoint`: `selected`
-        (each member's), a strategy (`best_eval_loss`, `last`, ...) or a checkpoint (`epoch-3`, `swa`)."""
+        (each member's), a strategy (`best_eval_loss`, `last`, ...), a checkpoint (`epoch-3`, `swa`) or None
+        (every checkpoint). `probs_array(frame)` gives the probabilities as one numpy array."""
         return self.frame(self._predictions(run, member, split, checkpoint))
 
     def probabilities(self, run: str | None = None, member: str | None = None, split: str = "test",
                       checkpoint: str = "selected") -> np.ndarray:
         """(examples, labels) probabilities of one member's checkpoint on one split, in example order."""
-        table = self._predictions(run, self._one_member(run, member), split, checkpoint)
-        k = self.store.run(run).num_labels
-        return table.column("probs").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, k)
+        record = self.store.run(run)
+        table = self._predictions(record.run_id, self._one_member(record.run_id, member), split, checkpoint)
+        return probability_block(table.column("probs"), record.num_labels)
 
     def confusion(self, run: str | None = None, member: str | None = None, split: str = "test",
                   checkpoint: str = "selected"):
@@ -112,8 +129,9 @@ class StoreView:
         raise InputError(f"run {record.run_id} has {len(record.finished)} finished members; name one with member=")
 
     def _predictions(self, run, member, split, checkpoint) -> pa.Table:
-        table = self.store.predictions_arrow(self.run_id(run), member, split, checkpoint)
+        run_id = self.run_id(run)
+        table = self.store.predictions_arrow(run_id, member, split, checkpoint)
         if table.num_rows == 0:
-            raise InputError(f"run {self.run_id(run)}: no predictions of member={member!r}, split={split!r}, "
+            raise InputError(f"run {run_id}: no predictions of member={member!r}, split={split!r}, "
                              f"checkpoint={checkpoint!r}")
         return table

@@ -17,7 +17,7 @@ from runner.analysis.stats import paired_bootstrap, spread
 from runner.analysis.tables import table as new_table
 from runner.core.maths import correct
 from runner.errors import InputError
-from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble
+from runner.posthoc.ensemble import SPEC_ENSEMBLE, build_ensemble, preload
 from runner.posthoc.picks import all_picks
 
 
@@ -101,22 +101,33 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
     test examples and the seeds."""
     import numpy as np
 
-    replicas = {t["number"]: store.replicas(t["run_id"]) for t in finished}
-    runs = {rid: store.run(rid) for ids in replicas.values() for rid in ids}
-    labels = {}
+    # every trial's runs, picks and probabilities read in a few queries, not a few per trial
+    of = store.replicas_of([t["run_id"] for t in finished])
+    replicas = {t["number"]: of[t["run_id"]] for t in finished}
+    runs = store.runs_by_id([rid for ids in replicas.values() for rid in ids])
+    stored = store.selections_of(list(runs))
     memos: dict[str, dict] = {}  # per run: each member checkpoint's probabilities read once
-    chosen: dict[str, dict] = {}  # per run: strategy -> member -> checkpoint, computed once, never stored
+    histories = store.member_histories(list(runs))
+    chosen = {rid: all_picks(store, run, registry, stored[rid], histories[rid]) for rid, run in runs.items()}
 
     def checkpoints(run, strategy: str) -> dict[str, str]:
-        if run.run_id not in chosen:
-            chosen[run.run_id] = all_picks(store, run, registry)
         picked = chosen[run.run_id].get(strategy, {})
         return {m.name: picked[m.name] for m in run.finished if picked.get(m.name)}
 
-    def test_labels(run):
-        if run.dataset_id not in labels:
-            labels[run.dataset_id] = store.split_labels(run.dataset_id, "test")
-        return labels[run.dataset_id]
+    # every checkpoint any strategy picks in any trial, read in one pass over one connection
+    preload(store, {rid: (run.dataset_id, [(m, c, split) for comp in registry.selections()
+                                           for m, c in checkpoints(run, comp.name).items()
+                                           for split in ("valid", "test")]) for rid, run in runs.items()},
+            {rid: memos.setdefault(rid, {}).setdefault("probabilities", {}) for rid in runs})
+
+    def correct_on_test(run, ens) -> np.ndarray | None:
+        """Per-example correctness of an ensemble on test, or None when an example has no label."""
+        label_idx, label_ids = memos[run.run_id]["probabilities"][("labels", "test")]
+        idx = ens.idx["test"]
+        pos = np.searchsorted(label_idx, idx)
+        if label_ids is None or np.any(pos >= len(label_idx)) or not np.array_equal(label_idx[pos], idx):
+            return None
+        return correct(ens.probs["test"], label_ids[pos])
 
     def scored(comp, metric: str, number: int):
         """(mean eval value, test accuracy Spread, per-example correctness (replicas, n) or None)."""
@@ -132,9 +143,7 @@ def rescoring(store, sweep: dict, finished: list[dict], registry) -> list[dict]:
             values.append(ens.metrics.get(f"eval_{metric}"))
             accs.append(ens.metrics.get("test_accuracy"))
             if "test" in ens.probs:
-                truth = test_labels(run)
-                y = [truth.get(int(i)) for i in ens.idx["test"]]
-                rows.append(None if any(v is None for v in y) else correct(ens.probs["test"], y))
+                rows.append(correct_on_test(run, ens))
         value = spread(values)
         if value.mean is None:
             return None

@@ -17,15 +17,19 @@ def _history(store, run, member: str) -> MemberHistory:
                             has_swa=store.has_checkpoint(run.run_id, member, "swa"))
 
 
-def all_picks(store, run, registry) -> dict[str, dict[str, str]]:
+def all_picks(store, run, registry, stored: dict[str, dict[str, str]] | None = None,
+              histories: dict | None = None) -> dict[str, dict[str, str]]:
     """strategy -> member -> checkpoint for every registered strategy, from the `selections` table and,
-    for strategies it lacks (registered after training), from the stored epochs, without writing."""
-    stored = store.all_selections(run.run_id)
+    for strategies it lacks (registered after training, or one that picked nothing), from the stored
+    epochs, without writing. `stored` and `histories`: the run's `selections` rows and member
+    histories when the caller read them already (`Store.selections_of`, `Store.member_histories`)."""
+    stored = store.all_selections(run.run_id) if stored is None else {k: dict(v) for k, v in stored.items()}
     names = [s.name for s in registry.selections()]
     for m in run.finished:
         if all(m.name in stored.get(n, {}) for n in names):
             continue
-        for n, c in pick_all(registry, _history(store, run, m.name)).items():
+        history = histories[m.name] if histories is not None and m.name in histories else _history(store, run, m.name)
+        for n, c in pick_all(registry, history).items():
             if c is not None:
                 stored.setdefault(n, {}).setdefault(m.name, c)
     return stored

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from runner.core.selection import checkpoint_epoch
 from runner.store.connection import now
-from runner.store.rows import insert, insert_predictions, prediction_batch
+from runner.store.rows import delete_predictions, insert, insert_predictions, prediction_batch
 
 
 class Inputs:
@@ -42,10 +42,9 @@ class Inputs:
             con.execute("DELETE FROM examples WHERE dataset_id = ? AND split = ?", [dataset_id, split])
             insert(con, "examples", examples)
             for kind, member, checkpoint, _ in predictions:  # only what this call rewrites: other strategies stay
-                con.execute("DELETE FROM predictions WHERE run_id = ? AND split = ? AND kind = ? AND member = ? "
-                            "AND checkpoint = ?", [run_id, split, kind, member, checkpoint])
-            for b in batches:
-                insert_predictions(con, b)
+                delete_predictions(con, "run_id = ? AND split = ? AND kind = ? AND member = ? AND checkpoint = ?",
+                                   [run_id, split, kind, member, checkpoint])
+            insert_predictions(con, batches)
             con.execute("DELETE FROM inputs WHERE run_id = ? AND split = ? AND strategy = ?", [run_id, split, strategy])
             con.execute("INSERT INTO inputs (run_id, split, input_hash, source, rows, has_labels, strategy, calibrated, "
                         "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -11,9 +11,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from runner.core.records import EpochRecord, metric_key
+from runner.core.records import EpochRecord, MemberHistory, metric_key
 from runner.core.selection import checkpoint_epoch
-from runner.store.rows import arrow_result, insert, replace_checkpoint
+from runner.store.rows import arrow_result, delete_predictions, insert, replace_checkpoint
 
 BUILTIN_VIEW_METRICS = ("accuracy", "f1_macro", "log_loss")
 IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -56,6 +56,25 @@ class Results:
             by_epoch.setdefault(epoch, {})[metric_key(split, name)] = value
         return [EpochRecord(e, m) for e, m in sorted(by_epoch.items())]
 
+    def member_histories(self, run_ids: list[str]) -> dict[str, dict[str, MemberHistory]]:
+        """run_id -> member -> its history (every stored epoch's metrics, whether it has SWA), for many
+        runs in two queries (what the strategies pick from, for a sweep's trials)."""
+        rows = self.query("SELECT run_id, member, epoch, split, name, value, checkpoint FROM metrics WHERE "
+                          "list_contains(?, run_id) AND kind = 'member' AND (checkpoint = 'epoch-' || epoch OR "
+                          "checkpoint = 'swa') ORDER BY run_id, member, epoch", [list(run_ids)])[1]
+        epochs: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
+        swa: set[tuple[str, str]] = set()
+        for run_id, member, epoch, split, name, value, checkpoint in rows:
+            if checkpoint == "swa":
+                swa.add((run_id, member))
+            else:
+                epochs.setdefault((run_id, member), {}).setdefault(epoch, {})[metric_key(split, name)] = value
+        out: dict[str, dict[str, MemberHistory]] = {rid: {} for rid in run_ids}
+        for (run_id, member), by_epoch in epochs.items():
+            out[run_id][member] = MemberHistory.of(member, [EpochRecord(e, m) for e, m in sorted(by_epoch.items())],
+                                                   has_swa=(run_id, member) in swa)
+        return out
+
     def has_checkpoint(self, run_id: str, member: str, checkpoint: str) -> bool:
         return bool(self.query(
             "SELECT count(*) FROM metrics WHERE run_id = ? AND kind = 'member' AND member = ? AND checkpoint = ?",
@@ -69,13 +88,10 @@ class Results:
     def truncate_member(self, run_id: str, member: str, last_epoch: int) -> None:
         """Before a member resumes after `last_epoch`: drop its rows of later epochs and of anything
         derived from the epochs (SWA, selections), so each is written exactly once."""
+        later = "run_id = ? AND kind = 'member' AND member = ? AND (epoch > ? OR checkpoint NOT LIKE 'epoch-%')"
         with self.transaction() as con:
-            for table in ("metrics", "predictions"):
-                con.execute(
-                    f"DELETE FROM {table} WHERE run_id = ? AND kind = 'member' AND member = ? "
-                    "AND (epoch > ? OR checkpoint NOT LIKE 'epoch-%')",
-                    [run_id, member, last_epoch],
-                )
+            con.execute(f"DELETE FROM metrics WHERE {later}", [run_id, member, last_epoch])
+            delete_predictions(con, later, [run_id, member, last_epoch])
             con.execute("DELETE FROM selections WHERE run_id = ? AND member = ?", [run_id, member])
 
     # -- examples, metrics, predictions -------------------------------------------------------
@@ -151,6 +167,15 @@ class Results:
             out.setdefault(strategy, {})[member] = checkpoint
         return out
 
+    def selections_of(self, run_ids: list[str]) -> dict[str, dict[str, dict[str, str]]]:
+        """run_id -> `all_selections(run_id)`, for many runs in one query."""
+        out: dict[str, dict[str, dict[str, str]]] = {rid: {} for rid in run_ids}
+        for run_id, member, strategy, checkpoint in self.query(
+                "SELECT run_id, member, strategy, checkpoint FROM selections WHERE list_contains(?, run_id)",
+                [list(run_ids)])[1]:
+            out[run_id].setdefault(strategy, {})[member] = checkpoint
+        return out
+
     def selection_strategies(self, run_id: str) -> dict[str, set[str]]:
         """member -> the strategies it has rows for."""
         out: dict[str, set[str]] = {}
@@ -183,19 +208,24 @@ class Results:
         return out
 
     def prediction_counts(self, run_id: str, split: str, num_labels: int) -> dict[tuple[str, str, str], list[int]]:
-        """(kind, member, checkpoint) -> how often each label was predicted on `split`."""
+        """(kind, member, checkpoint) -> how often each label was predicted on `split`: one aggregate over
+        the run's stretch of its rows table, by checkpoint key."""
         out: dict[tuple[str, str, str], list[int]] = {}
-        for kind, member, checkpoint, pred, c in self.query(
-            "SELECT kind, member, checkpoint, pred, count(*) FROM predictions WHERE run_id = ? AND split = ? "
-            "GROUP BY ALL", [run_id, split]
-        )[1]:
-            out.setdefault((kind, member, checkpoint), [0] * num_labels)[pred] = c
+        with self.connect(write=False) as con:
+            keys = con.execute("SELECT ckpt, num_labels, kind, member, checkpoint FROM checkpoints WHERE run_id = ? "
+                               "AND split = ?", [run_id, split]).fetchall()
+            for k in sorted({r[1] for r in keys}):
+                named = {r[0]: (r[2], r[3], r[4]) for r in keys if r[1] == k}
+                ids = sorted(named)
+                for ckpt, pred, c in con.execute(
+                        f"SELECT ckpt, pred, count(*) FROM predictions_{k} WHERE ckpt BETWEEN ? AND ? AND "
+                        "list_contains(?, ckpt) GROUP BY ALL", [ids[0], ids[-1], ids]).fetchall():
+                    out.setdefault(named[ckpt], [0] * num_labels)[pred] += c
         return out
-
 
     def prediction_splits(self, run_id: str) -> set[str]:
         """The splits a run has stored predictions on (valid, test, `runner predict`'s input-<hash>)."""
-        return {r[0] for r in self.query("SELECT DISTINCT split FROM predictions WHERE run_id = ?", [run_id])[1]}
+        return {r[0] for r in self.query("SELECT DISTINCT split FROM checkpoints WHERE run_id = ?", [run_id])[1]}
 
     def checkpoint_value(self, run_id: str, kind: str, member: str, checkpoint: str, split: str,
                          name: str) -> float | None:
@@ -249,25 +279,69 @@ class Results:
 
 class ProbabilityReader:
     """Stored probabilities as numpy arrays, read through Arrow over one connection
-    (`Store.probabilities()`). One query per checkpoint and split: an equality filter on (run_id,
-    kind, member, checkpoint, split) lets DuckDB skip every row group of the other checkpoints (zone
-    maps), where one query with an IN list of pairs would scan the whole predictions table."""
+    (`Store.probabilities()`). A run's `checkpoints` rows are read once per reader; then each
+    checkpoint's rows are found by their integer key, many checkpoints in one query (`many`): the rows of
+    a checkpoint are one stretch of its `predictions_<k>` table, so DuckDB's zone maps on `ckpt` skip
+    every row group of the others, and the fixed-size arrays come back as one (rows, K) block."""
+
+    GAP = 256  # keys further apart than this are read by separate queries (each a narrow range)
 
     def __init__(self, con):
         self.con = con
+        self._keys: dict[str, dict[tuple[str, str, str, str], tuple[int, int]]] = {}
+
+    def keys(self, run_id: str) -> dict[tuple[str, str, str, str], tuple[int, int]]:
+        """(kind, member, checkpoint, split) -> (ckpt, num_labels) of every checkpoint the run has stored."""
+        if run_id not in self._keys:
+            rows = self.con.execute("SELECT kind, member, checkpoint, split, ckpt, num_labels FROM checkpoints "
+                                    "WHERE run_id = ? ORDER BY ckpt", [run_id]).fetchall()
+            self._keys[run_id] = {(kd, m, c, sp): (ck, k) for kd, m, c, sp, ck, k in rows}
+        return self._keys[run_id]
+
+    def key(self, run_id: str, kind: str, member: str, checkpoint: str, split: str) -> tuple[int, int] | None:
+        """(ckpt, num_labels) of a checkpoint's predictions on a split (its `checkpoints` row), or None."""
+        return self.keys(run_id).get((kind, member, checkpoint, split))
 
     def checkpoint(self, run_id: str, kind: str, member: str, checkpoint: str,
                    split: str) -> tuple[np.ndarray, np.ndarray]:
         """(idx (n,), probs (n, K) float32) of a checkpoint's predictions on a split, sorted by idx."""
-        table = arrow_result(self.con, "SELECT idx, probs FROM predictions WHERE run_id = ? AND kind = ? AND member = ? "
-                                       "AND checkpoint = ? AND split = ?", [run_id, kind, member, checkpoint, split])
+        return self.many(run_id, kind, [(member, checkpoint, split)])[(member, checkpoint, split)]
+
+    def many(self, run_id: str, kind: str, wanted: Sequence[tuple[str, str, str]]
+             ) -> dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]]:
+        """(member, checkpoint, split) -> (idx, probs) for each of `wanted`, sorted by idx; empty arrays
+        for one with nothing stored. One query per class count and stretch of nearby keys."""
+        out: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+        by_k: dict[int, dict[int, tuple[str, str, str]]] = {}
+        for w in wanted:
+            found = self.key(run_id, kind, *w)
+            if found is None:
+                out[w] = (np.zeros(0, np.int32), np.zeros((0, 0), np.float32))
+            else:
+                by_k.setdefault(found[1], {})[found[0]] = w
+        for k, named in by_k.items():
+            ids = sorted(named)
+            cuts = [0] + [i + 1 for i in range(len(ids) - 1) if ids[i + 1] - ids[i] > self.GAP] + [len(ids)]
+            for a, b in zip(cuts, cuts[1:]):
+                self._read_range(k, ids[a:b], named, out)
+        return out
+
+    def _read_range(self, k: int, ids: list[int], named: dict, out: dict) -> None:
+        table = arrow_result(self.con, f"SELECT ckpt, idx, probs FROM predictions_{k} WHERE ckpt BETWEEN ? AND ? "
+                                       "AND list_contains(?, ckpt)", [ids[0], ids[-1], ids])
+        ckpt = table.column("ckpt").to_numpy()
         idx = table.column("idx").to_numpy()
-        flat = table.column("probs").combine_chunks().flatten().to_numpy()
-        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
-        if np.any(idx[1:] <= idx[:-1]):  # rows usually come back in insertion order, already sorted
-            order = np.argsort(idx, kind="stable")
-            idx, probs = idx[order], probs[order]
-        return idx, probs
+        probs = probability_block(table.column("probs"), k)
+        if np.any(ckpt[1:] < ckpt[:-1]):  # rows come back in insertion order: by key already
+            order = np.argsort(ckpt, kind="stable")
+            ckpt, idx, probs = ckpt[order], idx[order], probs[order]
+        lo, hi = np.searchsorted(ckpt, ids, "left"), np.searchsorted(ckpt, ids, "right")
+        for c, a, b in zip(ids, lo, hi):
+            i, p = idx[a:b], probs[a:b]
+            if np.any(i[1:] <= i[:-1]):
+                order = np.argsort(i, kind="stable")
+                i, p = i[order], p[order]
+            out[named[c]] = (i, p)
 
     def labels(self, dataset_id: str, split: str) -> tuple[np.ndarray, np.ndarray | None]:
         """(idx, label ids) of a split's examples by idx; labels None when any example has none."""
@@ -281,14 +355,21 @@ class ProbabilityReader:
                  split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(idx, probs (n, K) float32, labels or None when any is missing) of a checkpoint on a split,
         joined with the examples' labels, by idx; n = 0 when nothing was stored."""
+        found = self.key(run_id, kind, member, checkpoint, split)
+        if found is None:
+            return np.zeros(0, np.int32), np.zeros((0, 0), np.float32), None
+        ckpt, k = found
         table = arrow_result(
             self.con,
-            "SELECT p.idx, p.probs, e.label FROM predictions p LEFT JOIN examples e ON e.dataset_id = ? "
-            "AND e.split = p.split AND e.idx = p.idx WHERE p.run_id = ? AND p.kind = ? AND p.member = ? "
-            "AND p.checkpoint = ? AND p.split = ? ORDER BY p.idx",
-            [dataset_id, run_id, kind, member, checkpoint, split])
-        flat = table.column("probs").combine_chunks().flatten().to_numpy()
-        probs = flat.reshape(table.num_rows, -1) if table.num_rows else flat.reshape(0, 0)
+            f"SELECT p.idx, p.probs, e.label FROM predictions_{k} p LEFT JOIN examples e ON e.dataset_id = ? "
+            "AND e.split = ? AND e.idx = p.idx WHERE p.ckpt = ? ORDER BY p.idx", [dataset_id, split, ckpt])
         label = table.column("label")
         labels = label.to_numpy().astype(np.int64) if label.null_count == 0 and table.num_rows else None
-        return table.column("idx").to_numpy(), probs, labels
+        return table.column("idx").to_numpy(), probability_block(table.column("probs"), k), labels
+
+
+def probability_block(column: pa.ChunkedArray, k: int) -> np.ndarray:
+    """A FLOAT[k] column as one (rows, k) float32 array: zero-copy for a single chunk."""
+    if column.num_chunks == 1:
+        return column.chunk(0).flatten().to_numpy().reshape(-1, k)
+    return column.combine_chunks().flatten().to_numpy().reshape(-1, k)

@@ -67,6 +67,24 @@ class Runs:
                 [status, finished, error, run_id],
             )
 
+    def runs_by_id(self, run_ids: list[str]) -> dict[str, RunRecord]:
+        """run_id -> its record, for many runs in two queries (a sweep's trials)."""
+        rows = self.query_dicts("SELECT * FROM runs WHERE list_contains(?, run_id)", [list(run_ids)])
+        members: dict[str, list[dict]] = {}
+        for m in self.query_dicts("SELECT * FROM members WHERE list_contains(?, run_id) "
+                                  "ORDER BY run_id, started_at NULLS LAST, member", [list(run_ids)]):
+            members.setdefault(m["run_id"], []).append(m)
+        return {r["run_id"]: RunRecord.from_rows(r, members.get(r["run_id"], [])) for r in rows}
+
+    def replicas_of(self, run_ids: list[str]) -> dict[str, list[str]]:
+        """run_id -> `replicas(run_id)`, for many runs in one query."""
+        out: dict[str, list[str]] = {rid: [] for rid in run_ids}
+        for me, other in self.query("SELECT me.run_id, r.run_id FROM runs r JOIN runs me ON r.repeat_group = "
+                                    "me.repeat_group WHERE list_contains(?, me.run_id) ORDER BY me.run_id, "
+                                    "r.repeat_index, r.run_id", [list(run_ids)])[1]:
+            out[me].append(other)
+        return {rid: ids or [rid] for rid, ids in out.items()}
+
     def members(self, run_id: str) -> list[dict]:
         return self.query_dicts("SELECT * FROM members WHERE run_id = ? ORDER BY started_at NULLS LAST, member",
                                 [run_id])

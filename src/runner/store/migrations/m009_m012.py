@@ -1,7 +1,7 @@
-"""Store migrations m009 to m011: the confusion view, where a run was trained, and how each member's
-tokenizer met the data.
+"""Store migrations m009 to m012: the confusion view, where a run was trained, how each member's
+tokenizer met the data, and predictions keyed by checkpoint with fixed-size probabilities.
 
-Append a new migration here, and to STEPS; start m013_m016.py when this file holds four.
+This file holds four: start m013_m016.py for the next one.
 
 Never edit one that has shipped (runner.store.migrations says why).
 """
@@ -52,4 +52,56 @@ def m011_token_stats(con) -> None:
     )
 
 
-STEPS = [m009_confusion, m010_run_environment, m011_token_stats]
+def m012_checkpoints_and_fixed_size_probabilities(con) -> None:
+    """Predictions at sweep scale: a `checkpoints` table and a rows table per class count.
+
+    The `predictions` table repeated run_id, kind, member, checkpoint, epoch and split as strings in
+    every row, and its `probs` was a variable-length FLOAT[]. Now:
+
+    - `checkpoints`: one row per (run_id, kind, member, checkpoint, epoch, split) that has
+      predictions, with a small integer key `ckpt` (numbered in insertion order, so a checkpoint's rows
+      are one contiguous stretch that DuckDB's zone maps find) and its `num_labels`;
+    - `predictions_<k>` (one per class count k a run has): `ckpt`, `idx`, `pred` and `probs FLOAT[k]`,
+      a fixed-size array that reads back as one numpy block, ordered by ckpt and idx;
+    - `predictions` becomes a view over them with the old table's columns and types (probs as
+      FLOAT[]), so SQL written against the table keeps working unchanged.
+
+    Existing rows are moved over; the old table goes. (bench/store_layouts.py measured the candidates.)
+    """
+    con.execute(
+        """
+        CREATE TABLE checkpoints (
+            ckpt INTEGER NOT NULL,
+            run_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            member VARCHAR NOT NULL,
+            checkpoint VARCHAR NOT NULL,
+            epoch INTEGER,
+            split VARCHAR NOT NULL,
+            num_labels INTEGER NOT NULL
+        );
+        INSERT INTO checkpoints
+        SELECT (row_number() OVER (ORDER BY run_id, kind, member, checkpoint, epoch, split))::INTEGER,
+               run_id, kind, member, checkpoint, epoch, split, num_labels
+        FROM (SELECT run_id, coalesce(kind, 'member') AS kind, member, checkpoint, epoch, split,
+                     max(len(probs)) AS num_labels
+              FROM predictions GROUP BY ALL);
+        """
+    )
+    counts = [r[0] for r in con.execute("SELECT DISTINCT num_labels FROM checkpoints ORDER BY 1").fetchall()]
+    for k in counts:
+        con.execute(f"CREATE TABLE predictions_{k} (ckpt INTEGER NOT NULL, idx INTEGER NOT NULL, "
+                    f"pred SMALLINT NOT NULL, probs FLOAT[{k}] NOT NULL)")
+        con.execute(
+            f"INSERT INTO predictions_{k} SELECT c.ckpt, p.idx, p.pred, p.probs::FLOAT[{k}] FROM predictions p "
+            "JOIN checkpoints c ON c.run_id = p.run_id AND c.kind = coalesce(p.kind, 'member') AND "
+            "c.member = p.member AND c.checkpoint = p.checkpoint AND c.epoch IS NOT DISTINCT FROM p.epoch "
+            f"AND c.split = p.split WHERE c.num_labels = {k} ORDER BY c.ckpt, p.idx")
+    rows = " UNION ALL ".join(f"SELECT ckpt, idx, pred, probs::FLOAT[] AS probs FROM predictions_{k}" for k in counts)
+    rows = rows or "SELECT NULL::INTEGER AS ckpt, NULL::INTEGER AS idx, NULL::SMALLINT AS pred, NULL::FLOAT[] AS probs WHERE false"
+    con.execute("DROP TABLE predictions")
+    con.execute("CREATE VIEW predictions AS SELECT c.run_id, c.member, c.checkpoint, c.epoch, c.split, p.idx, p.pred, "
+                f"p.probs, c.kind FROM checkpoints c JOIN ({rows}) p ON p.ckpt = c.ckpt")
+
+
+STEPS = [m009_confusion, m010_run_environment, m011_token_stats, m012_checkpoints_and_fixed_size_probabilities]

@@ -1,0 +1,16 @@
+COPY adaptations FROM 'export/adaptations.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('backbone', 'settings', 'sources', 'n_texts', 'n_heldout', 'corpus_hash', 'path', 'created_at', 'adapt_key'), quote '"', delimiter ',', header 1);
+COPY adapt_losses FROM 'export/adapt_losses.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('adapt_key', 'epoch', 'split'), quote '"', delimiter ',', header 1);
+COPY calibrations FROM 'export/calibrations.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'kind', 'member', 'checkpoint', 'method', 'temperature', 'created_at'), quote '"', delimiter ',', header 1);
+COPY ensemble_weights FROM 'export/ensemble_weights.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'ensemble', 'strategy', 'method', 'member', 'member_checkpoint', 'weight', 'created_at'), quote '"', delimiter ',', header 1);
+COPY examples FROM 'export/examples.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('dataset_id', 'split', 'idx', 'text'), quote '"', delimiter ',', header 1);
+COPY inputs FROM 'export/inputs.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'split', 'input_hash', 'source', 'rows', 'has_labels', 'strategy', 'calibrated', 'created_at'), quote '"', delimiter ',', header 1);
+COPY members FROM 'export/members.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'member', 'backbone', 'seed', 'status'), quote '"', delimiter ',', header 1);
+COPY metrics FROM 'export/metrics.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'member', 'checkpoint', 'split', 'name'), quote '"', delimiter ',', header 1);
+COPY predictions FROM 'export/predictions.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'member', 'checkpoint', 'split', 'idx', 'pred', 'probs'), quote '"', delimiter ',', header 1);
+COPY runs FROM 'export/runs.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'name', 'spec', 'spec_hash', 'dataset_id', 'status', 'started_at'), quote '"', delimiter ',', header 1);
+COPY selections FROM 'export/selections.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'member', 'strategy', 'checkpoint'), quote '"', delimiter ',', header 1);
+COPY sweeps FROM 'export/sweeps.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('name', 'spec', 'storage', 'objective', 'direction', 'created_at', 'sweep_id'), quote '"', delimiter ',', header 1);
+COPY token_stats FROM 'export/token_stats.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('run_id', 'member', 'split', 'max_length', 'texts', 'tokens', 'truncated', 'longest'), quote '"', delimiter ',', header 1);
+COPY trials FROM 'export/trials.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('sweep_id', 'number', 'status', 'params', 'started_at'), quote '"', delimiter ',', header 1);
+COPY trial_params FROM 'export/trial_params.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('sweep_id', 'number', 'param', 'value_text'), quote '"', delimiter ',', header 1);
+COPY _migrations FROM 'export/_migrations.csv' (FORMAT 'csv', allow_quoted_nulls false, force_not_null ('name', 'applied_at'), quote '"', delimiter ',', header 1);
