@@ -9,13 +9,11 @@ import sys
 import warnings
 from pathlib import Path
 
-import duckdb
 import pytest
+from store_dumps import imported
 
 from runner import _moved
 from runner.store import Store
-
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "store_0_1_0"
 
 
 @pytest.mark.parametrize("old,new", sorted(_moved.MOVED.items()))
@@ -57,13 +55,7 @@ def test_import_runner_for_a_hook_loads_no_training_library():
 @pytest.fixture
 def old_store(tmp_path) -> Path:
     """The store runner 0.1.0 wrote (tests/fixtures/store_0_1_0), as a DuckDB file again."""
-    path = tmp_path / "results.duckdb"
-    con = duckdb.connect(str(path))
-    try:
-        con.execute(f"IMPORT DATABASE '{FIXTURE}'")
-    finally:
-        con.close()
-    return path
+    return imported("store_0_1_0", tmp_path / "results.duckdb")
 
 
 def test_a_store_written_before_the_reorganisation_opens_and_reads(old_store, run_cli):

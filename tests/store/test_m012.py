@@ -1,5 +1,5 @@
 """Migration m012 (a `checkpoints` table, probabilities in fixed-size arrays, `predictions` a view) on a
-store written by runner before it (tests/store/data/store_before_m012, exported as text): every
+store written by runner before it (tests/fixtures/store_before_m012, exported as text): every
 table and view shows the same rows after the migration as before, the read commands work on it, and
 it takes new writes, a run with another number of classes included."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from store_dumps import imported
 
 from runner.store import Store
 
-DATA = Path(__file__).resolve().parent / "data" / "store_before_m012"
 # what a user reads: the tables the migration leaves as they were, and the views (predictions now one)
 READ = ["runs", "members", "examples", "metrics", "predictions", "selections", "epochs", "confusion",
         "ensemble_weights", "inputs", "calibrations", "sweeps", "trials", "trial_params", "token_stats"]
@@ -38,12 +38,7 @@ def rows_and_types(path: Path) -> dict[str, tuple[list, list]]:
 @pytest.fixture(scope="module")
 def before_after(tmp_path_factory) -> tuple[dict, dict, Path]:
     folder = tmp_path_factory.mktemp("m012")
-    path = folder / "results.duckdb"
-    con = duckdb.connect(str(path))
-    try:
-        con.execute(f"IMPORT DATABASE '{DATA}'")
-    finally:
-        con.close()
+    path = imported("store_before_m012", folder / "results.duckdb")
     shutil.copy(path, folder / "unmigrated.duckdb")
     before = rows_and_types(path)
     store = Store(path).open()  # migrates in place
