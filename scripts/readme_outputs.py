@@ -470,9 +470,12 @@ def numbers(block: str, name: str) -> list[Number]:
                         or (where is None and SELECTED_TEXT.search(prefix))):
                     found.append(Number(m.group(), "selected_epoch", prefix[-40:].strip(), i, m.start(), m.end()))
                 continue
-            if where is None:  # running text: the nearest kind word before it, or a unit after it
-                kind = _by_rules(prefix, latest=True) or next(
-                    (k for k, r in SUFFIX_RULES if r.match(line[m.end():])), None)
+            unit = next((k for k, r in SUFFIX_RULES if r.match(line[m.end():])), None)
+            if unit is not None:  # a size in KB/MB/GB, in a table or in the text under it
+                found.append(Number(m.group(), unit, prefix[-40:], i, m.start(), m.end()))
+                continue
+            if where is None:  # running text: the nearest kind word before it
+                kind = _by_rules(prefix, latest=True)
                 found.append(Number(m.group(), kind, prefix[-40:], i, m.start(), m.end()))
                 continue
             header, row, title = where

@@ -65,7 +65,7 @@ def compared(kind=None):
             and (kind is None or any(n.kind == kind for n in ro.numbers(block, name)))}
 
 
-KINDS = sorted({n.kind for name, block in compared().items() for n in ro.numbers(block, name)} - {"exact"})
+KINDS = sorted({n.kind for name, block in compared().items() for n in ro.numbers(block, name)} - {"exact", None})
 
 
 def last_digit(number: ro.Number) -> float:
