@@ -1,6 +1,6 @@
 """What fitting a calibration costs (runner.posthoc.calibration.fit), with no model and no store.
 
-Issue 9 asks that `runner calibrate` fit in seconds at most. The fit is Newton's method on 1 (+K)
+`runner calibrate` should fit in seconds at most. The fit is Newton's method on 1 (+K)
 parameters, each iteration a few passes over the (n, K) validation probabilities, so its cost grows
 linearly in n. This prints the median time of each method on synthetic over-confident probabilities
 (sharpened by T = 2, shifted by a known bias) for several validation sizes, with the temperature found.
